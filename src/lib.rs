@@ -10,5 +10,10 @@
 //! - [`cli`]: clap definitions and one module per subcommand.
 
 pub mod carp;
+pub mod cli;
+pub mod config;
 pub mod devd;
 pub mod kernel;
+pub mod observe;
+pub mod plan;
+pub mod secrets;

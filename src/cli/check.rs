@@ -1,0 +1,89 @@
+//! `carpd check [--online]`: validate the configuration, the permissions of every file holding
+//! a secret, and (when a kernel is reachable) the interfaces and unicast capability. Prints
+//! every problem, then "configuration OK" or the count; exit 1 on any problem.
+
+use std::io::Write;
+
+use crate::config::PasswordSource;
+use crate::config::validate::kernel_problems;
+use crate::kernel::KernelChoice;
+use crate::secrets::{check_private_file, resolve_password};
+
+use super::Context;
+
+pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
+    let config = match ctx.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            for p in &e.problems {
+                let _ = writeln!(out, "{p}");
+            }
+            let _ = writeln!(out, "{} problem(s) found", e.problems.len());
+            return false;
+        }
+    };
+    let mut problems: Vec<String> = Vec::new();
+    for w in &config.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+
+    let inline = config
+        .groups
+        .iter()
+        .any(|g| matches!(g.password, Some(PasswordSource::Inline(_))));
+    if inline
+        && let Err(e) = check_private_file(&config.file, "configuration file (it holds an inline password)", ctx.policy)
+    {
+        problems.push(e);
+    }
+    for g in &config.groups {
+        match &g.password {
+            Some(src @ PasswordSource::File(path)) => {
+                if let Err(e) = check_private_file(path, &format!("password file of group {}", g.id), ctx.policy) {
+                    problems.push(format!("{}: {}.password: {e}", config.file.display(), g.key));
+                } else if let Err(e) = resolve_password(&g.id, src, ctx.policy) {
+                    problems.push(format!("{}: {}.password: {e}", config.file.display(), g.key));
+                }
+            }
+            Some(src @ PasswordSource::Vault { .. }) if online => {
+                if let Err(e) = resolve_password(&g.id, src, ctx.policy) {
+                    problems.push(format!("{}: {}.password: {e}", config.file.display(), g.key));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Kernel checks: always on FreeBSD and with an explicit backend; offline elsewhere.
+    match ctx.open_kernel() {
+        Ok(k) => match k.interfaces() {
+            Ok(ifs) => {
+                for p in kernel_problems(&config, &k.info(), &ifs) {
+                    problems.push(p.to_string());
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        },
+        Err(e) if ctx.kernel_choice == KernelChoice::Auto && !cfg!(target_os = "freebsd") && !online => {
+            let _ = writeln!(out, "note: kernel checks skipped: {e}");
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+
+    for p in &problems {
+        let _ = writeln!(out, "{p}");
+    }
+    if problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "configuration OK: {} (node {}, {} group(s))",
+            config.file.display(),
+            config.node,
+            config.groups.len()
+        );
+        true
+    } else {
+        let _ = writeln!(out, "{} problem(s) found", problems.len());
+        false
+    }
+}

@@ -1,0 +1,127 @@
+//! The command line: one clap definition for every subcommand and global option, and the
+//! dispatch to one module per subcommand.
+//!
+//! Exit codes (documented in the README and carpd(8)): 0 success; 1 the command ran and found
+//! problems or failed (invalid configuration, kernel error); 2 usage error (clap's default).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError};
+use crate::kernel::{self, Kernel, KernelChoice};
+use crate::secrets::SecretPolicy;
+
+mod check;
+mod plan;
+mod status;
+
+/// Exit code when the command ran and found problems or failed.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "carpd",
+    version,
+    about = "Controller for FreeBSD kernel CARP: configure groups, watch state, move failover IPs",
+    after_help = "Exit status: 0 success, 1 problems found or an operation failed, 2 usage error."
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short = 'c', long = "config", env = "CARPD_CONFIG", global = true,
+          default_value = config::DEFAULT_PATH, value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Kernel backend: auto (netlink on FreeBSD 14+, else ioctl), netlink, ioctl, or a
+    /// simulated kernel (sim: FreeBSD 14+, sim13: FreeBSD 13 without unicast).
+    #[arg(long, value_enum, env = "CARPD_KERNEL", global = true, default_value = "auto")]
+    pub kernel: KernelChoice,
+
+    /// State file of the simulated kernel, shared between invocations (--kernel sim/sim13).
+    #[arg(long, env = "CARPD_SIM_STATE", global = true, value_name = "FILE")]
+    pub sim_state: Option<PathBuf>,
+
+    /// Accept secret files (passwords, a configuration with inline passwords) that are not
+    /// root-only. For tests and labs only.
+    #[arg(long, global = true)]
+    pub allow_insecure_files: bool,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "CARPD_LOG", global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and permissions; print every problem.
+    Check {
+        /// Also read every secret from its source and query the kernel.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Show every vhid on every interface, the sysctls, demotion and CARP statistics.
+    Status {
+        /// Machine-readable output (schema carpd.status.v1).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the minimal changes that would make the kernel match the configuration.
+    Plan,
+    /// Make the kernel match the configuration with the minimal changes.
+    Apply {
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Everything a subcommand needs from the global options.
+pub struct Context {
+    pub config_path: PathBuf,
+    pub kernel_choice: KernelChoice,
+    pub sim_state: Option<PathBuf>,
+    pub policy: SecretPolicy,
+}
+
+impl Context {
+    pub fn open_kernel(&self) -> Result<Box<dyn Kernel>, kernel::KernelError> {
+        kernel::open(self.kernel_choice, self.sim_state.clone())
+    }
+
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        config::load(&self.config_path)
+    }
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let ctx = Context {
+        config_path: cli.config,
+        kernel_choice: cli.kernel,
+        sim_state: cli.sim_state,
+        policy: SecretPolicy {
+            allow_insecure_files: cli.allow_insecure_files,
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    let ok = match cli.command {
+        Command::Check { online } => check::run(&ctx, online, &mut out),
+        Command::Status { json } => status::run(&ctx, json, &mut out),
+        Command::Plan => plan::run(&ctx, plan::Mode::Plan, &mut out),
+        Command::Apply { dry_run } => plan::run(
+            &ctx,
+            if dry_run { plan::Mode::DryRun } else { plan::Mode::Apply },
+            &mut out,
+        ),
+    };
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) }
+}
+
+/// Prints an error paragraph to stderr, prefixed like every carpd error.
+pub(crate) fn eprint_error(msg: impl std::fmt::Display) {
+    eprintln!("carpd: error: {msg}");
+}

@@ -1,0 +1,132 @@
+//! carpd.yaml: the checked configuration model, and loading it from a file.
+//!
+//! Layers, ripgrep-style: `raw.rs` is the YAML shape (serde only), `validate.rs` turns it into
+//! the types below or a list of every problem with its line, column and key path. `load` is the
+//! only function here that touches the file system; `parse` works on a string so tests and the
+//! fuzzer drive the whole pipeline without files.
+//!
+//! Later sections (vault, ovh, failover_ips) slot in as further optional keys of `RawConfig`
+//! and fields of `Config`; unknown keys are refused until then.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use crate::carp::{CarpKey, GroupId, Sysctl};
+
+pub mod error;
+pub mod raw;
+pub mod validate;
+
+pub use error::{ConfigError, Pos, Problem};
+
+/// Where carpd looks when neither `-c` nor `CARPD_CONFIG` says otherwise.
+pub const DEFAULT_PATH: &str = "/usr/local/etc/carpd.yaml";
+
+/// Largest configuration file carpd reads; a bigger one is certainly a mistake.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub node: String,
+    /// Sysctls to enforce, in a stable order; knobs not listed are left alone.
+    pub sysctls: Vec<(Sysctl, i64)>,
+    pub groups: Vec<GroupConfig>,
+    /// Things that work but deserve attention (inline passwords, ...).
+    pub warnings: Vec<Problem>,
+}
+
+/// One CARP group carpd manages.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub id: GroupId,
+    pub advbase: u32,
+    pub advskew: u32,
+    pub password: Option<PasswordSource>,
+    /// Unicast IPv4 peer; `None` is multicast.
+    pub peer: Option<Ipv4Addr>,
+    /// Unicast IPv6 peer; `None` is multicast.
+    pub peer6: Option<Ipv6Addr>,
+    /// Sorted, at least one.
+    pub addresses: Vec<IpNet>,
+    /// Where the group starts in the file, for later messages.
+    pub pos: Pos,
+    /// Key path of the group, e.g. `groups[0]`.
+    pub key: String,
+}
+
+/// Where a group's CARP password comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// A root-only file holding the password (one trailing newline is ignored).
+    File(PathBuf),
+    /// A kv-v2 secret in Vault/OpenBao: `mount/path`, and the field holding the password.
+    Vault { path: String, field: String },
+    /// Written in carpd.yaml itself (discouraged; the file must then be root-only).
+    Inline(CarpKey),
+}
+
+impl fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordSource::File(p) => write!(f, "File({})", p.display()),
+            PasswordSource::Vault { path, field } => write!(f, "Vault({path}#{field})"),
+            PasswordSource::Inline(_) => f.write_str("Inline([redacted])"),
+        }
+    }
+}
+
+impl fmt::Display for PasswordSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordSource::File(p) => write!(f, "file {}", p.display()),
+            PasswordSource::Vault { path, field } => write!(f, "vault {path} field {field}"),
+            PasswordSource::Inline(_) => f.write_str("inline in the configuration file"),
+        }
+    }
+}
+
+/// Reads and validates `path`. The only file-system access of this module.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let fail = |message: String| ConfigError {
+        problems: vec![Problem {
+            file: path.to_path_buf(),
+            pos: Pos::default(),
+            key: String::new(),
+            message,
+            detail: String::new(),
+        }],
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            fail(format!(
+                "cannot read the configuration: no such file. Create it (see carpd.yaml(5) and the README), or point -c/--config or CARPD_CONFIG at another file"
+            ))
+        } else {
+            fail(format!("cannot read the configuration: {e}"))
+        }
+    })?;
+    if !meta.is_file() {
+        return Err(fail("is not a regular file".into()));
+    }
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(fail(format!(
+            "is {} bytes long; carpd refuses configuration files over {MAX_FILE_SIZE} bytes",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| fail(format!("is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
+    parse(&text, path)
+}
+
+/// Parses and validates configuration text; `file` is only used in messages.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let raw = validate::parse_yaml(text, file)?;
+    validate::validate(raw, file)
+}

@@ -1,0 +1,60 @@
+//! The edges of planning: the desired state from the configuration (reading password sources)
+//! and the observed state from the kernel. Everything else in `plan` is pure.
+
+use std::collections::BTreeSet;
+
+use crate::config::Config;
+use crate::kernel::{Kernel, KernelError};
+use crate::secrets::{SecretPolicy, resolve_password};
+
+use super::{Desired, DesiredGroup, Observed};
+
+/// Builds the desired state; every password that cannot be read is reported, none is shown.
+pub fn desired(config: &Config, policy: SecretPolicy) -> Result<Desired, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut groups = Vec::new();
+    for g in &config.groups {
+        let key = match &g.password {
+            None => None,
+            Some(src) => match resolve_password(&g.id, src, policy) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    errors.push(format!("{}: {}: {e}", config.file.display(), g.key));
+                    continue;
+                }
+            },
+        };
+        groups.push(DesiredGroup {
+            id: g.id.clone(),
+            advbase: g.advbase,
+            advskew: g.advskew,
+            key,
+            peer: g.peer,
+            peer6: g.peer6,
+            addresses: g.addresses.clone(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(Desired {
+            sysctls: config.sysctls.clone(),
+            groups,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads the sysctls the configuration sets and every vhid of every configured interface.
+pub fn observe(k: &dyn Kernel, desired: &Desired) -> Result<Observed, KernelError> {
+    let mut obs = Observed::default();
+    for (knob, _) in &desired.sysctls {
+        obs.sysctls.insert(*knob, k.sysctl_get(*knob)?);
+    }
+    let interfaces: BTreeSet<&str> = desired.groups.iter().map(|g| g.id.ifname.as_str()).collect();
+    for ifname in interfaces {
+        for g in k.groups(ifname)? {
+            obs.groups.insert(g.id(), g);
+        }
+    }
+    Ok(obs)
+}
