@@ -85,9 +85,9 @@ impl FromStr for GroupId {
     /// Parses `2@vmx1`. Interface names follow FreeBSD's rules: 1..15 bytes (IFNAMSIZ 16 with
     /// the NUL) of ASCII letters, digits, `.`, `_` and `-`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (vhid, ifname) = s
-            .split_once('@')
-            .ok_or_else(|| format!("'{s}' is not a CARP group: expected <vhid>@<interface>, e.g. 2@vmx1"))?;
+        let (vhid, ifname) = s.split_once('@').ok_or_else(|| {
+            format!("'{s}' is not a CARP group: expected <vhid>@<interface>, e.g. 2@vmx1")
+        })?;
         let n: u32 = vhid
             .parse()
             .map_err(|_| format!("'{s}': vhid '{vhid}' is not a number (allowed 1..{MAX_VHID})"))?;
@@ -428,7 +428,11 @@ mod tests {
         assert_eq!(s.ipackets, 1);
         assert_eq!(s.badauth, 9);
         assert_eq!(s.preempt, 16);
-        assert!(CarpStats::decode(&b[..120]).unwrap_err().contains("120 bytes"));
+        assert!(
+            CarpStats::decode(&b[..120])
+                .unwrap_err()
+                .contains("120 bytes")
+        );
     }
 
     #[test]

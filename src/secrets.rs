@@ -24,7 +24,8 @@ pub struct SecretPolicy {
 /// Checks that a file holding secrets is owned by root and not readable or writable by group
 /// or others. `what` names the file's role in the message.
 pub fn check_private_file(path: &Path, what: &str, policy: SecretPolicy) -> Result<(), String> {
-    let meta = fs::metadata(path).map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
+    let meta =
+        fs::metadata(path).map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
     if !meta.is_file() {
         return Err(format!("{what} {} is not a regular file", path.display()));
     }
@@ -70,7 +71,12 @@ pub fn resolve_password(
             let limit = (KEY_LEN + 3) as u64;
             fs::File::open(path)
                 .and_then(|f| f.take(limit).read_to_end(&mut bytes))
-                .map_err(|e| format!("password file {} of group {group}: cannot read: {e}", path.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "password file {} of group {group}: cannot read: {e}",
+                        path.display()
+                    )
+                })?;
             // One trailing newline is how editors and `echo` write files; it is not part of
             // the password.
             if bytes.ends_with(b"\n") {
@@ -119,12 +125,17 @@ mod tests {
         let f = dir.path().join("pw");
         fs::write(&f, "s3cret\n").unwrap();
         fs::set_permissions(&f, fs::Permissions::from_mode(0o400)).unwrap();
-        let lax = SecretPolicy { allow_insecure_files: true };
+        let lax = SecretPolicy {
+            allow_insecure_files: true,
+        };
         let k = resolve_password(&group(), &PasswordSource::File(f.clone()), lax).unwrap();
         assert_eq!(k.expose(), b"s3cret");
         fs::write(&f, "x".repeat(64)).unwrap();
         let e = resolve_password(&group(), &PasswordSource::File(f.clone()), lax).unwrap_err();
-        assert!(e.contains("at most 20 bytes") && e.contains("2@vmx1"), "{e}");
+        assert!(
+            e.contains("at most 20 bytes") && e.contains("2@vmx1"),
+            "{e}"
+        );
         assert!(!e.contains("xxxx"), "the value must not appear: {e}");
     }
 

@@ -32,22 +32,42 @@ pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
         .iter()
         .any(|g| matches!(g.password, Some(PasswordSource::Inline(_))));
     if inline
-        && let Err(e) = check_private_file(&config.file, "configuration file (it holds an inline password)", ctx.policy)
+        && let Err(e) = check_private_file(
+            &config.file,
+            "configuration file (it holds an inline password)",
+            ctx.policy,
+        )
     {
         problems.push(e);
     }
     for g in &config.groups {
         match &g.password {
             Some(src @ PasswordSource::File(path)) => {
-                if let Err(e) = check_private_file(path, &format!("password file of group {}", g.id), ctx.policy) {
-                    problems.push(format!("{}: {}.password: {e}", config.file.display(), g.key));
+                if let Err(e) = check_private_file(
+                    path,
+                    &format!("password file of group {}", g.id),
+                    ctx.policy,
+                ) {
+                    problems.push(format!(
+                        "{}: {}.password: {e}",
+                        config.file.display(),
+                        g.key
+                    ));
                 } else if let Err(e) = resolve_password(&g.id, src, ctx.policy) {
-                    problems.push(format!("{}: {}.password: {e}", config.file.display(), g.key));
+                    problems.push(format!(
+                        "{}: {}.password: {e}",
+                        config.file.display(),
+                        g.key
+                    ));
                 }
             }
             Some(src @ PasswordSource::Vault { .. }) if online => {
                 if let Err(e) = resolve_password(&g.id, src, ctx.policy) {
-                    problems.push(format!("{}: {}.password: {e}", config.file.display(), g.key));
+                    problems.push(format!(
+                        "{}: {}.password: {e}",
+                        config.file.display(),
+                        g.key
+                    ));
                 }
             }
             _ => {}
@@ -64,7 +84,11 @@ pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
             }
             Err(e) => problems.push(e.to_string()),
         },
-        Err(e) if ctx.kernel_choice == KernelChoice::Auto && !cfg!(target_os = "freebsd") && !online => {
+        Err(e)
+            if ctx.kernel_choice == KernelChoice::Auto
+                && !cfg!(target_os = "freebsd")
+                && !online =>
+        {
             let _ = writeln!(out, "note: kernel checks skipped: {e}");
         }
         Err(e) => problems.push(e.to_string()),

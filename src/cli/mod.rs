@@ -35,7 +35,13 @@ pub struct Cli {
 
     /// Kernel backend: auto (netlink on FreeBSD 14+, else ioctl), netlink, ioctl, or a
     /// simulated kernel (sim: FreeBSD 14+, sim13: FreeBSD 13 without unicast).
-    #[arg(long, value_enum, env = "CARPD_KERNEL", global = true, default_value = "auto")]
+    #[arg(
+        long,
+        value_enum,
+        env = "CARPD_KERNEL",
+        global = true,
+        default_value = "auto"
+    )]
     pub kernel: KernelChoice,
 
     /// State file of the simulated kernel, shared between invocations (--kernel sim/sim13).
@@ -48,7 +54,13 @@ pub struct Cli {
     pub allow_insecure_files: bool,
 
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, env = "CARPD_LOG", global = true, default_value = "warn", value_name = "LEVEL")]
+    #[arg(
+        long,
+        env = "CARPD_LOG",
+        global = true,
+        default_value = "warn",
+        value_name = "LEVEL"
+    )]
     pub log_level: String,
 
     #[command(subcommand)]
@@ -114,11 +126,19 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan => plan::run(&ctx, plan::Mode::Plan, &mut out),
         Command::Apply { dry_run } => plan::run(
             &ctx,
-            if dry_run { plan::Mode::DryRun } else { plan::Mode::Apply },
+            if dry_run {
+                plan::Mode::DryRun
+            } else {
+                plan::Mode::Apply
+            },
             &mut out,
         ),
     };
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
 }
 
 /// Prints an error paragraph to stderr, prefixed like every carpd error.

@@ -5,8 +5,8 @@ use std::io::Write;
 
 use crate::config::validate::kernel_problems;
 use crate::plan::apply::apply;
-use crate::plan::gather::{desired, observe};
 use crate::plan::diff;
+use crate::plan::gather::{desired, observe};
 
 use super::{Context, eprint_error};
 
@@ -42,13 +42,19 @@ pub fn run(ctx: &Context, mode: Mode, out: &mut dyn Write) -> bool {
     let problems = kernel_problems(&config, &k.info(), &interfaces);
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        eprint_error(format!("the configuration does not fit this kernel, nothing done:\n{}", list.join("\n")));
+        eprint_error(format!(
+            "the configuration does not fit this kernel, nothing done:\n{}",
+            list.join("\n")
+        ));
         return false;
     }
     let want = match desired(&config, ctx.policy) {
         Ok(d) => d,
         Err(errors) => {
-            eprint_error(format!("cannot read the passwords, nothing done:\n{}", errors.join("\n")));
+            eprint_error(format!(
+                "cannot read the passwords, nothing done:\n{}",
+                errors.join("\n")
+            ));
             return false;
         }
     };
@@ -64,7 +70,11 @@ pub fn run(ctx: &Context, mode: Mode, out: &mut dyn Write) -> bool {
         let _ = writeln!(out, "note: {n}");
     }
     if plan.is_empty() {
-        let _ = writeln!(out, "no changes: the kernel matches {}", config.file.display());
+        let _ = writeln!(
+            out,
+            "no changes: the kernel matches {}",
+            config.file.display()
+        );
         return true;
     }
     if mode != Mode::Apply {

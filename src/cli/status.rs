@@ -30,7 +30,11 @@ pub fn run(ctx: &Context, json: bool, out: &mut dyn Write) -> bool {
     let managed: Option<BTreeSet<_>> = config
         .as_ref()
         .map(|c| c.groups.iter().map(|g| g.id.clone()).collect());
-    let s = collect(k.as_ref(), config.as_ref().map(|c| c.node.as_str()), managed.as_ref());
+    let s = collect(
+        k.as_ref(),
+        config.as_ref().map(|c| c.node.as_str()),
+        managed.as_ref(),
+    );
     let text = if json { to_json(&s) } else { to_text(&s) };
     if out.write_all(text.as_bytes()).is_err() {
         return false;

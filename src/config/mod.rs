@@ -55,6 +55,8 @@ pub struct GroupConfig {
     pub addresses: Vec<IpNet>,
     /// Where the group starts in the file, for later messages.
     pub pos: Pos,
+    /// Where `peer` (or else `peer6`) is written, for messages about unicast.
+    pub peer_pos: Option<Pos>,
     /// Key path of the group, e.g. `groups[0]`.
     pub key: String,
 }
@@ -119,9 +121,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             meta.len()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| fail(format!("is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("cannot read the configuration: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "is not valid UTF-8 (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
     parse(&text, path)
 }
 
@@ -130,3 +137,6 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let raw = validate::parse_yaml(text, file)?;
     validate::validate(raw, file)
 }
+
+#[cfg(test)]
+mod tests;

@@ -201,13 +201,37 @@ fn validate_group(
             None
         }
     };
-    let advbase = ranged(p, key, "advbase", g.advbase.as_ref(), 1, 1, 255,
-        "seconds between advertisements");
-    let advskew = ranged(p, key, "advskew", g.advskew.as_ref(), 0, 0, i64::from(MAX_SKEW),
-        "lower wins the election; the kernel adds net.inet.carp.demotion and clamps at 240");
+    let advbase = ranged(
+        p,
+        key,
+        "advbase",
+        g.advbase.as_ref(),
+        1,
+        1,
+        255,
+        "seconds between advertisements",
+    );
+    let advskew = ranged(
+        p,
+        key,
+        "advskew",
+        g.advskew.as_ref(),
+        0,
+        0,
+        i64::from(MAX_SKEW),
+        "lower wins the election; the kernel adds net.inet.carp.demotion and clamps at 240",
+    );
 
-    let peer = g.peer.as_ref().and_then(|s| parse_peer4(p, key, s)).flatten();
-    let peer6 = g.peer6.as_ref().and_then(|s| parse_peer6(p, key, s)).flatten();
+    let peer = g
+        .peer
+        .as_ref()
+        .and_then(|s| parse_peer4(p, key, s))
+        .flatten();
+    let peer6 = g
+        .peer6
+        .as_ref()
+        .and_then(|s| parse_peer6(p, key, s))
+        .flatten();
 
     if g.addresses.is_empty() {
         p.add(
@@ -221,7 +245,11 @@ fn validate_group(
         match parse_address(&a.value) {
             Ok(net) => {
                 if addresses.contains(&net) {
-                    p.add(Pos::of(a), format!("{key}.addresses[{j}]"), format!("{net} is listed twice"));
+                    p.add(
+                        Pos::of(a),
+                        format!("{key}.addresses[{j}]"),
+                        format!("{net} is listed twice"),
+                    );
                 } else {
                     addresses.push(net);
                 }
@@ -231,10 +259,18 @@ fn validate_group(
     }
     addresses.sort();
     if peer.is_some() && !addresses.iter().any(|a| a.addr().is_ipv4()) {
-        warnings.add(pos, format!("{key}.peer"), "an IPv4 peer is set but the group has no IPv4 address");
+        warnings.add(
+            pos,
+            format!("{key}.peer"),
+            "an IPv4 peer is set but the group has no IPv4 address",
+        );
     }
     if peer6.is_some() && !addresses.iter().any(|a| a.addr().is_ipv6()) {
-        warnings.add(pos, format!("{key}.peer6"), "an IPv6 peer is set but the group has no IPv6 address");
+        warnings.add(
+            pos,
+            format!("{key}.peer6"),
+            "an IPv6 peer is set but the group has no IPv6 address",
+        );
     }
 
     let password = g
@@ -254,6 +290,7 @@ fn validate_group(
         peer6,
         addresses,
         pos,
+        peer_pos: g.peer.as_ref().or(g.peer6.as_ref()).map(Pos::of),
         key: key.to_string(),
     })
 }
@@ -276,7 +313,10 @@ fn ranged(
         p.add(
             Pos::of(v),
             format!("{key}.{name}"),
-            format!("{} is out of range: allowed {min}..{max} ({meaning})", v.value),
+            format!(
+                "{} is out of range: allowed {min}..{max} ({meaning})",
+                v.value
+            ),
         );
         None
     }
@@ -299,7 +339,10 @@ fn parse_peer4(p: &mut Problems, key: &str, s: &Spanned<String>) -> Option<Optio
             p.add(
                 Pos::of(s),
                 format!("{key}.peer"),
-                format!("'{}' is not an IPv4 address (IPv6 peers go in peer6)", s.value.escape_default()),
+                format!(
+                    "'{}' is not an IPv4 address (IPv6 peers go in peer6)",
+                    s.value.escape_default()
+                ),
             );
             None
         }
@@ -322,7 +365,10 @@ fn parse_peer6(p: &mut Problems, key: &str, s: &Spanned<String>) -> Option<Optio
             p.add(
                 Pos::of(s),
                 format!("{key}.peer6"),
-                format!("'{}' is not an IPv6 address (IPv4 peers go in peer)", s.value.escape_default()),
+                format!(
+                    "'{}' is not an IPv6 address (IPv4 peers go in peer)",
+                    s.value.escape_default()
+                ),
             );
             None
         }
@@ -350,7 +396,9 @@ pub fn parse_address(s: &str) -> Result<IpNet, String> {
     })?;
     let a = net.addr();
     if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
-        return Err(format!("{net} cannot be a CARP address (unspecified, multicast or loopback)"));
+        return Err(format!(
+            "{net} cannot be a CARP address (unspecified, multicast or loopback)"
+        ));
     }
     Ok(net)
 }
@@ -378,7 +426,11 @@ fn validate_password(
                 Some(PasswordSource::Inline(key))
             }
             Err(n) => {
-                p.add(pos, k, format!("is {n} bytes long: CARP passwords are at most {KEY_LEN} bytes"));
+                p.add(
+                    pos,
+                    k,
+                    format!("is {n} bytes long: CARP passwords are at most {KEY_LEN} bytes"),
+                );
                 None
             }
         },
@@ -388,7 +440,11 @@ fn validate_password(
                 ["file"] => {
                     let path = PathBuf::from(&map["file"]);
                     if !path.is_absolute() {
-                        p.add(pos, k, format!("file '{}' must be an absolute path", path.display()));
+                        p.add(
+                            pos,
+                            k,
+                            format!("file '{}' must be an absolute path", path.display()),
+                        );
                         return None;
                     }
                     Some(PasswordSource::File(path))
@@ -406,7 +462,10 @@ fn validate_password(
                         );
                         return None;
                     }
-                    let field = map.get("field").cloned().unwrap_or_else(|| "password".into());
+                    let field = map
+                        .get("field")
+                        .cloned()
+                        .unwrap_or_else(|| "password".into());
                     if field.is_empty() {
                         p.add(pos, k, "field must not be empty (default: password)");
                         return None;
@@ -431,13 +490,21 @@ fn validate_password(
 
 /// Problems only the running kernel can reveal: interfaces that do not exist, unicast peers
 /// on a kernel without netlink.
-pub fn kernel_problems(config: &Config, backend: &BackendInfo, interfaces: &[String]) -> Vec<Problem> {
+pub fn kernel_problems(
+    config: &Config,
+    backend: &BackendInfo,
+    interfaces: &[String],
+) -> Vec<Problem> {
     let mut out = Vec::new();
     for g in &config.groups {
         let mut add = |message: String, key: &str| {
             out.push(Problem {
                 file: config.file.clone(),
-                pos: g.pos,
+                pos: if key.starts_with("peer") {
+                    g.peer_pos.unwrap_or(g.pos)
+                } else {
+                    g.pos
+                },
                 key: format!("{}.{key}", g.key),
                 message,
                 detail: String::new(),

@@ -152,12 +152,16 @@ pub fn open(
     sim_state: Option<PathBuf>,
 ) -> Result<Box<dyn Kernel>, KernelError> {
     match choice {
-        KernelChoice::Sim => Ok(Box::new(sim::SimKernel::open(sim::Flavour::FreeBsd14, sim_state)?)),
-        KernelChoice::Sim13 => Ok(Box::new(sim::SimKernel::open(sim::Flavour::FreeBsd13, sim_state)?)),
+        KernelChoice::Sim => Ok(Box::new(sim::SimKernel::open(
+            sim::Flavour::FreeBsd14,
+            sim_state,
+        )?)),
+        KernelChoice::Sim13 => Ok(Box::new(sim::SimKernel::open(
+            sim::Flavour::FreeBsd13,
+            sim_state,
+        )?)),
         #[cfg(target_os = "freebsd")]
-        KernelChoice::Auto | KernelChoice::Netlink | KernelChoice::Ioctl => {
-            freebsd::open(choice)
-        }
+        KernelChoice::Auto | KernelChoice::Netlink | KernelChoice::Ioctl => freebsd::open(choice),
         #[cfg(not(target_os = "freebsd"))]
         KernelChoice::Auto | KernelChoice::Netlink | KernelChoice::Ioctl => Err(KernelError::new(
             "open the kernel CARP interface",
@@ -232,8 +236,7 @@ impl fmt::Display for KernelError {
 impl std::error::Error for KernelError {}
 
 /// The hint given whenever CARP turns out not to be loaded.
-pub const CARP_NOT_LOADED_HINT: &str =
-    "carp.ko is not loaded: run `kldload carp`, and add carp_load=\"YES\" to /boot/loader.conf so it loads at boot";
+pub const CARP_NOT_LOADED_HINT: &str = "carp.ko is not loaded: run `kldload carp`, and add carp_load=\"YES\" to /boot/loader.conf so it loads at boot";
 
 /// The error every 13.x (ioctl) backend gives for a unicast peer.
 pub fn unicast_unsupported(op: String) -> KernelError {
@@ -268,9 +271,10 @@ fn errno_meaning(e: i32) -> (&'static str, Option<&'static str>) {
             "the interface has no IFF_MULTICAST",
             Some("CARP needs a multicast-capable interface"),
         ),
-        libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT => {
-            ("CARP is not available in this kernel", Some(CARP_NOT_LOADED_HINT))
-        }
+        libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT => (
+            "CARP is not available in this kernel",
+            Some(CARP_NOT_LOADED_HINT),
+        ),
         libc::ENOPROTOOPT => (
             "no CARP on this interface yet",
             Some("create the vhid (carpd apply) before attaching addresses"),
@@ -312,7 +316,10 @@ mod tests {
     fn errors_name_operation_errno_and_fix() {
         let e = KernelError::errno("SET carp 2@vmx1 (netlink)", libc::EPROTONOSUPPORT);
         let s = e.to_string();
-        assert!(s.starts_with("SET carp 2@vmx1 (netlink): CARP is not available"), "{s}");
+        assert!(
+            s.starts_with("SET carp 2@vmx1 (netlink): CARP is not available"),
+            "{s}"
+        );
         assert!(s.contains("EPROTONOSUPPORT"), "{s}");
         assert!(s.contains("kldload carp"), "{s}");
         let s = KernelError::errno("SET carp 2@vmx1", libc::EPERM).to_string();

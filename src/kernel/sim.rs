@@ -68,7 +68,10 @@ fn yes() -> bool {
 }
 
 fn default_sysctls() -> BTreeMap<Sysctl, i64> {
-    Sysctl::ALL.iter().map(|s| (*s, s.default_value())).collect()
+    Sysctl::ALL
+        .iter()
+        .map(|s| (*s, s.default_value()))
+        .collect()
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -229,8 +232,11 @@ impl SimKernel {
 }
 
 fn file_error(path: &Path, what: &str, e: impl std::fmt::Display) -> KernelError {
-    KernelError::new(format!("simulated kernel state {}", path.display()), format!("{what}: {e}"))
-        .hint("fix or delete the state file (deleting it starts a fresh simulated kernel)")
+    KernelError::new(
+        format!("simulated kernel state {}", path.display()),
+        format!("{what}: {e}"),
+    )
+    .hint("fix or delete the state file (deleting it starts a fresh simulated kernel)")
 }
 
 fn with_state_file<R>(
@@ -263,7 +269,8 @@ fn with_state_file<R>(
 
 fn store(path: &Path, state: &SimState) -> Result<(), KernelError> {
     let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| file_error(path, "cannot encode", e))?;
+    let bytes =
+        serde_json::to_vec_pretty(state).map_err(|e| file_error(path, "cannot encode", e))?;
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -397,8 +404,12 @@ impl Kernel for SimKernel {
                 )));
             }
             if flavour == Flavour::FreeBsd13 {
-                let unicast4 = req.peer.is_some_and(|p| p != MULTICAST_V4 && !p.is_unspecified());
-                let unicast6 = req.peer6.is_some_and(|p| p != MULTICAST_V6 && !p.is_unspecified());
+                let unicast4 = req
+                    .peer
+                    .is_some_and(|p| p != MULTICAST_V4 && !p.is_unspecified());
+                let unicast6 = req
+                    .peer6
+                    .is_some_and(|p| p != MULTICAST_V6 && !p.is_unspecified());
                 if unicast4 || unicast6 {
                     return Err(super::unicast_unsupported(op));
                 }
@@ -459,8 +470,21 @@ impl Kernel for SimKernel {
             if v.state == CarpState::Init {
                 v.state = CarpState::Backup;
             }
-            // Like in_aifaddr: an existing address is updated in place.
-            iface.addresses.retain(|a| a.addr.addr() != addr.addr());
+            // Like in_aifaddr_ioctl: an existing identical address is deleted first, with the
+            // usual consequence that its vhid dies with its last address.
+            if let Some(pos) = iface.addresses.iter().position(|a| a.addr.addr() == addr.addr()) {
+                let old = iface.addresses.remove(pos);
+                if let Some(old_id) = old.vhid
+                    && !iface.addresses.iter().any(|a| a.vhid == Some(old_id))
+                {
+                    iface.vhids.remove(&old_id);
+                    if old_id == id {
+                        return Err(KernelError::errno(op, libc::ENOENT).detail(format!(
+                            "re-adding {addr} removed the last address of vhid {vhid}, which destroyed it"
+                        )));
+                    }
+                }
+            }
             iface.addresses.push(SimAddress {
                 addr,
                 vhid: Some(id),
@@ -475,7 +499,11 @@ impl Kernel for SimKernel {
             s.check_loaded(&op)?;
             s.check_root(&op)?;
             let iface = s.iface_mut(&op, ifname)?;
-            let Some(pos) = iface.addresses.iter().position(|a| a.addr.addr() == addr.addr()) else {
+            let Some(pos) = iface
+                .addresses
+                .iter()
+                .position(|a| a.addr.addr() == addr.addr())
+            else {
                 return Err(KernelError::errno(op, libc::EADDRNOTAVAIL)
                     .detail(format!("{addr} is not configured on {ifname}")));
             };
@@ -494,10 +522,12 @@ impl Kernel for SimKernel {
         let op = format!("read {}", knob.mib());
         self.with_state(false, |s| {
             if !s.carp_loaded {
-                return Err(KernelError::errno(op, libc::ENOENT)
-                    .hint(super::CARP_NOT_LOADED_HINT));
+                return Err(KernelError::errno(op, libc::ENOENT).hint(super::CARP_NOT_LOADED_HINT));
             }
-            Ok(s.sysctls.get(&knob).copied().unwrap_or(knob.default_value()))
+            Ok(s.sysctls
+                .get(&knob)
+                .copied()
+                .unwrap_or(knob.default_value()))
         })
     }
 
@@ -512,8 +542,7 @@ impl Kernel for SimKernel {
         }
         self.with_state(true, |s| {
             if !s.carp_loaded {
-                return Err(KernelError::errno(op, libc::ENOENT)
-                    .hint(super::CARP_NOT_LOADED_HINT));
+                return Err(KernelError::errno(op, libc::ENOENT).hint(super::CARP_NOT_LOADED_HINT));
             }
             s.check_root(&op)?;
             if knob == Sysctl::Dscp && !(0..=63).contains(&value) {
@@ -531,12 +560,12 @@ impl Kernel for SimKernel {
         let op = format!("add {delta} to net.inet.carp.demotion");
         self.with_state(true, |s| {
             if !s.carp_loaded {
-                return Err(KernelError::errno(op, libc::ENOENT)
-                    .hint(super::CARP_NOT_LOADED_HINT));
+                return Err(KernelError::errno(op, libc::ENOENT).hint(super::CARP_NOT_LOADED_HINT));
             }
             s.check_root(&op)?;
             let cur = s.sysctls.get(&Sysctl::Demotion).copied().unwrap_or(0);
-            s.sysctls.insert(Sysctl::Demotion, cur.saturating_add(delta));
+            s.sysctls
+                .insert(Sysctl::Demotion, cur.saturating_add(delta));
             Ok(())
         })
     }
@@ -597,7 +626,10 @@ mod tests {
         let g = k.group("vmx1", v(2)).unwrap().unwrap();
         assert_eq!(g.advskew, 0);
         assert_eq!(g.advbase, 3);
-        assert_eq!(g.key, KeyView::Known(CarpKey::new(b"secret".to_vec()).unwrap()));
+        assert_eq!(
+            g.key,
+            KeyView::Known(CarpKey::new(b"secret".to_vec()).unwrap())
+        );
         assert_eq!(g.peer, Some(Ipv4Addr::new(192, 0, 2, 7)));
         // The multicast group goes back to multicast.
         let mut r = req(2, 0);
@@ -626,35 +658,75 @@ mod tests {
         let b: IpNet = "51.68.252.231/32".parse().unwrap();
         k.add_address("vmx1", v(2), a).unwrap();
         k.add_address("vmx1", v(2), b).unwrap();
-        assert_eq!(k.group("vmx1", v(2)).unwrap().unwrap().state, CarpState::Backup);
+        assert_eq!(
+            k.group("vmx1", v(2)).unwrap().unwrap().state,
+            CarpState::Backup
+        );
         let mut r = req(2, 0);
         r.state = Some(CarpState::Master);
         k.set_raw("vmx1", &r).unwrap();
-        assert_eq!(k.group("vmx1", v(2)).unwrap().unwrap().state, CarpState::Master);
-        assert_eq!(k.group("vmx1", v(2)).unwrap().unwrap().addresses, vec![a, b]);
+        assert_eq!(
+            k.group("vmx1", v(2)).unwrap().unwrap().state,
+            CarpState::Master
+        );
+        assert_eq!(
+            k.group("vmx1", v(2)).unwrap().unwrap().addresses,
+            vec![a, b]
+        );
         k.del_address("vmx1", a).unwrap();
         assert!(k.group("vmx1", v(2)).unwrap().is_some());
         k.del_address("vmx1", b).unwrap();
-        assert!(k.group("vmx1", v(2)).unwrap().is_none(), "last address destroys the vhid");
+        assert!(
+            k.group("vmx1", v(2)).unwrap().is_none(),
+            "last address destroys the vhid"
+        );
     }
 
     #[test]
     fn errnos_match_freebsd() {
         let k = SimKernel::new(Flavour::FreeBsd14);
         let a: IpNet = "10.0.0.1/24".parse().unwrap();
-        assert!(k.set_raw("em9", &req(2, 0)).unwrap_err().is_errno(libc::ENXIO));
-        assert!(k.set_raw("lo0", &req(2, 0)).unwrap_err().is_errno(libc::EOPNOTSUPP));
-        assert!(k.set_raw("vmx1", &req(2, 255)).unwrap_err().is_errno(libc::EINVAL));
-        assert!(k.add_address("vmx1", v(2), a).unwrap_err().is_errno(libc::ENOPROTOOPT));
+        assert!(
+            k.set_raw("em9", &req(2, 0))
+                .unwrap_err()
+                .is_errno(libc::ENXIO)
+        );
+        assert!(
+            k.set_raw("lo0", &req(2, 0))
+                .unwrap_err()
+                .is_errno(libc::EOPNOTSUPP)
+        );
+        assert!(
+            k.set_raw("vmx1", &req(2, 255))
+                .unwrap_err()
+                .is_errno(libc::EINVAL)
+        );
+        assert!(
+            k.add_address("vmx1", v(2), a)
+                .unwrap_err()
+                .is_errno(libc::ENOPROTOOPT)
+        );
         k.set_raw("vmx1", &req(2, 0)).unwrap();
-        assert!(k.add_address("vmx1", v(3), a).unwrap_err().is_errno(libc::ENOENT));
-        assert!(k.del_address("vmx1", a).unwrap_err().is_errno(libc::EADDRNOTAVAIL));
+        assert!(
+            k.add_address("vmx1", v(3), a)
+                .unwrap_err()
+                .is_errno(libc::ENOENT)
+        );
+        assert!(
+            k.del_address("vmx1", a)
+                .unwrap_err()
+                .is_errno(libc::EADDRNOTAVAIL)
+        );
         assert!(k.sysctl_set(Sysctl::Demotion, 5).is_err());
 
         let mut s = SimState::default();
         s.root = false;
         let k = SimKernel::from_state(Flavour::FreeBsd14, s);
-        assert!(k.set_raw("vmx1", &req(2, 0)).unwrap_err().is_errno(libc::EPERM));
+        assert!(
+            k.set_raw("vmx1", &req(2, 0))
+                .unwrap_err()
+                .is_errno(libc::EPERM)
+        );
 
         let mut s = SimState::default();
         s.carp_loaded = false;
@@ -709,7 +781,12 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         fs::write(&path, b"{not json").unwrap();
-        let e = SimKernel::open(Flavour::FreeBsd14, Some(path)).err().unwrap();
-        assert!(e.to_string().contains("not a valid simulated kernel state"), "{e}");
+        let e = SimKernel::open(Flavour::FreeBsd14, Some(path))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("not a valid simulated kernel state"),
+            "{e}"
+        );
     }
 }

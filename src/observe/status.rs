@@ -159,7 +159,15 @@ pub fn to_text(s: &Status) -> String {
             .iter()
             .map(|g| {
                 [
-                    format!("{}{}", g.group, if g.managed == Some(false) { " (unmanaged)" } else { "" }),
+                    format!(
+                        "{}{}",
+                        g.group,
+                        if g.managed == Some(false) {
+                            " (unmanaged)"
+                        } else {
+                            ""
+                        }
+                    ),
                     g.state.to_string(),
                     g.advbase.to_string(),
                     g.advskew.to_string(),
@@ -171,7 +179,17 @@ pub fn to_text(s: &Status) -> String {
                 ]
             })
             .collect();
-        let header = ["GROUP", "STATE", "ADVBASE", "ADVSKEW", "EFFECTIVE", "PEER", "PEER6", "PASSWORD", "ADDRESSES"];
+        let header = [
+            "GROUP",
+            "STATE",
+            "ADVBASE",
+            "ADVSKEW",
+            "EFFECTIVE",
+            "PEER",
+            "PEER6",
+            "PASSWORD",
+            "ADDRESSES",
+        ];
         let mut widths = header.map(str::len);
         for r in &rows {
             for (w, c) in widths.iter_mut().zip(r) {
@@ -198,9 +216,21 @@ pub fn to_text(s: &Status) -> String {
     }
     let _ = writeln!(o);
     let sys: Vec<String> = s.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let _ = writeln!(o, "sysctl net.inet.carp: {}", if sys.is_empty() { "-".into() } else { sys.join(" ") });
+    let _ = writeln!(
+        o,
+        "sysctl net.inet.carp: {}",
+        if sys.is_empty() {
+            "-".into()
+        } else {
+            sys.join(" ")
+        }
+    );
     if s.demotion != 0 {
-        let _ = writeln!(o, "demotion {} (added to every advskew, clamped to 0..240)", s.demotion);
+        let _ = writeln!(
+            o,
+            "demotion {} (added to every advskew, clamped to 0..240)",
+            s.demotion
+        );
     }
     if let Some(st) = &s.stats {
         let f: Vec<String> = st
@@ -209,7 +239,15 @@ pub fn to_text(s: &Status) -> String {
             .filter(|(_, v)| *v != 0)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let _ = writeln!(o, "stats: {}", if f.is_empty() { "all zero".into() } else { f.join(" ") });
+        let _ = writeln!(
+            o,
+            "stats: {}",
+            if f.is_empty() {
+                "all zero".into()
+            } else {
+                f.join(" ")
+            }
+        );
     }
     for e in &s.errors {
         let _ = writeln!(o, "error: {e}");

@@ -50,7 +50,11 @@ pub fn observe(k: &dyn Kernel, desired: &Desired) -> Result<Observed, KernelErro
     for (knob, _) in &desired.sysctls {
         obs.sysctls.insert(*knob, k.sysctl_get(*knob)?);
     }
-    let interfaces: BTreeSet<&str> = desired.groups.iter().map(|g| g.id.ifname.as_str()).collect();
+    let interfaces: BTreeSet<&str> = desired
+        .groups
+        .iter()
+        .map(|g| g.id.ifname.as_str())
+        .collect();
     for ifname in interfaces {
         for g in k.groups(ifname)? {
             obs.groups.insert(g.id(), g);

@@ -117,7 +117,9 @@ impl fmt::Display for Action {
             Ok(())
         };
         match self {
-            Action::SetSysctl { knob, from, to } => write!(f, "sysctl {}: {from} -> {to}", knob.mib()),
+            Action::SetSysctl { knob, from, to } => {
+                write!(f, "sysctl {}: {from} -> {to}", knob.mib())
+            }
             Action::CreateGroup { id, fields: fs, .. } => {
                 write!(f, "create {id}:")?;
                 fields(f, fs)
@@ -171,6 +173,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     for want in &desired.groups {
         diff_group(want, observed.groups.get(&want.id), &mut plan);
     }
+    diff_addresses(desired, observed, &mut plan);
 
     for id in observed.groups.keys() {
         if !desired.groups.iter().any(|g| g.id == *id) {
@@ -188,43 +191,45 @@ fn diff_group(want: &DesiredGroup, have: Option<&KernelGroup>, plan: &mut Plan) 
     let mut fields = Vec::new();
     match have {
         None => {
-            ch.advbase = Some(want.advbase);
-            ch.advskew = Some(want.advskew);
-            fields.push(FieldChange { field: "advbase", from: String::new(), to: want.advbase.to_string() });
-            fields.push(FieldChange { field: "advskew", from: String::new(), to: want.advskew.to_string() });
-            if let Some(k) = &want.key {
-                ch.key = Some(k.clone());
-                fields.push(FieldChange { field: "password", from: String::new(), to: "set".into() });
-            }
-            if want.peer.is_some() {
-                ch.peer = Some(want.peer);
-                fields.push(FieldChange { field: "peer", from: String::new(), to: peer4(want.peer) });
-            }
-            if want.peer6.is_some() {
-                ch.peer6 = Some(want.peer6);
-                fields.push(FieldChange { field: "peer6", from: String::new(), to: peer6(want.peer6) });
-            }
-            plan.actions.push(Action::CreateGroup { id: id.clone(), changes: ch, fields });
-            for a in &want.addresses {
-                plan.actions.push(Action::AddAddress { id: id.clone(), addr: *a });
-            }
+            let (ch, fields) = full_parameters(want);
+            plan.actions.push(Action::CreateGroup {
+                id: id.clone(),
+                changes: ch,
+                fields,
+            });
         }
         Some(have) => {
             if have.advbase != want.advbase {
                 ch.advbase = Some(want.advbase);
-                fields.push(FieldChange { field: "advbase", from: have.advbase.to_string(), to: want.advbase.to_string() });
+                fields.push(FieldChange {
+                    field: "advbase",
+                    from: have.advbase.to_string(),
+                    to: want.advbase.to_string(),
+                });
             }
             if have.advskew != want.advskew {
                 ch.advskew = Some(want.advskew);
-                fields.push(FieldChange { field: "advskew", from: have.advskew.to_string(), to: want.advskew.to_string() });
+                fields.push(FieldChange {
+                    field: "advskew",
+                    from: have.advskew.to_string(),
+                    to: want.advskew.to_string(),
+                });
             }
             if have.peer != want.peer {
                 ch.peer = Some(want.peer);
-                fields.push(FieldChange { field: "peer", from: peer4(have.peer), to: peer4(want.peer) });
+                fields.push(FieldChange {
+                    field: "peer",
+                    from: peer4(have.peer),
+                    to: peer4(want.peer),
+                });
             }
             if have.peer6 != want.peer6 {
                 ch.peer6 = Some(want.peer6);
-                fields.push(FieldChange { field: "peer6", from: peer6(have.peer6), to: peer6(want.peer6) });
+                fields.push(FieldChange {
+                    field: "peer6",
+                    from: peer6(have.peer6),
+                    to: peer6(want.peer6),
+                });
             }
             match (&want.key, &have.key) {
                 (Some(w), KeyView::Known(h)) if w == h => {}
@@ -249,20 +254,186 @@ fn diff_group(want: &DesiredGroup, have: Option<&KernelGroup>, plan: &mut Plan) 
                 (None, _) => {}
             }
             if !ch.is_empty() {
-                plan.actions.push(Action::UpdateGroup { id: id.clone(), changes: ch, fields });
-            }
-            // Attach before detaching: removing a vhid's last address destroys the vhid.
-            for a in &want.addresses {
-                if !have.addresses.contains(a) {
-                    plan.actions.push(Action::AddAddress { id: id.clone(), addr: *a });
-                }
-            }
-            // An address whose prefix changes is updated in place by the attach above.
-            for a in &have.addresses {
-                if !want.addresses.iter().any(|w| w.addr() == a.addr()) {
-                    plan.actions.push(Action::RemoveAddress { id: id.clone(), addr: *a });
-                }
+                plan.actions.push(Action::UpdateGroup {
+                    id: id.clone(),
+                    changes: ch,
+                    fields,
+                });
             }
         }
     }
+}
+
+/// Address changes for all desired groups, ordered so that no vhid loses its last address by
+/// accident (the kernel destroys a vhid with its last address):
+/// 1. attach addresses that are not on the interface at all;
+/// 2. move addresses that are on the wrong vhid or have the wrong prefix (detach, attach),
+///    only when the vhid they leave keeps another address — or, when the address is the only
+///    one of its own group and only its prefix changes, recreate that group around it;
+/// 3. detach addresses the configuration no longer lists.
+///
+/// An address held by a group carpd does not manage is never taken: that is a note.
+fn diff_addresses(desired: &Desired, observed: &Observed, plan: &mut Plan) {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    // Who holds each address now, per interface, and how many addresses each vhid will hold.
+    let mut holder: BTreeMap<(&str, IpAddr), (&GroupId, IpNet)> = BTreeMap::new();
+    let mut count: BTreeMap<&GroupId, usize> = BTreeMap::new();
+    for (id, g) in &observed.groups {
+        count.insert(id, g.addresses.len());
+        for a in &g.addresses {
+            holder.insert((id.ifname.as_str(), a.addr()), (id, *a));
+        }
+    }
+    let managed = |id: &GroupId| desired.groups.iter().any(|g| g.id == *id);
+
+    // 1. Fresh addresses.
+    for g in &desired.groups {
+        for a in &g.addresses {
+            if !holder.contains_key(&(g.id.ifname.as_str(), a.addr())) {
+                plan.actions.push(Action::AddAddress {
+                    id: g.id.clone(),
+                    addr: *a,
+                });
+                *count.entry(&g.id).or_default() += 1;
+            }
+        }
+    }
+    // 2. Moves and prefix changes.
+    for g in &desired.groups {
+        for a in &g.addresses {
+            let Some((owner, current)) = holder.get(&(g.id.ifname.as_str(), a.addr())).copied()
+            else {
+                continue;
+            };
+            if *owner == g.id && current == *a {
+                continue;
+            }
+            if !managed(owner) {
+                plan.notes.push(format!(
+                    "{a} is wanted for {} but belongs to {owner}, which the configuration does not manage: left alone (move it by hand, or add {owner} to the configuration)",
+                    g.id
+                ));
+                continue;
+            }
+            let left = count.get(owner).copied().unwrap_or(0);
+            if left > 1 {
+                plan.actions.push(Action::RemoveAddress {
+                    id: owner.clone(),
+                    addr: current,
+                });
+                plan.actions.push(Action::AddAddress {
+                    id: g.id.clone(),
+                    addr: *a,
+                });
+                *count.entry(owner).or_default() -= 1;
+                *count.entry(&g.id).or_default() += 1;
+            } else if *owner == g.id {
+                // The group's only address changes prefix: detaching it destroys the vhid, so
+                // recreate the group with its full parameters and attach the new address.
+                plan.notes.push(format!(
+                    "{}: its only address changes from {current} to {a}; the kernel destroys a vhid with its last address, so the group is recreated",
+                    g.id
+                ));
+                plan.actions.push(Action::RemoveAddress {
+                    id: owner.clone(),
+                    addr: current,
+                });
+                let (changes, fields) = full_parameters(g);
+                plan.actions.push(Action::CreateGroup {
+                    id: g.id.clone(),
+                    changes,
+                    fields,
+                });
+                plan.actions.push(Action::AddAddress {
+                    id: g.id.clone(),
+                    addr: *a,
+                });
+            } else {
+                plan.notes.push(format!(
+                    "{a} is wanted for {} but is the only address of {owner}; moving it would destroy {owner}: give {owner} its new addresses first (apply), then apply again",
+                    g.id
+                ));
+            }
+        }
+    }
+    // 3. Addresses no longer listed (unless step 2 already moved them).
+    for g in &desired.groups {
+        let Some(have) = observed.groups.get(&g.id) else {
+            continue;
+        };
+        for a in &have.addresses {
+            let wanted_here = g.addresses.iter().any(|w| w.addr() == a.addr());
+            let wanted_elsewhere = desired.groups.iter().any(|o| {
+                o.id != g.id
+                    && o.id.ifname == g.id.ifname
+                    && o.addresses.iter().any(|w| w.addr() == a.addr())
+            });
+            if wanted_here || wanted_elsewhere {
+                continue;
+            }
+            let left = count.entry(&g.id).or_default();
+            if *left <= 1 {
+                // Only reachable when the configured addresses could not be attached (a note
+                // above says why): detaching would destroy the group.
+                plan.notes.push(format!(
+                    "{}: {a} is kept for now: it is the group's last address and removing it would destroy the vhid",
+                    g.id
+                ));
+                continue;
+            }
+            *left -= 1;
+            plan.actions.push(Action::RemoveAddress {
+                id: g.id.clone(),
+                addr: *a,
+            });
+        }
+    }
+}
+
+/// Every parameter of a group, for creating it.
+fn full_parameters(want: &DesiredGroup) -> (Changes, Vec<FieldChange>) {
+    let mut ch = Changes {
+        advbase: Some(want.advbase),
+        advskew: Some(want.advskew),
+        key: want.key.clone(),
+        ..Changes::default()
+    };
+    let mut fields = vec![
+        FieldChange {
+            field: "advbase",
+            from: String::new(),
+            to: want.advbase.to_string(),
+        },
+        FieldChange {
+            field: "advskew",
+            from: String::new(),
+            to: want.advskew.to_string(),
+        },
+    ];
+    if want.key.is_some() {
+        fields.push(FieldChange {
+            field: "password",
+            from: String::new(),
+            to: "set".into(),
+        });
+    }
+    if want.peer.is_some() {
+        ch.peer = Some(want.peer);
+        fields.push(FieldChange {
+            field: "peer",
+            from: String::new(),
+            to: peer4(want.peer),
+        });
+    }
+    if want.peer6.is_some() {
+        ch.peer6 = Some(want.peer6);
+        fields.push(FieldChange {
+            field: "peer6",
+            from: String::new(),
+            to: peer6(want.peer6),
+        });
+    }
+    (ch, fields)
 }
