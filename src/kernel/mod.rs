@@ -215,6 +215,13 @@ impl KernelError {
         self
     }
 
+    /// A `net.inet.carp.*` sysctl that does not exist (ENOENT): carp.ko is not loaded.
+    pub fn carp_sysctl_missing(op: impl Into<String>) -> KernelError {
+        KernelError::errno(op, libc::ENOENT)
+            .detail("no such sysctl (net.inet.carp.* exists only with carp.ko loaded)")
+            .hint(CARP_NOT_LOADED_HINT)
+    }
+
     pub fn is_errno(&self, e: i32) -> bool {
         self.errno == Some(e)
     }

@@ -522,7 +522,7 @@ impl Kernel for SimKernel {
         let op = format!("read {}", knob.mib());
         self.with_state(false, |s| {
             if !s.carp_loaded {
-                return Err(KernelError::errno(op, libc::ENOENT).hint(super::CARP_NOT_LOADED_HINT));
+                return Err(KernelError::carp_sysctl_missing(op));
             }
             Ok(s.sysctls
                 .get(&knob)
@@ -542,7 +542,7 @@ impl Kernel for SimKernel {
         }
         self.with_state(true, |s| {
             if !s.carp_loaded {
-                return Err(KernelError::errno(op, libc::ENOENT).hint(super::CARP_NOT_LOADED_HINT));
+                return Err(KernelError::carp_sysctl_missing(op));
             }
             s.check_root(&op)?;
             if knob == Sysctl::Dscp && !(0..=63).contains(&value) {
@@ -560,7 +560,7 @@ impl Kernel for SimKernel {
         let op = format!("add {delta} to net.inet.carp.demotion");
         self.with_state(true, |s| {
             if !s.carp_loaded {
-                return Err(KernelError::errno(op, libc::ENOENT).hint(super::CARP_NOT_LOADED_HINT));
+                return Err(KernelError::carp_sysctl_missing(op));
             }
             s.check_root(&op)?;
             let cur = s.sysctls.get(&Sysctl::Demotion).copied().unwrap_or(0);
@@ -573,8 +573,7 @@ impl Kernel for SimKernel {
     fn stats(&self) -> Result<CarpStats, KernelError> {
         self.with_state(false, |s| {
             if !s.carp_loaded {
-                return Err(KernelError::errno("read net.inet.carp.stats", libc::ENOENT)
-                    .hint(super::CARP_NOT_LOADED_HINT));
+                return Err(KernelError::carp_sysctl_missing("read net.inet.carp.stats"));
             }
             Ok(s.stats)
         })
