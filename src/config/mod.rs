@@ -105,9 +105,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     let meta = std::fs::metadata(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            fail(format!(
+            fail(
                 "cannot read the configuration: no such file. Create it (see carpd.yaml(5) and the README), or point -c/--config or CARPD_CONFIG at another file"
-            ))
+                    .into(),
+            )
         } else {
             fail(format!("cannot read the configuration: {e}"))
         }

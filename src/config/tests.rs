@@ -351,11 +351,11 @@ proptest! {
     fn loader_never_panics_on_mutated_good_config(pos in 0usize..GOOD.len(), byte in any::<u8>(), cut in any::<bool>()) {
         let mut b = GOOD.as_bytes().to_vec();
         if cut { b.truncate(pos) } else { b[pos] = byte }
-        if let Ok(s) = String::from_utf8(b) {
-            if let Err(e) = parse_str(&s) {
-                // Every error names the file.
-                prop_assert!(e.to_string().starts_with("carpd.yaml"));
-            }
+        if let Ok(s) = String::from_utf8(b)
+            && let Err(e) = parse_str(&s)
+        {
+            // Every error names the file.
+            prop_assert!(e.to_string().starts_with("carpd.yaml"));
         }
     }
 }

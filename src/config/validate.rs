@@ -510,7 +510,7 @@ pub fn kernel_problems(
                 detail: String::new(),
             })
         };
-        if !interfaces.iter().any(|i| *i == g.id.ifname) {
+        if !interfaces.contains(&g.id.ifname) {
             add(
                 format!(
                     "interface {} does not exist on this system (have: {}); check the name with ifconfig -l",

@@ -718,8 +718,7 @@ mod tests {
         );
         assert!(k.sysctl_set(Sysctl::Demotion, 5).is_err());
 
-        let mut s = SimState::default();
-        s.root = false;
+        let s = SimState { root: false, ..SimState::default() };
         let k = SimKernel::from_state(Flavour::FreeBsd14, s);
         assert!(
             k.set_raw("vmx1", &req(2, 0))
@@ -727,8 +726,7 @@ mod tests {
                 .is_errno(libc::EPERM)
         );
 
-        let mut s = SimState::default();
-        s.carp_loaded = false;
+        let s = SimState { carp_loaded: false, ..SimState::default() };
         let k = SimKernel::from_state(Flavour::FreeBsd14, s);
         let e = k.groups("vmx1").unwrap_err();
         assert!(e.is_errno(libc::EPROTONOSUPPORT));
