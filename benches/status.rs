@@ -35,7 +35,15 @@ fn populate(k: &SimKernel) {
         let vhid = Vhid::new(v).unwrap();
         k.set_raw(
             "vmx1",
-            &SetRequest { vhid, advbase: 1, advskew: v % 240, key: None, peer: None, peer6: None, state: None },
+            &SetRequest {
+                vhid,
+                advbase: 1,
+                advskew: v % 240,
+                key: None,
+                peer: None,
+                peer6: None,
+                state: None,
+            },
         )
         .unwrap();
         let addr = format!("10.{}.{}.1/32", v / 250, v % 250).parse().unwrap();
@@ -75,7 +83,16 @@ fn main() {
         let o = Command::new(bin)
             .args(["--kernel", "sim", "--sim-state"])
             .arg(&state)
-            .args(["-c", "/nonexistent/carpd.yaml", "status", if i % 2 == 0 { "--json" } else { "" }].iter().filter(|a| !a.is_empty()))
+            .args(
+                [
+                    "-c",
+                    "/nonexistent/carpd.yaml",
+                    "status",
+                    if i % 2 == 0 { "--json" } else { "" },
+                ]
+                .iter()
+                .filter(|a| !a.is_empty()),
+            )
             .output()
             .unwrap();
         cmd.push(t.elapsed());
@@ -85,5 +102,12 @@ fn main() {
     let mut sorted = cmd;
     sorted.sort();
     let p99 = percentile(&sorted, 0.99);
-    println!("budget 20 ms: {}", if p99 < Duration::from_millis(20) { "met (p99)" } else { "MISSED (p99)" });
+    println!(
+        "budget 20 ms: {}",
+        if p99 < Duration::from_millis(20) {
+            "met (p99)"
+        } else {
+            "MISSED (p99)"
+        }
+    );
 }

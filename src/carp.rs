@@ -189,6 +189,8 @@ pub struct CarpKey(Vec<u8>);
 
 impl CarpKey {
     /// Fails (with the length, never the content) when longer than the kernel's 20 bytes.
+    /// Configuration sources also refuse NUL bytes (see [`has_nul`]); keys read back from the
+    /// kernel are taken as they are.
     pub fn new(bytes: Vec<u8>) -> Result<CarpKey, usize> {
         if bytes.len() > KEY_LEN {
             let n = bytes.len();
@@ -204,6 +206,13 @@ impl CarpKey {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// Whether a configured password holds a NUL byte. The kernel keeps its key in a NUL-padded
+/// buffer and treats a leading NUL as "keep the current key", so such a password could never
+/// be set or compared reliably: configuration sources refuse it.
+pub fn has_nul(bytes: &[u8]) -> bool {
+    bytes.contains(&0)
 }
 
 impl fmt::Debug for CarpKey {
@@ -416,6 +425,7 @@ mod tests {
         assert!(!format!("{k:?}").contains("hunter2"));
         assert_eq!(CarpKey::new(vec![b'a'; 21]).unwrap_err(), 21);
         assert!(CarpKey::new(vec![b'a'; 20]).is_ok());
+        assert!(has_nul(b"a\0b") && !has_nul(b"ab"));
     }
 
     #[test]

@@ -91,6 +91,13 @@ pub fn resolve_password(
                     path.display()
                 ));
             }
+            if crate::carp::has_nul(&bytes) {
+                wipe(&mut bytes);
+                return Err(format!(
+                    "password file {} of group {group} contains a NUL byte, which the kernel cannot store in a key",
+                    path.display()
+                ));
+            }
             CarpKey::new(bytes).map_err(|n| {
                 format!(
                     "password file {} of group {group} holds {}{n} bytes: CARP passwords are at most {KEY_LEN} bytes",

@@ -13,7 +13,9 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        Lab { dir: tempfile::tempdir().unwrap() }
+        Lab {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -23,7 +25,11 @@ impl Lab {
     /// Writes a file with a mode; `{dir}` in the text is replaced by the tempdir.
     fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
         let p = self.path(name);
-        fs::write(&p, text.replace("{dir}", &self.dir.path().display().to_string())).unwrap();
+        fs::write(
+            &p,
+            text.replace("{dir}", &self.dir.path().display().to_string()),
+        )
+        .unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
         p
     }
@@ -87,12 +93,18 @@ fn check_plan_apply_plan_is_empty() {
     assert!(o.status.success(), "{}", stderr(&o));
     let plan = stdout(&o);
     assert!(plan.contains("5 change(s)"), "{plan}");
-    assert!(plan.contains("create 2@vmx1: advbase 1, advskew 0, password set, peer 178.32.70.110"), "{plan}");
+    assert!(
+        plan.contains("create 2@vmx1: advbase 1, advskew 0, password set, peer 178.32.70.110"),
+        "{plan}"
+    );
 
     let o = lab.carpd("sim", &["apply", "--dry-run"]);
     assert!(o.status.success() && stdout(&o).contains("dry run: nothing changed"));
     let o = lab.carpd("sim", &["plan"]);
-    assert!(stdout(&o).contains("5 change(s)"), "dry run must not change the kernel");
+    assert!(
+        stdout(&o).contains("5 change(s)"),
+        "dry run must not change the kernel"
+    );
 
     let o = lab.carpd("sim", &["apply"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -101,10 +113,21 @@ fn check_plan_apply_plan_is_empty() {
     for cmd in ["plan", "apply"] {
         let o = lab.carpd("sim", &[cmd]);
         assert!(o.status.success());
-        assert!(stdout(&o).contains("no changes: the kernel matches"), "{cmd}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("no changes: the kernel matches"),
+            "{cmd}: {}",
+            stdout(&o)
+        );
     }
-    for o in [lab.carpd("sim", &["plan"]), lab.carpd("sim", &["status"]), lab.carpd("sim", &["status", "--json"])] {
-        assert!(!stdout(&o).contains(SECRET) && !stderr(&o).contains(SECRET), "the password leaked");
+    for o in [
+        lab.carpd("sim", &["plan"]),
+        lab.carpd("sim", &["status"]),
+        lab.carpd("sim", &["status", "--json"]),
+    ] {
+        assert!(
+            !stdout(&o).contains(SECRET) && !stderr(&o).contains(SECRET),
+            "the password leaked"
+        );
     }
 }
 
@@ -123,7 +146,20 @@ fn status_json_is_the_documented_schema() {
     let keys: Vec<&str> = g.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["addresses", "advbase", "advskew", "effective_advskew", "group", "interface", "managed", "password", "peer", "peer6", "state", "vhid"]
+        [
+            "addresses",
+            "advbase",
+            "advskew",
+            "effective_advskew",
+            "group",
+            "interface",
+            "managed",
+            "password",
+            "peer",
+            "peer6",
+            "state",
+            "vhid"
+        ]
     );
     assert_eq!(g["group"], "2@vmx1");
     assert_eq!(g["state"], "BACKUP");
@@ -139,7 +175,8 @@ fn status_works_without_a_configuration_and_shows_demotion() {
     let lab = router();
     assert!(lab.carpd("sim", &["apply"]).status.success());
     fs::remove_file(lab.path("carpd.yaml")).unwrap();
-    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(lab.path("kernel.json")).unwrap()).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&fs::read(lab.path("kernel.json")).unwrap()).unwrap();
     state["sysctls"]["demotion"] = 50.into();
     fs::write(lab.path("kernel.json"), serde_json::to_vec(&state).unwrap()).unwrap();
     let o = lab.carpd("sim", &["status"]);
@@ -147,7 +184,11 @@ fn status_works_without_a_configuration_and_shows_demotion() {
     let s = stdout(&o);
     assert!(s.contains("node -"), "{s}");
     // advskew 100 + demotion 50 = 150; advskew 0 + 50 = 50.
-    assert!(s.lines().any(|l| l.starts_with("1@vmx0") && l.contains(" 100 ") && l.contains(" 150 ")), "{s}");
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("1@vmx0") && l.contains(" 100 ") && l.contains(" 150 ")),
+        "{s}"
+    );
     assert!(s.contains("demotion 50"), "{s}");
 }
 
@@ -175,19 +216,37 @@ fn check_lists_every_problem_and_fails() {
 fn kernel_errors_are_one_paragraph_with_the_fix() {
     let lab = router();
     // A kernel without carp.ko.
-    lab.write("kernel.json", r#"{"carp_loaded": false, "interfaces": {"vmx0": {}, "vmx1": {}}}"#, 0o600);
+    lab.write(
+        "kernel.json",
+        r#"{"carp_loaded": false, "interfaces": {"vmx0": {}, "vmx1": {}}}"#,
+        0o600,
+    );
     let o = lab.carpd("sim", &["apply"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("not loaded") && e.contains("kldload carp") && e.contains("carp_load"), "{e}");
+    assert!(
+        e.contains("not loaded") && e.contains("kldload carp") && e.contains("carp_load"),
+        "{e}"
+    );
 
     // Not root.
-    lab.write("kernel.json", r#"{"root": false, "interfaces": {"vmx0": {}, "vmx1": {}}}"#, 0o600);
+    lab.write(
+        "kernel.json",
+        r#"{"root": false, "interfaces": {"vmx0": {}, "vmx1": {}}}"#,
+        0o600,
+    );
     let o = lab.carpd("sim", &["apply"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("EPERM") && e.contains("run carpd as root"), "{e}");
-    assert!(stdout(&o).contains("0 of 5 change(s) applied"), "{}", stdout(&o));
+    assert!(
+        e.contains("EPERM") && e.contains("run carpd as root"),
+        "{e}"
+    );
+    assert!(
+        stdout(&o).contains("0 of 5 change(s) applied"),
+        "{}",
+        stdout(&o)
+    );
     assert!(!e.contains(SECRET));
 }
 
@@ -198,16 +257,30 @@ fn invalid_configuration_changes_nothing() {
     let o = lab.carpd("sim", &["apply"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("carpd.yaml:5:14: groups[0].advskew: 300 is out of range: allowed 0..240"), "{e}");
+    assert!(
+        e.contains("carpd.yaml:5:14: groups[0].advskew: 300 is out of range: allowed 0..240"),
+        "{e}"
+    );
     assert!(e.contains("nothing done"), "{e}");
-    assert!(!Path::new(&lab.path("kernel.json")).exists() || !fs::read_to_string(lab.path("kernel.json")).unwrap().contains("\"2\""));
+    assert!(
+        !Path::new(&lab.path("kernel.json")).exists()
+            || !fs::read_to_string(lab.path("kernel.json"))
+                .unwrap()
+                .contains("\"2\"")
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    let o = Command::new(env!("CARGO_BIN_EXE_carpd")).args(["frobnicate"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_carpd"))
+        .args(["frobnicate"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let o = Command::new(env!("CARGO_BIN_EXE_carpd")).args(["--kernel", "bsd", "status"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_carpd"))
+        .args(["--kernel", "bsd", "status"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
 

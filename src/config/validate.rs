@@ -412,6 +412,14 @@ fn validate_password(
     let pos = Pos::of(pw);
     let k = format!("{key}.password");
     match &pw.value {
+        RawPassword::Inline(s) if crate::carp::has_nul(s.as_bytes()) => {
+            p.add(
+                pos,
+                k,
+                "contains a NUL byte, which the kernel cannot store in a key",
+            );
+            None
+        }
         RawPassword::Inline(s) => match CarpKey::new(s.as_bytes().to_vec()) {
             Ok(key) if key.is_empty() => {
                 p.add(pos, k, "is empty: omit password for no authentication");

@@ -17,37 +17,7 @@ use ipnet::IpNet;
 use crate::carp::{CarpStats, MULTICAST_V4, MULTICAST_V6, Sysctl, Vhid};
 
 use super::ioctl::CarpIoctl;
-use shim::{CarpNetlink, CarpRecord};
-mod shim {
-    use crate::carp::*;
-    use crate::kernel::*;
-    use std::net::*;
-    pub struct CarpRecord {
-        pub vhid: Vhid,
-        pub state: CarpState,
-        pub advbase: u32,
-        pub advskew: u32,
-        pub key: KeyView,
-        pub peer: Option<Ipv4Addr>,
-        pub peer6: Option<Ipv6Addr>,
-    }
-    pub struct CarpNetlink;
-    impl CarpNetlink {
-        pub fn open() -> Result<CarpNetlink, KernelError> {
-            todo!()
-        }
-        pub fn get(
-            &self,
-            _ifname: &str,
-            _vhid: Option<Vhid>,
-        ) -> Result<Vec<CarpRecord>, KernelError> {
-            todo!()
-        }
-        pub fn set(&self, _ifname: &str, _req: &SetRequest) -> Result<(), KernelError> {
-            todo!()
-        }
-    }
-}
+use super::netlink::{CarpNetlink, CarpRecord};
 use super::{
     BackendInfo, CARP_NOT_LOADED_HINT, Kernel, KernelChoice, KernelError, KernelGroup, SetRequest,
     ifaddr, sysctl,
@@ -64,9 +34,10 @@ enum Backend {
 /// Opens the backend `choice` names (`Auto`, `Netlink` or `Ioctl`; the simulated kernels are
 /// opened by `kernel::open`).
 ///
-/// `Auto`: netlink when the "carp" family resolves. When it does not, either this is 13.x
-/// (no netlink CARP, but `net.inet.carp` exists: use the ioctls) or CARP is not loaded at all
-/// (the error says how to load it).
+/// `Auto`: netlink when the "carp" family resolves. When the family (or netlink) is absent,
+/// either this is 13.x (no netlink CARP, but `net.inet.carp` exists: use the ioctls) or CARP
+/// is not loaded at all (the error says how to load it). Any other netlink failure is
+/// returned as is.
 pub fn open(choice: KernelChoice) -> Result<Box<dyn Kernel>, KernelError> {
     let backend = match choice {
         KernelChoice::Netlink => Backend::Netlink(CarpNetlink::open()?),
@@ -76,6 +47,9 @@ pub fn open(choice: KernelChoice) -> Result<Box<dyn Kernel>, KernelError> {
         }
         KernelChoice::Auto => match CarpNetlink::open() {
             Ok(nl) => Backend::Netlink(nl),
+            // Netlink is there but failed otherwise (permissions, a timeout, ...): say so
+            // rather than fall back to a backend without unicast peers.
+            Err(e) if !netlink_carp_absent(&e) => return Err(e),
             Err(e) if sysctl::carp_loaded() => {
                 tracing::info!(
                     netlink_error = %e,
@@ -88,8 +62,9 @@ pub fn open(choice: KernelChoice) -> Result<Box<dyn Kernel>, KernelError> {
                 return Err(KernelError::new(
                     "open the kernel CARP interface",
                     format!(
-                        "CARP is not loaded: the generic netlink family \"carp\" does not resolve ({e}) \
-                         and net.inet.carp does not exist"
+                        "CARP is not loaded: the generic netlink family \"carp\" does not resolve ({}) \
+                         and net.inet.carp does not exist",
+                        e.detail
                     ),
                 )
                 .hint(CARP_NOT_LOADED_HINT));
@@ -104,6 +79,12 @@ pub fn open(choice: KernelChoice) -> Result<Box<dyn Kernel>, KernelError> {
         }
     };
     Ok(Box::new(FreeBsdKernel { backend }))
+}
+
+/// Whether a failed `CarpNetlink::open` means "no netlink CARP here" (no family "carp":
+/// ENOENT; no netlink at all: EAFNOSUPPORT/EPROTONOSUPPORT) rather than a failure.
+fn netlink_carp_absent(e: &KernelError) -> bool {
+    e.is_errno(libc::ENOENT) || e.is_errno(libc::EAFNOSUPPORT) || e.is_errno(libc::EPROTONOSUPPORT)
 }
 
 /// Fails with the "not loaded" hint when `net.inet.carp` does not exist.
@@ -339,6 +320,15 @@ mod tests {
             (g.ifname.as_str(), g.peer, g.advskew, g.state),
             ("vmx1", Some(p), 100, CarpState::Master)
         );
+    }
+
+    #[test]
+    fn only_a_missing_family_or_netlink_allows_the_ioctl_fallback() {
+        for errno in [libc::ENOENT, libc::EAFNOSUPPORT, libc::EPROTONOSUPPORT] {
+            assert!(netlink_carp_absent(&KernelError::errno("op", errno)));
+        }
+        assert!(!netlink_carp_absent(&KernelError::errno("op", libc::EPERM)));
+        assert!(!netlink_carp_absent(&KernelError::new("op", "timed out")));
     }
 
     #[test]

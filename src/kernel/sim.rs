@@ -718,7 +718,10 @@ mod tests {
         );
         assert!(k.sysctl_set(Sysctl::Demotion, 5).is_err());
 
-        let s = SimState { root: false, ..SimState::default() };
+        let s = SimState {
+            root: false,
+            ..SimState::default()
+        };
         let k = SimKernel::from_state(Flavour::FreeBsd14, s);
         assert!(
             k.set_raw("vmx1", &req(2, 0))
@@ -726,7 +729,10 @@ mod tests {
                 .is_errno(libc::EPERM)
         );
 
-        let s = SimState { carp_loaded: false, ..SimState::default() };
+        let s = SimState {
+            carp_loaded: false,
+            ..SimState::default()
+        };
         let k = SimKernel::from_state(Flavour::FreeBsd14, s);
         let e = k.groups("vmx1").unwrap_err();
         assert!(e.is_errno(libc::EPROTONOSUPPORT));
