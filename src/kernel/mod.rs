@@ -222,6 +222,15 @@ impl KernelError {
             .hint(CARP_NOT_LOADED_HINT)
     }
 
+    /// `net.inet.carp.demotion` has no absolute setter: every write adds (shared by backends).
+    pub fn demotion_not_settable(op: impl Into<String>) -> KernelError {
+        KernelError::new(
+            op,
+            "net.inet.carp.demotion adds what is written; it has no absolute setter",
+        )
+        .hint("use demotion_add with a delta")
+    }
+
     pub fn is_errno(&self, e: i32) -> bool {
         self.errno == Some(e)
     }

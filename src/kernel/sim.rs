@@ -534,11 +534,7 @@ impl Kernel for SimKernel {
     fn sysctl_set(&self, knob: Sysctl, value: i64) -> Result<(), KernelError> {
         let op = format!("write {}={value}", knob.mib());
         if knob == Sysctl::Demotion {
-            return Err(KernelError::new(
-                op,
-                "net.inet.carp.demotion adds what is written; it has no absolute setter",
-            )
-            .hint("use demotion_add with a delta"));
+            return Err(KernelError::demotion_not_settable(op));
         }
         self.with_state(true, |s| {
             if !s.carp_loaded {

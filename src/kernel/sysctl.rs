@@ -109,11 +109,7 @@ pub fn get(knob: Sysctl) -> Result<i64, KernelError> {
 pub fn set(knob: Sysctl, value: i64) -> Result<(), KernelError> {
     let op = format!("write {}={value}", knob.mib());
     if knob == Sysctl::Demotion {
-        return Err(KernelError::new(
-            op,
-            "net.inet.carp.demotion adds what is written; it has no absolute setter",
-        )
-        .hint("use demotion_add with a delta"));
+        return Err(KernelError::demotion_not_settable(op));
     }
     write_int(op, knob.mib(), value)
 }
