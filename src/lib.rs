@@ -6,12 +6,17 @@
 //! - [`config`]: carpd.yaml schema, loading and validation with precise messages.
 //! - [`kernel`]: the `Kernel` trait and its backends (netlink, ioctl, simulated).
 //! - [`plan`]: the pure diff between configuration and kernel, and its executor.
+//! - [`devd`]: devd's CARP events: strict parser, reconnecting client, fake devd.
+//! - [`controller`]: `carpd run`: the pure reconcile core and its executor.
+//! - [`control`]: the control socket between the daemon and the CLI / devd hook.
 //! - [`observe`]: the status model and its human and JSON renderings.
 //! - [`cli`]: clap definitions and one module per subcommand.
 
 pub mod carp;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod controller;
 pub mod devd;
 pub mod kernel;
 pub mod observe;

@@ -3,7 +3,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = carpd::cli::Cli::parse();
-    carpd::observe::logging::init_stderr(&cli.log_level);
-    carpd::cli::run(cli)
+    carpd::cli::run(carpd::cli::Cli::parse())
 }

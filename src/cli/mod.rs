@@ -10,15 +10,24 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError};
+use crate::control;
 use crate::kernel::{self, Kernel, KernelChoice};
+use crate::observe::logging::{self, LogTarget};
 use crate::secrets::SecretPolicy;
 
 mod check;
+mod hook;
 mod plan;
+mod reconcile;
+mod reload;
+mod run;
 mod status;
 
 /// Exit code when the command ran and found problems or failed.
 pub const EXIT_FAILURE: u8 = 1;
+
+/// Exit code for a usage error (clap's, and malformed `hook` arguments).
+pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,15 +62,30 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub allow_insecure_files: bool,
 
-    /// Log level: error, warn, info, debug or trace.
+    /// Log level: error, warn, info, debug or trace [default: info for run, hook and
+    /// reconcile, warn for the others].
+    #[arg(long, env = "CARPD_LOG", global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Where log lines go: syslog (facility daemon, ident carpd), stderr, or auto (syslog
+    /// when stderr is not a terminal, as for the service and the devd hook).
     #[arg(
         long,
-        env = "CARPD_LOG",
+        value_enum,
+        env = "CARPD_LOG_TARGET",
         global = true,
-        default_value = "warn",
-        value_name = "LEVEL"
+        default_value = "auto"
     )]
-    pub log_level: String,
+    pub log_target: LogTarget,
+
+    /// The local syslog socket (default /var/run/log on FreeBSD, /dev/log elsewhere).
+    #[arg(long, global = true, hide = true, value_name = "PATH")]
+    pub syslog_socket: Option<PathBuf>,
+
+    /// The daemon's control socket, used by run, status, reload, hook and reconcile.
+    #[arg(long, env = "CARPD_CONTROL_SOCKET", global = true,
+          default_value = control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub control_socket: PathBuf,
 
     #[command(subcommand)]
     pub command: Command,
@@ -89,6 +113,34 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run the controller: apply the configuration, then follow devd events and the kernel
+    /// until SIGTERM; SIGHUP reloads the configuration.
+    Run {
+        /// Only watch and report: do not change the kernel, not even at start-up.
+        #[arg(long)]
+        no_apply: bool,
+        /// devd's SOCK_SEQPACKET socket.
+        #[arg(long, env = "CARPD_DEVD_SOCKET", default_value = crate::devd::DEFAULT_SOCKET,
+              value_name = "PATH")]
+        devd_socket: PathBuf,
+    },
+    /// Ask the running daemon to reload its configuration; prints whether it was accepted.
+    Reload,
+    /// The devd action: `carpd hook <vhid@ifname> <MASTER|BACKUP|INIT>`. Nudges the daemon,
+    /// or, without one, starts a one-shot reconcile of the group in the background.
+    Hook {
+        /// devd's $subsystem, e.g. 2@vmx1.
+        group: String,
+        /// devd's $type: MASTER, BACKUP or INIT.
+        state: String,
+    },
+    /// Reconcile these groups once, now (what the hook runs when no daemon does). With a
+    /// running daemon, nudges it instead.
+    Reconcile {
+        /// Groups as vhid@ifname, e.g. 2@vmx1.
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
 }
 
 /// Everything a subcommand needs from the global options.
@@ -97,6 +149,13 @@ pub struct Context {
     pub kernel_choice: KernelChoice,
     pub sim_state: Option<PathBuf>,
     pub policy: SecretPolicy,
+    pub control_socket: PathBuf,
+    pub log_level: String,
+    pub log_target: LogTarget,
+    pub syslog_socket: Option<PathBuf>,
+    /// Log lines go to syslog, not to this terminal: errors meant for the operator must be
+    /// printed as well.
+    pub syslog: bool,
 }
 
 impl Context {
@@ -109,8 +168,16 @@ impl Context {
     }
 }
 
-/// Runs the parsed command line; returns the process exit code.
+/// Sets up logging and runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    let log_level = cli.log_level.unwrap_or_else(|| {
+        match cli.command {
+            Command::Run { .. } | Command::Hook { .. } | Command::Reconcile { .. } => "info",
+            _ => "warn",
+        }
+        .to_string()
+    });
+    let syslog = logging::init(&log_level, cli.log_target, cli.syslog_socket.as_deref());
     let ctx = Context {
         config_path: cli.config,
         kernel_choice: cli.kernel,
@@ -118,6 +185,11 @@ pub fn run(cli: Cli) -> ExitCode {
         policy: SecretPolicy {
             allow_insecure_files: cli.allow_insecure_files,
         },
+        control_socket: cli.control_socket,
+        log_level,
+        log_target: cli.log_target,
+        syslog_socket: cli.syslog_socket,
+        syslog,
     };
     let mut out = std::io::stdout().lock();
     let ok = match cli.command {
@@ -133,6 +205,13 @@ pub fn run(cli: Cli) -> ExitCode {
             },
             &mut out,
         ),
+        Command::Run {
+            no_apply,
+            devd_socket,
+        } => run::run(&ctx, !no_apply, devd_socket),
+        Command::Reload => reload::run(&ctx, &mut out),
+        Command::Hook { group, state } => return hook::run(&ctx, &group, &state),
+        Command::Reconcile { groups } => reconcile::run(&ctx, &groups, &mut out),
     };
     if ok {
         ExitCode::SUCCESS

@@ -16,10 +16,12 @@ use ipnet::IpNet;
 
 use crate::carp::{CarpKey, GroupId, Sysctl};
 
+pub mod daemon;
 pub mod error;
 pub mod raw;
 pub mod validate;
 
+pub use daemon::DaemonConfig;
 pub use error::{ConfigError, Pos, Problem};
 
 /// Where carpd looks when neither `-c` nor `CARPD_CONFIG` says otherwise.
@@ -36,6 +38,8 @@ pub struct Config {
     /// Sysctls to enforce, in a stable order; knobs not listed are left alone.
     pub sysctls: Vec<(Sysctl, i64)>,
     pub groups: Vec<GroupConfig>,
+    /// How `carpd run` paces its kernel reads (`daemon:`).
+    pub daemon: DaemonConfig,
     /// Things that work but deserve attention (inline passwords, ...).
     pub warnings: Vec<Problem>,
 }

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub carp: Option<RawCarp>,
     #[serde(default)]
     pub groups: Vec<RawGroup>,
+    pub daemon: Option<super::daemon::RawDaemon>,
 }
 
 /// `net.inet.carp.*` knobs; omitted keys are left alone.

@@ -166,6 +166,8 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let daemon = super::daemon::validate_daemon(raw.daemon.as_ref(), &mut p);
+
     if !p.is_empty() {
         return Err(p.into_error());
     }
@@ -174,6 +176,7 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         node,
         sysctls,
         groups,
+        daemon,
         warnings: warnings.list,
     })
 }

@@ -42,7 +42,7 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
@@ -153,7 +153,7 @@ pub struct DevdStats {
 }
 
 /// A copy of [`DevdStats`] for status output.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DevdStatsSnapshot {
     /// Connected to devd right now.
     pub connected: bool,

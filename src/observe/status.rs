@@ -29,6 +29,8 @@ pub struct Status {
     pub stats: Option<CarpStats>,
     /// Kernel reads that failed; the rest of the status is still valid.
     pub errors: Vec<String>,
+    /// The running daemon's view (`carpd run`), `null` when no daemon answers.
+    pub daemon: Option<super::daemon_view::DaemonView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -128,6 +130,7 @@ pub fn collect(k: &dyn Kernel, node: Option<&str>, managed: Option<&BTreeSet<Gro
         groups,
         stats,
         errors,
+        daemon: None,
     }
 }
 
@@ -248,6 +251,14 @@ pub fn to_text(s: &Status) -> String {
                 f.join(" ")
             }
         );
+    }
+    match &s.daemon {
+        Some(d) => {
+            let _ = write!(o, "{}", super::daemon_view::to_text(d));
+        }
+        None => {
+            let _ = writeln!(o, "daemon: not running");
+        }
     }
     for e in &s.errors {
         let _ = writeln!(o, "error: {e}");

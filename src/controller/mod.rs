@@ -1,0 +1,13 @@
+//! The controller: `carpd run`'s decision logic and the executor that carries it out.
+//!
+//! - [`core`]: pure state machine: pending groups, coalescing, transitions, decisions;
+//! - [`duties`]: the pure "actions for group X in state S" and the duties config gives;
+//! - [`daemon`]: the executor: one tokio loop fed by devd, the control socket, signals and
+//!   timers; it reads the kernel, applies the configuration and reports.
+
+pub mod core;
+pub mod daemon;
+pub mod duties;
+
+pub use core::{Core, Decision, Outcome, Transition, Trigger, Work};
+pub use duties::{Duties, GroupAction, GroupDuties, actions_for};

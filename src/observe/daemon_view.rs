@@ -1,0 +1,243 @@
+//! The running daemon's view, as `carpd status` shows it: uptime, devd connection, recent
+//! events, the last reconcile, the last kernel changes and each group's transition history.
+//!
+//! It crosses the control socket as JSON (the `daemon` field of status schema
+//! `carpd.status.v1`, documented in the README), so it derives both `Serialize` and
+//! `Deserialize`; fields are only added within v1. Times are RFC 3339 UTC strings.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::devd::DevdStatsSnapshot;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DaemonView {
+    pub pid: u32,
+    pub version: String,
+    pub node: String,
+    /// The configuration file in use.
+    pub config: String,
+    /// The kernel backend ("netlink", "ioctl", "sim", ...).
+    pub kernel: String,
+    /// Whether the daemon applies the configuration to the kernel (`--no-apply` clears it).
+    pub apply: bool,
+    pub started_at: String,
+    pub uptime_s: u64,
+    pub resync_interval_ms: u64,
+    pub coalesce_ms: u64,
+    /// Time until the next periodic kernel re-read.
+    pub next_resync_ms: u64,
+    pub devd: DevdStatsSnapshot,
+    /// devd CARP events received since start.
+    pub events: u64,
+    /// Group readings since start.
+    pub reconciles: u64,
+    pub last_reconcile: Option<ReconcileView>,
+    /// The last time the kernel was changed to match the configuration, or found to differ.
+    pub last_apply: Option<ApplyView>,
+    pub last_reload: Option<ReloadView>,
+    /// Most recent first.
+    pub recent_events: Vec<EventView>,
+    pub groups: Vec<GroupView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileView {
+    pub at: String,
+    /// startup, event, resync, timer, nudge or reload.
+    pub trigger: String,
+    /// "all" or the groups read.
+    pub scope: String,
+    pub duration_us: u64,
+    /// The kernel read failed: nothing was believed changed.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyView {
+    pub at: String,
+    pub trigger: String,
+    /// Changes made (or, with `apply: false`, found needed).
+    pub changes: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadView {
+    pub at: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub at: String,
+    pub group: String,
+    /// The state devd announced (a hint; the kernel's answer is in `groups`).
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub group: String,
+    pub state: String,
+    pub since: String,
+    /// How the current state was learned.
+    pub learned: String,
+    /// Named by the configuration (`groups` or `failover_ips`).
+    pub managed: bool,
+    pub events: u64,
+    pub reconciles: u64,
+    /// Actions the last reconcile decided for this group.
+    pub actions: Vec<String>,
+    /// Most recent first.
+    pub history: Vec<TransitionView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionView {
+    /// Correlation id, as in the log line.
+    pub id: String,
+    pub at: String,
+    /// "NONE" when the group did not exist.
+    pub from: String,
+    pub to: String,
+    pub learned: String,
+}
+
+/// Converts monotonic instants to wall-clock strings, relative to one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        Clock {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// `at` as RFC 3339 UTC (millisecond precision).
+    pub fn stamp(&self, at: Instant) -> String {
+        let wall = if at <= self.mono {
+            self.wall - (self.mono - at)
+        } else {
+            self.wall + (at - self.mono)
+        };
+        humantime::format_rfc3339_millis(wall).to_string()
+    }
+
+    pub fn wall_stamp(t: SystemTime) -> String {
+        humantime::format_rfc3339_millis(t).to_string()
+    }
+}
+
+fn ms(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// The human form, appended to `carpd status` when a daemon answers.
+pub fn to_text(v: &DaemonView) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "daemon: pid {} (carpd {}), up {}, config {}, kernel {}{}",
+        v.pid,
+        v.version,
+        ms(Duration::from_secs(v.uptime_s)),
+        v.config,
+        v.kernel,
+        if v.apply {
+            ""
+        } else {
+            ", not applying (--no-apply)"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  devd: {} ({} CARP events, {} ignored, {} dropped, {} reconnects){}",
+        if v.devd.connected {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        },
+        v.devd.carp_events,
+        v.devd.other_system + v.devd.garbage + v.devd.truncated,
+        v.devd.dropped,
+        v.devd.connects.saturating_sub(1),
+        v.devd
+            .last_error
+            .as_deref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default()
+    );
+    if let Some(r) = &v.last_reconcile {
+        let _ = writeln!(
+            o,
+            "  last reconcile: {} ({}, {}, {} µs){}; next full re-read in {} ms",
+            r.at,
+            r.trigger,
+            r.scope,
+            r.duration_us,
+            r.error
+                .as_deref()
+                .map(|e| format!(", FAILED: {e}"))
+                .unwrap_or_default(),
+            v.next_resync_ms
+        );
+    }
+    if let Some(a) = &v.last_apply {
+        let _ = writeln!(
+            o,
+            "  last kernel change: {} ({}): {}{}",
+            a.at,
+            a.trigger,
+            if a.changes.is_empty() {
+                "-".to_string()
+            } else {
+                a.changes.join("; ")
+            },
+            a.error
+                .as_deref()
+                .map(|e| format!("; FAILED: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(r) = &v.last_reload {
+        let _ = writeln!(
+            o,
+            "  last reload: {} {}: {}",
+            r.at,
+            if r.ok { "ok" } else { "REFUSED" },
+            r.message
+        );
+    }
+    for g in &v.groups {
+        let _ = writeln!(
+            o,
+            "  {} {} since {} (learned by {}){}",
+            g.group,
+            g.state,
+            g.since,
+            g.learned,
+            if g.actions.is_empty() {
+                String::new()
+            } else {
+                format!("; wants: {}", g.actions.join(", "))
+            }
+        );
+        for t in g.history.iter().take(5) {
+            let _ = writeln!(
+                o,
+                "    {} {} -> {} ({}, {})",
+                t.at, t.from, t.to, t.learned, t.id
+            );
+        }
+    }
+    o
+}
