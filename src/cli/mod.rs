@@ -21,6 +21,7 @@ mod plan;
 mod reconcile;
 mod reload;
 mod run;
+mod simulate;
 mod status;
 
 /// Exit code when the command ran and found problems or failed.
@@ -141,6 +142,9 @@ pub enum Command {
         #[arg(required = true)]
         groups: Vec<String>,
     },
+    /// Simulated kernel only: set a vhid's state as an election would (lab and tests).
+    #[command(hide = true)]
+    Simulate { group: String, state: String },
 }
 
 /// Everything a subcommand needs from the global options.
@@ -212,6 +216,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload => reload::run(&ctx, &mut out),
         Command::Hook { group, state } => return hook::run(&ctx, &group, &state),
         Command::Reconcile { groups } => reconcile::run(&ctx, &groups, &mut out),
+        Command::Simulate { group, state } => simulate::run(&ctx, &group, &state, &mut out),
     };
     if ok {
         ExitCode::SUCCESS

@@ -359,3 +359,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn daemon_section_defaults_and_durations() {
+    let c = parse_str("node: n\n").unwrap();
+    assert_eq!(c.daemon, DaemonConfig::default());
+    assert_eq!(c.daemon.resync_interval, std::time::Duration::from_secs(5));
+    let c = parse_str("node: n\ndaemon:\n  resync_interval: 30\n  coalesce: 250ms\n").unwrap();
+    assert_eq!(c.daemon.resync_interval, std::time::Duration::from_secs(30));
+    assert_eq!(c.daemon.coalesce, std::time::Duration::from_millis(250));
+    let c = parse_str("node: n\ndaemon: { resync_interval: 1m 30s, coalesce: 0s }\n").unwrap();
+    assert_eq!(c.daemon.resync_interval, std::time::Duration::from_secs(90));
+    assert_eq!(c.daemon.coalesce, std::time::Duration::ZERO);
+}
+
+#[test]
+fn daemon_section_problems_name_key_line_and_range() {
+    let table = [
+        (
+            "node: n\ndaemon:\n  resync_interval: 0\n",
+            "carpd.yaml:3:20: daemon.resync_interval: 0s is out of range: allowed 1s to 1h",
+        ),
+        (
+            "node: n\ndaemon:\n  coalesce: 11s\n",
+            "carpd.yaml:3:13: daemon.coalesce: 11s is out of range: allowed 0s to 10s",
+        ),
+        (
+            "node: n\ndaemon:\n  coalesce: soon\n",
+            "carpd.yaml:3:13: daemon.coalesce: \"soon\" is not a duration",
+        ),
+        ("node: n\ndaemon:\n  resync: 5s\n", "unknown field `resync`"),
+    ];
+    for (text, want) in table {
+        let e = parse_str(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}\n got: {e}\nwant: {want}");
+    }
+}

@@ -210,7 +210,7 @@ impl Daemon {
         tracing::info!(
             node = %self.loaded.config.node,
             config = %self.settings.config_path.display(),
-            kernel = self.kernel.info().name,
+            kernel = %self.kernel.info().name,
             groups = self.loaded.config.groups.len(),
             apply = self.settings.apply,
             control = %self.settings.control_socket.display(),
@@ -292,7 +292,7 @@ impl Daemon {
                 let now = Instant::now();
                 let known = self.loaded.duties.contains_key(&group);
                 let state = state.map_or("-", |s| s.as_str());
-                tracing::debug!(%group, state, known, "nudged by the control socket");
+                tracing::debug!(%group, state = %state, known, "nudged by the control socket");
                 self.core.nudge(group.clone(), now);
                 self.note(Note::Nudged { group, at: now });
                 Reply::Nudged { known }
@@ -316,7 +316,7 @@ impl Daemon {
                 self.core
                     .reconfigure(loaded.config.daemon, loaded.duties.clone(), now);
                 self.loaded = loaded;
-                tracing::info!(via, config = %self.settings.config_path.display(), groups, "configuration reloaded");
+                tracing::info!(via = %via, config = %self.settings.config_path.display(), groups, "configuration reloaded");
                 self.reconcile_due();
                 let applied = match &self.records.last_apply {
                     Some((at, Trigger::Reload, changes, error)) if *at >= now => match error {
@@ -342,7 +342,7 @@ impl Daemon {
             Err(e) => {
                 let message =
                     format!("reload refused, the running configuration stays in force: {e}");
-                tracing::error!(via, "{message}");
+                tracing::error!(via = %via, "{message}");
                 self.records.last_reload = Some((now, false, message.clone()));
                 self.note(Note::Reloaded { ok: false });
                 Err(message)
@@ -464,9 +464,9 @@ impl Daemon {
             let to = t.to.map_or("NONE", CarpState::as_str);
             // Losing MASTER to INIT (link down, vhid destroyed) is what pages someone.
             if t.from == Some(CarpState::Master) && t.to != Some(CarpState::Backup) {
-                tracing::warn!(xid = %t.id, group = %t.group, from, to, learned = %t.learned, "CARP transition");
+                tracing::warn!(xid = %t.id, group = %t.group, from = %from, to = %to, learned = %t.learned, "CARP transition");
             } else {
-                tracing::info!(xid = %t.id, group = %t.group, from, to, learned = %t.learned, "CARP transition");
+                tracing::info!(xid = %t.id, group = %t.group, from = %from, to = %to, learned = %t.learned, "CARP transition");
             }
         }
         for d in &outcome.decisions {
@@ -478,7 +478,7 @@ impl Daemon {
                     .map(|t| t.id.as_str())
                     .unwrap_or("-");
                 let actions: Vec<String> = d.actions.iter().map(ToString::to_string).collect();
-                tracing::debug!(xid, group = %d.group, state = %d.state, actions = %actions.join(", "), "decided");
+                tracing::debug!(xid = %xid, group = %d.group, state = %d.state, actions = %actions.join(", "), "decided");
             }
             self.records
                 .actions

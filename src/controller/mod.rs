@@ -11,3 +11,6 @@ pub mod duties;
 
 pub use core::{Core, Decision, Outcome, Transition, Trigger, Work};
 pub use duties::{Duties, GroupAction, GroupDuties, actions_for};
+
+#[cfg(test)]
+mod tests;

@@ -83,6 +83,7 @@ pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> boo
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .with_target(false)
         .try_init();
     if bad {
