@@ -53,7 +53,8 @@ impl Lab {
     async fn new(config: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("carpd.yaml"), config).unwrap();
-        let kernel = SimKernel::open(Flavour::FreeBsd14, Some(dir.path().join("kernel.json"))).unwrap();
+        let kernel =
+            SimKernel::open(Flavour::FreeBsd14, Some(dir.path().join("kernel.json"))).unwrap();
         let devd = FakeDevd::bind(dir.path().join("devd.pipe")).unwrap();
         let mut lab = Lab {
             dir,
@@ -104,11 +105,16 @@ impl Lab {
             stop: Some(stop),
             task,
         });
-        self.reconciled("the start-up read", |w, _| w == &Work::Full(Trigger::Startup))
-            .await;
-        within("the daemon connecting to the fake devd", self.devd.wait_for_clients(1))
-            .await
-            .unwrap();
+        self.reconciled("the start-up read", |w, _| {
+            w == &Work::Full(Trigger::Startup)
+        })
+        .await;
+        within(
+            "the daemon connecting to the fake devd",
+            self.devd.wait_for_clients(1),
+        )
+        .await
+        .unwrap();
         // devd's connect triggers a resync read; let it pass so tests start from quiet.
         self.reconciled("the resync after connecting to devd", |w, _| {
             w == &Work::Full(Trigger::Resync)
@@ -188,14 +194,20 @@ fn reads(work: &Work, group: &str) -> bool {
 async fn start_applies_the_configuration_and_events_are_hints_read_from_the_kernel() {
     let mut lab = Lab::new(CONFIG).await;
     // Applied at start-up, as `carpd apply` would.
-    let g = lab.kernel.group("vmx1", Vhid::new(2).unwrap()).unwrap().expect("2@vmx1 created");
+    let g = lab
+        .kernel
+        .group("vmx1", Vhid::new(2).unwrap())
+        .unwrap()
+        .expect("2@vmx1 created");
     assert_eq!(g.addresses.len(), 1);
     let before = g.state;
     assert_ne!(before, CarpState::Master);
 
     // A MASTER event while the kernel says otherwise: read, not believed.
     lab.event("2@vmx1", CarpState::Master).await;
-    let (_, out, _) = lab.reconciled("the event's read", |w, _| reads(w, "2@vmx1")).await;
+    let (_, out, _) = lab
+        .reconciled("the event's read", |w, _| reads(w, "2@vmx1"))
+        .await;
     assert!(out.transitions.is_empty(), "{:?}", out.transitions);
     assert_eq!(out.decisions[0].state, before);
 
@@ -208,7 +220,10 @@ async fn start_applies_the_configuration_and_events_are_hints_read_from_the_kern
         })
         .await;
     let t = &out.transitions[0];
-    assert_eq!((t.from, t.to, t.learned), (Some(before), Some(CarpState::Master), Trigger::Event));
+    assert_eq!(
+        (t.from, t.to, t.learned),
+        (Some(before), Some(CarpState::Master), Trigger::Event)
+    );
 
     let view = lab.status().await;
     let g = view.groups.iter().find(|g| g.group == "2@vmx1").unwrap();
@@ -220,7 +235,10 @@ async fn start_applies_the_configuration_and_events_are_hints_read_from_the_kern
     assert_eq!(view.recent_events[0].state, "MASTER");
     assert!(view.devd.connected);
     lab.stop().await;
-    assert!(!lab.path("carpd.sock").exists(), "socket removed on shutdown");
+    assert!(
+        !lab.path("carpd.sock").exists(),
+        "socket removed on shutdown"
+    );
 }
 
 #[tokio::test]
@@ -272,7 +290,10 @@ async fn devd_restart_reconnects_and_resyncs_what_was_missed() {
         .await;
     let t = &out.transitions[0];
     assert_eq!(t.group.to_string(), "1@vmx0");
-    assert_eq!((t.to, t.learned), (Some(CarpState::Master), Trigger::Resync));
+    assert_eq!(
+        (t.to, t.learned),
+        (Some(CarpState::Master), Trigger::Resync)
+    );
     let view = lab.status().await;
     assert_eq!(view.devd.connects, 2);
     lab.stop().await;
@@ -280,10 +301,7 @@ async fn devd_restart_reconnects_and_resyncs_what_was_missed() {
 
 #[tokio::test]
 async fn a_burst_of_10000_events_is_read_promptly_and_folded() {
-    let mut lab = Lab::new(
-        &CONFIG.replace("coalesce: 200ms", "coalesce: 1s"),
-    )
-    .await;
+    let mut lab = Lab::new(&CONFIG.replace("coalesce: 200ms", "coalesce: 1s")).await;
     lab.network("2@vmx1", CarpState::Master);
     let flap = [
         CarpEvent::new("2@vmx1".parse().unwrap(), CarpState::Master).to_record(),
@@ -292,7 +310,8 @@ async fn a_burst_of_10000_events_is_read_promptly_and_folded() {
     let started = Instant::now();
     let sent = within(
         "the fake devd sending 10,000 events",
-        lab.devd.flood((0..10_000).map(|i| flap[i % 2].as_bytes().to_vec())),
+        lab.devd
+            .flood((0..10_000).map(|i| flap[i % 2].as_bytes().to_vec())),
     )
     .await
     .unwrap();
@@ -305,7 +324,9 @@ async fn a_burst_of_10000_events_is_read_promptly_and_folded() {
     let mut group_reads = 0;
     let mut transitions = 0;
     loop {
-        let (_, out, _) = lab.reconciled("the burst's reads", |w, _| reads(w, "2@vmx1")).await;
+        let (_, out, _) = lab
+            .reconciled("the burst's reads", |w, _| reads(w, "2@vmx1"))
+            .await;
         group_reads += 1;
         transitions += out.transitions.len();
         let view = lab.status().await;
@@ -316,7 +337,9 @@ async fn a_burst_of_10000_events_is_read_promptly_and_folded() {
     }
     if group_reads == 1 {
         // The events after the first one share one read at the end of the window.
-        let (_, out, _) = lab.reconciled("the trailing read", |w, _| reads(w, "2@vmx1")).await;
+        let (_, out, _) = lab
+            .reconciled("the trailing read", |w, _| reads(w, "2@vmx1"))
+            .await;
         group_reads += 1;
         transitions += out.transitions.len();
     }
@@ -332,7 +355,10 @@ async fn a_burst_of_10000_events_is_read_promptly_and_folded() {
         "{group_reads} reads for a {burst:?} burst (bound {bound})"
     );
     if burst < Duration::from_secs(1) {
-        assert_eq!(group_reads, 2, "one read at once, one for the rest of the burst");
+        assert_eq!(
+            group_reads, 2,
+            "one read at once, one for the rest of the burst"
+        );
     }
     eprintln!("10,000 events in {burst:?}: {group_reads} read(s) of 2@vmx1");
     lab.stop().await;
@@ -343,25 +369,33 @@ async fn a_restart_while_master_recovers_the_state_without_a_transition() {
     let mut lab = Lab::new(CONFIG).await;
     lab.network("2@vmx1", CarpState::Master);
     lab.event("2@vmx1", CarpState::Master).await;
-    lab.reconciled("MASTER", |w, o| reads(w, "2@vmx1") && !o.transitions.is_empty())
-        .await;
+    lab.reconciled("MASTER", |w, o| {
+        reads(w, "2@vmx1") && !o.transitions.is_empty()
+    })
+    .await;
     lab.stop().await;
 
     let k = SimKernel::open(Flavour::FreeBsd14, Some(lab.path("kernel.json"))).unwrap();
     let (tx, mut notes) = mpsc::unbounded_channel();
-    let daemon = Daemon::start(lab.settings(), Box::new(k)).unwrap().with_notes(tx);
+    let daemon = Daemon::start(lab.settings(), Box::new(k))
+        .unwrap()
+        .with_notes(tx);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(daemon.run(async move {
         let _ = stopped.await;
     }));
-    let first = within("the second daemon's first read", notes.recv()).await.unwrap();
+    let first = within("the second daemon's first read", notes.recv())
+        .await
+        .unwrap();
     match first {
         Note::Reconciled { work, outcome, .. } => {
             assert_eq!(work, Work::Full(Trigger::Startup));
             assert!(outcome.transitions.is_empty(), "{:?}", outcome.transitions);
-            assert!(outcome
-                .initial
-                .contains(&("2@vmx1".parse().unwrap(), CarpState::Master)));
+            assert!(
+                outcome
+                    .initial
+                    .contains(&("2@vmx1".parse().unwrap(), CarpState::Master))
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -372,7 +406,10 @@ async fn a_restart_while_master_recovers_the_state_without_a_transition() {
     });
     let view = lab.status().await;
     let g = view.groups.iter().find(|g| g.group == "2@vmx1").unwrap();
-    assert_eq!((g.state.as_str(), g.learned.as_str()), ("MASTER", "startup"));
+    assert_eq!(
+        (g.state.as_str(), g.learned.as_str()),
+        ("MASTER", "startup")
+    );
     assert!(g.history.is_empty());
     lab.stop().await;
 }
@@ -406,35 +443,64 @@ async fn drift_is_repaired_at_the_next_full_read() {
     .unwrap();
     lab.reconciled("the timer's read", |w, _| w == &Work::Full(Trigger::Timer))
         .await;
-    let g = lab.kernel.group("vmx0", Vhid::new(1).unwrap()).unwrap().unwrap();
+    let g = lab
+        .kernel
+        .group("vmx0", Vhid::new(1).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(g.advskew, 100, "restored from the configuration");
     let view = lab.status().await;
     let applied = view.last_apply.expect("last_apply recorded");
     assert_eq!(applied.trigger, "timer");
-    assert!(applied.changes[0].contains("advskew"), "{:?}", applied.changes);
+    assert!(
+        applied.changes[0].contains("advskew"),
+        "{:?}",
+        applied.changes
+    );
     lab.stop().await;
 }
 
 #[tokio::test]
 async fn reload_swaps_a_valid_configuration_and_keeps_the_old_one_otherwise() {
     let mut lab = Lab::new(CONFIG).await;
-    std::fs::write(lab.path("carpd.yaml"), CONFIG.replace("advskew: 100", "advskew: 50")).unwrap();
+    std::fs::write(
+        lab.path("carpd.yaml"),
+        CONFIG.replace("advskew: 100", "advskew: 50"),
+    )
+    .unwrap();
     match lab.request(Request::Reload).await {
-        Reply::Reloaded { message } => assert!(message.contains("1 kernel change(s) made"), "{message}"),
+        Reply::Reloaded { message } => {
+            assert!(message.contains("1 kernel change(s) made"), "{message}")
+        }
         other => panic!("unexpected {other:?}"),
     }
-    let g = lab.kernel.group("vmx0", Vhid::new(1).unwrap()).unwrap().unwrap();
+    let g = lab
+        .kernel
+        .group("vmx0", Vhid::new(1).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(g.advskew, 50);
 
-    std::fs::write(lab.path("carpd.yaml"), CONFIG.replace("advskew: 100", "advskew: 500")).unwrap();
+    std::fs::write(
+        lab.path("carpd.yaml"),
+        CONFIG.replace("advskew: 100", "advskew: 500"),
+    )
+    .unwrap();
     match lab.request(Request::Reload).await {
         Reply::Error { message } => {
-            assert!(message.contains("running configuration stays in force"), "{message}");
+            assert!(
+                message.contains("running configuration stays in force"),
+                "{message}"
+            );
             assert!(message.contains("groups[1].advskew"), "{message}");
         }
         other => panic!("unexpected {other:?}"),
     }
-    let g = lab.kernel.group("vmx0", Vhid::new(1).unwrap()).unwrap().unwrap();
+    let g = lab
+        .kernel
+        .group("vmx0", Vhid::new(1).unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(g.advskew, 50, "unchanged by the refused reload");
     let view = lab.status().await;
     assert!(!view.last_reload.unwrap().ok);
@@ -462,7 +528,8 @@ fn raw(path: &Path, line: &[u8]) -> String {
 async fn the_control_socket_survives_abuse() {
     let mut lab = Lab::new(CONFIG).await;
     let path = lab.path("carpd.sock");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let p = path.clone();
     let replies = tokio::task::spawn_blocking(move || {
@@ -476,7 +543,11 @@ async fn the_control_socket_survives_abuse() {
     })
     .await
     .unwrap();
-    assert!(replies[0].contains("protocol version 2 is not supported"), "{}", replies[0]);
+    assert!(
+        replies[0].contains("protocol version 2 is not supported"),
+        "{}",
+        replies[0]
+    );
     assert!(replies[1].contains("not a JSON object"), "{}", replies[1]);
     assert!(replies[2].contains("request longer than"), "{}", replies[2]);
 
@@ -522,9 +593,10 @@ async fn the_control_socket_survives_abuse() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    lab.reconciled("the nudge's read", |w, _| {
-        matches!(w, Work::Groups(gs) if gs.iter().any(|(_, t)| *t == Trigger::Nudge))
-    })
+    lab.reconciled(
+        "the nudge's read",
+        |w, _| matches!(w, Work::Groups(gs) if gs.iter().any(|(_, t)| *t == Trigger::Nudge)),
+    )
     .await;
     lab.stop().await;
 }

@@ -46,6 +46,11 @@ const CARPD_ENV: [&str; 7] = [
 /// An unprivileged uid/gid for the peer-credential test (`nobody` on Debian and FreeBSD).
 const NOBODY: u32 = 65534;
 
+/// When set, [`peer_helper`] connects to this control socket, reads what the daemon says
+/// without sending anything, and prints it after [`PEER_HELPER_MARK`].
+const PEER_HELPER_ENV: &str = "CARPD_TEST_PEER_HELPER_SOCKET";
+const PEER_HELPER_MARK: &str = "peer-helper-reply: ";
+
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
@@ -67,17 +72,10 @@ impl Proc {
         strip_ansi(&fs::read_to_string(&self.log).unwrap_or_default())
     }
 
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
     /// Panics with the log when the process has exited: a daemon must keep running.
     fn assert_running(&mut self, when: &str) {
         if let Some(st) = self.child.try_wait().expect("try_wait") {
-            panic!(
-                "the daemon exited ({st}) {when}; its log:\n{}",
-                self.log()
-            );
+            panic!("the daemon exited ({st}) {when}; its log:\n{}", self.log());
         }
     }
 
@@ -85,7 +83,12 @@ impl Proc {
         let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
         // SAFETY: kill(2) on our own child, which has not been reaped (the guard holds it).
         let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// The exit status, if the process exits within `limit`.
@@ -272,11 +275,13 @@ impl Lab {
         let n = self.spawned.get() + 1;
         self.spawned.set(n);
         let log = self.path(&format!("daemon-{n}.log"));
-        let child = self
-            .cmd()
-            .args(global)
-            .arg("run")
-            .args(run_args)
+        let mut cmd = self.cmd();
+        cmd.args(global).arg("run").args(run_args);
+        if !run_args.contains(&"--devd-socket") {
+            // Never the host's devd: a socket path where nothing listens.
+            cmd.arg("--devd-socket").arg(self.path("no-devd.sock"));
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()
@@ -290,7 +295,8 @@ impl Lab {
         let pid = d.pid();
         wait_for("the daemon to answer `carpd status`", || {
             d.assert_running("while starting");
-            self.daemon_view().filter(|v| u64_of(&v["pid"]) == u64::from(pid))
+            self.daemon_view()
+                .filter(|v| u64_of(&v["pid"]) == u64::from(pid))
         });
         d
     }
@@ -443,6 +449,18 @@ fn proc_file(pid: u32, name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("/proc/{pid}/{name}: {e} (has the process exited?)"))
 }
 
+/// The command line of a process once its exec has finished. The hook's spawn can return
+/// while its child is still inside execve (vfork-style spawn resumes the parent when the
+/// child drops the old address space), when /proc shows an empty command line and
+/// environment; both are in place once the command line is.
+#[cfg(target_os = "linux")]
+fn exec_cmdline(pid: u32) -> Vec<u8> {
+    wait_for(&format!("process {pid} to finish its exec"), || {
+        let c = proc_file(pid, "cmdline");
+        (!c.is_empty()).then_some(c)
+    })
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -518,11 +536,13 @@ fn run_applies_the_configuration_and_status_shows_the_daemon() {
     let log = d.log();
     assert!(log.contains("carpd started"), "{log}");
     assert!(
-        log.contains("applied the configuration to the kernel")
-            && log.contains("create 2@vmx1"),
+        log.contains("applied the configuration to the kernel") && log.contains("create 2@vmx1"),
         "{log}"
     );
-    assert!(log.contains("state at start-up group=2@vmx1 state=BACKUP"), "{log}");
+    assert!(
+        log.contains("state at start-up group=2@vmx1 state=BACKUP"),
+        "{log}"
+    );
     d.assert_running("after status requests");
 }
 
@@ -555,11 +575,77 @@ fn no_apply_leaves_the_kernel_untouched_and_reports_the_drift() {
     let log = d.log();
     assert!(log.contains("not changing it (--no-apply)"), "{log}");
     assert!(!log.contains("applied the configuration"), "{log}");
+
+    // A reload says the kernel still differs, not that it matched.
+    let o = lab.carpd(&["reload"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("5 kernel change(s) needed, not applied (--no-apply)"),
+        "{out}"
+    );
+    assert_eq!(
+        lab.kernel_state(),
+        before,
+        "reload with --no-apply changed the kernel"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Signals
 // ---------------------------------------------------------------------------------------------
+
+/// Whether `pid` is blocked waiting for a file lock (Linux: a "->" waiter line in /proc/locks).
+fn blocked_on_a_lock(pid: u32) -> bool {
+    fs::read_to_string("/proc/locks").is_ok_and(|locks| {
+        locks.lines().any(|l| {
+            l.contains("->") && l.split_whitespace().nth(5) == Some(pid.to_string().as_str())
+        })
+    })
+}
+
+/// A SIGTERM or SIGHUP that arrives while the daemon is still starting (here: stalled on
+/// its first kernel read, the simulated kernel's lock held by the test) waits for the step in
+/// flight instead of killing the process: SIGTERM ends it cleanly after the start-up apply,
+/// SIGHUP becomes a reload.
+#[test]
+fn signals_during_start_up_wait_for_the_step_in_flight() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGHUP, "SIGHUP")] {
+        let lab = Lab::new();
+        let _ = lab.kernel_state();
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lab.path("kernel.lock"))
+            .unwrap();
+        lock.lock().unwrap();
+        let mut d = lab.spawn_run(&[], &[]);
+        let pid = d.pid();
+        wait_for("the daemon to block on the simulated kernel's lock", || {
+            d.assert_running("while starting");
+            blocked_on_a_lock(pid).then_some(())
+        });
+        d.signal(sig);
+        lock.unlock().unwrap();
+        if sig == libc::SIGTERM {
+            let st = d
+                .exit_within(Duration::from_secs(5))
+                .unwrap_or_else(|| panic!("still running after {name}; log:\n{}", d.log()));
+            assert_eq!(st.code(), Some(0), "{name}: {st}; log:\n{}", d.log());
+            let log = d.log();
+            assert!(log.contains("carpd stopped"), "{log}");
+            // The start-up apply ran to its end before the shutdown.
+            assert!(vhid(&lab.kernel_state(), "vmx1", 2).is_some(), "{log}");
+            assert!(!lab.socket().exists());
+        } else {
+            wait_for("the reload that SIGHUP asked for", || {
+                d.assert_running(name);
+                d.log().contains("configuration reloaded").then_some(())
+            });
+        }
+    }
+}
 
 /// SIGTERM and SIGINT: exit 0 within 2 s, the control socket file removed, "carpd stopped".
 #[test]
@@ -600,14 +686,17 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_otherwise() {
 
     lab.write_config(&lab.config(50, EM0_GROUP));
     d.signal(libc::SIGHUP);
-    let k = wait_for("SIGHUP to apply advskew 50 on 1@vmx0 and create 3@em0", || {
-        d.assert_running("after SIGHUP");
-        let k = lab.kernel_state();
-        let done = vhid(&k, "vmx0", 1).is_some_and(|g| g.advskew == 50)
-            && vhid(&k, "em0", 3).is_some();
-        done.then_some(k)
-    });
-    assert_eq!(vhid(&k, "em0", 3).unwrap().state, CarpState::Backup);
+    let k = wait_for(
+        "SIGHUP to apply advskew 50 on 1@vmx0 and create 3@em0 (BACKUP once its address is on)",
+        || {
+            d.assert_running("after SIGHUP");
+            let k = lab.kernel_state();
+            let done = vhid(&k, "vmx0", 1).is_some_and(|g| g.advskew == 50)
+                && vhid(&k, "em0", 3).is_some_and(|g| g.state == CarpState::Backup);
+            done.then_some(k)
+        },
+    );
+    assert_eq!(vhid(&k, "em0", 3).unwrap().advskew, 0);
     let view = lab.view();
     let reload = &view["last_reload"];
     assert_eq!(reload["ok"], true, "{reload}");
@@ -619,15 +708,17 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_otherwise() {
         group(&view, "3@em0").expect("3@em0 watched")["learned"],
         "reload"
     );
+    let log = d.log();
     assert!(
-        d.log().contains("configuration reloaded via=\"SIGHUP\""),
-        "{}",
-        d.log()
+        log.lines()
+            .any(|l| l.contains("configuration reloaded") && l.contains("SIGHUP")),
+        "{log}"
     );
 
-    // Invalid: advskew out of range. Nothing may change; the old configuration stays.
+    // Invalid: advskew out of range, and 3@em0 dropped. Nothing may change, and the old
+    // configuration (which manages 3@em0) stays in force.
     let before = lab.kernel_state();
-    lab.write_config(&lab.config(300, EM0_GROUP));
+    lab.write_config(&lab.config(300, ""));
     d.signal(libc::SIGHUP);
     let view = wait_for("status to show the refused reload", || {
         d.assert_running("after a SIGHUP with an invalid configuration");
@@ -639,35 +730,33 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_otherwise() {
         message.contains("reload refused") && message.contains("advskew"),
         "{message}"
     );
-    assert_eq!(view["groups"].as_array().unwrap().len(), 3);
     assert_eq!(view["node"], "router-003");
-    let log = d.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("reload refused") && l.contains("SIGHUP")),
-        "{log}"
+    assert_eq!(
+        group(&view, "3@em0").expect("3@em0 still watched")["managed"],
+        true,
+        "the refused configuration replaced the running one"
     );
-    assert_eq!(lab.kernel_state(), before, "a refused reload changed the kernel");
+    // The refusal is one log record; its message spans lines, the fields follow it.
+    let log = d.log();
+    let refusal = log
+        .find("reload refused")
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert!(log[refusal..].contains("SIGHUP"), "{log}");
+    assert_eq!(
+        lab.kernel_state(),
+        before,
+        "a refused reload changed the kernel"
+    );
 
-    // Still the old configuration in force: drift is repaired to advskew 50, not 300.
-    lab.kernel()
-        .set_raw(
-            "vmx0",
-            &carpd::kernel::SetRequest {
-                vhid: v(1),
-                advbase: 0,
-                advskew: 7,
-                key: None,
-                peer: None,
-                peer6: None,
-                state: None,
-            },
-        )
-        .unwrap();
-    let o = lab.carpd(&["reload"]);
-    assert_eq!(o.status.code(), Some(1), "the file is still invalid");
-    d.assert_running("after the second refusal");
-    assert_eq!(vhid(&lab.kernel_state(), "vmx0", 1).unwrap().advskew, 7);
+    // Fixed again: the next SIGHUP drops 3@em0 from the configuration (carpd leaves the
+    // kernel's vhid alone: it never tears down what it no longer manages).
+    lab.write_config(&lab.config(50, ""));
+    d.signal(libc::SIGHUP);
+    let view = wait_for("the reload of the fixed configuration", || {
+        d.assert_running("after the fixed configuration");
+        lab.daemon_view().filter(|v| v["last_reload"]["ok"] == true)
+    });
+    assert_eq!(group(&view, "3@em0").expect("3@em0")["managed"], false);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,7 +844,10 @@ fn a_second_daemon_refuses_and_a_stale_socket_is_replaced() {
     assert!(!log.contains("carpd started"), "{log}");
 
     first.assert_running("after the second daemon refused");
-    assert!(lab.socket().exists(), "the refused daemon removed the socket");
+    assert!(
+        lab.socket().exists(),
+        "the refused daemon removed the socket"
+    );
     assert_eq!(u64_of(&lab.view()["pid"]), u64::from(first.pid()));
 
     // SIGKILL: no clean-up, the socket file stays, nothing answers on it.
@@ -794,10 +886,15 @@ fn devd_events_and_a_devd_restart_reach_the_daemon() {
     });
 
     // An election won: the kernel says MASTER, then devd says so.
-    lab.kernel().set_state("vmx1", v(2), CarpState::Master).unwrap();
+    lab.kernel()
+        .set_state("vmx1", v(2), CarpState::Master)
+        .unwrap();
     let sent = Instant::now();
     let delivered = rt
-        .block_on(fake.send_event(&CarpEvent::new("2@vmx1".parse().unwrap(), CarpState::Master)))
+        .block_on(fake.send_event(&CarpEvent::new(
+            "2@vmx1".parse().unwrap(),
+            CarpState::Master,
+        )))
         .unwrap();
     assert_eq!(delivered, 1);
     let view = wait_for("the MASTER transition learned by event", || {
@@ -841,14 +938,15 @@ fn devd_events_and_a_devd_restart_reach_the_daemon() {
         lab.daemon_view()
             .filter(|v| v["devd"]["connected"] == false)
     });
-    lab.kernel().set_state("vmx1", v(2), CarpState::Backup).unwrap();
+    lab.kernel()
+        .set_state("vmx1", v(2), CarpState::Backup)
+        .unwrap();
     fake.listen().unwrap();
     wait_for_devd_client(&rt, &mut fake);
     let view = wait_for("the reconnect and its resync", || {
         d.assert_running("after a devd restart");
         lab.daemon_view().filter(|v| {
-            v["devd"]["connects"] == 2
-                && group(v, "2@vmx1").is_some_and(|g| g["state"] == "BACKUP")
+            v["devd"]["connects"] == 2 && group(v, "2@vmx1").is_some_and(|g| g["state"] == "BACKUP")
         })
     });
     let g = group(&view, "2@vmx1").unwrap();
@@ -880,7 +978,9 @@ fn a_restart_while_master_recovers_the_state_without_a_transition() {
     let run_args = ["--devd-socket", devd.to_str().unwrap()];
 
     let mut first = lab.start(&[], &run_args);
-    lab.kernel().set_state("vmx1", v(2), CarpState::Master).unwrap();
+    lab.kernel()
+        .set_state("vmx1", v(2), CarpState::Master)
+        .unwrap();
     let o = lab.carpd(&["reconcile", "2@vmx1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -911,8 +1011,11 @@ fn a_restart_while_master_recovers_the_state_without_a_transition() {
     let reconciles = u64_of(&g["reconciles"]);
 
     // devd repeats what the kernel says, and the hook nudges: still no transition.
-    rt.block_on(fake.send_event(&CarpEvent::new("2@vmx1".parse().unwrap(), CarpState::Master)))
-        .unwrap();
+    rt.block_on(fake.send_event(&CarpEvent::new(
+        "2@vmx1".parse().unwrap(),
+        CarpState::Master,
+    )))
+    .unwrap();
     assert!(lab.carpd(&["hook", "2@vmx1", "MASTER"]).status.success());
     let view = wait_for("the event and the nudge to be reconciled", || {
         second.assert_running("after an event and a nudge");
@@ -1015,13 +1118,31 @@ fn hook_nudges_a_running_daemon_and_rejects_malformed_arguments() {
 
 /// Without a daemon: the hook starts a detached `carpd reconcile` of the group and exits 0 at
 /// once (while the one-shot still waits for its lock); both log to syslog as
+/// A one-shot reconcile that fails (here the kernel cannot be read: a corrupt simulator
+/// state, as carp.ko missing would be on FreeBSD) says so in syslog: it has no stderr.
+#[test]
+fn a_failing_one_shot_reconcile_reports_to_syslog() {
+    let lab = Lab::new();
+    let _ = lab.kernel_state();
+    let (syslog, log_path) = syslogd(&lab);
+    fs::write(lab.path("kernel.json"), "{not json").unwrap();
+    let (_, st, _) = run_hook_syslog(&lab, &log_path, &["2@vmx1", "MASTER"]);
+    assert_eq!(st.code(), Some(0), "{:?}", drain(&syslog));
+    let (err, _) = recv_until(&syslog, "with the one-shot's error", |d| {
+        d.contains("one-shot reconcile:") && d.starts_with("<27>")
+    });
+    assert!(err.contains("kernel.json"), "{err}");
+}
+
 /// `<30>carpd[pid]: ...`; a group the configuration does not name starts nothing.
 #[test]
 fn hook_without_a_daemon_starts_a_detached_one_shot_reconcile() {
     let lab = Lab::new();
     let o = lab.carpd(&["apply"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    lab.kernel().set_state("vmx1", v(2), CarpState::Master).unwrap();
+    lab.kernel()
+        .set_state("vmx1", v(2), CarpState::Master)
+        .unwrap();
     let (syslog, log_path) = syslogd(&lab);
 
     let lock = hold_one_shot_lock(&lab);
@@ -1047,12 +1168,16 @@ fn hook_without_a_daemon_starts_a_detached_one_shot_reconcile() {
         // pid (comm) state ppid pgrp ...: its own process group, out of devd's reach.
         let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
         let pgrp: u32 = after_comm.split(' ').nth(2).unwrap().parse().unwrap();
-        assert_eq!(pgrp, child, "the one-shot must lead its own process group: {stat}");
-        let cmdline = proc_file(child, "cmdline");
+        assert_eq!(
+            pgrp, child,
+            "the one-shot must lead its own process group: {stat}"
+        );
+        let cmdline = exec_cmdline(child);
         assert!(
             contains(&cmdline, "reconcile\u{0}2@vmx1"),
-            "{}",
-            String::from_utf8_lossy(&cmdline)
+            "cmdline {:?}; stat {stat}; syslog {:#?}",
+            String::from_utf8_lossy(&cmdline),
+            drain(&syslog)
         );
         assert!(
             proc_file(child, "environ").is_empty(),
@@ -1060,6 +1185,11 @@ fn hook_without_a_daemon_starts_a_detached_one_shot_reconcile() {
         );
     }
 
+    let early = drain(&syslog);
+    assert!(
+        !early.iter().any(|l| l.contains("one-shot reconcile:")),
+        "the one-shot ran although its lock is held: {early:#?}"
+    );
     drop(lock);
     let (done, _) = recv_until(&syslog, "from the one-shot reconcile", |d| {
         d.contains("one-shot reconcile:")
@@ -1123,7 +1253,7 @@ fn control_socket_refuses_a_non_root_peer() {
     let before = u64_of(&lab.view()["reconciles"]);
 
     // Loosen what the mode protects, so only the peer check stands in the way.
-    fs::set_permissions(lab.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(lab.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(lab.socket(), fs::Permissions::from_mode(0o666)).unwrap();
     let as_nobody = |args: &[&str]| -> Output {
         Command::new(BIN)
@@ -1144,18 +1274,48 @@ fn control_socket_refuses_a_non_root_peer() {
                 )
             })
     };
-    let o = as_nobody(&["status", "--json"]);
-    let out = format!("{}{}", stdout(&o), stderr(&o));
-    let v: Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("status --json as uid {NOBODY}: {e}: {out}"));
+    // What the daemon answers a non-root peer, read by a raw client that only reads (this
+    // test binary, re-run as uid 65534: see `peer_helper`).
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "peer_helper", "--nocapture", "--test-threads=1"])
+        .env_clear()
+        .env(PEER_HELPER_ENV, lab.socket())
+        .current_dir("/")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot re-run the test binary as uid {NOBODY}: {e}"));
+    let out = stdout(&o);
+    let reply = out
+        .lines()
+        .find_map(|l| l.split_once(PEER_HELPER_MARK).map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("the helper printed no reply: {out}{}", stderr(&o)));
+    let reply: Value = serde_json::from_str(reply).unwrap_or_else(|e| panic!("{e}: {reply}"));
+    assert_eq!(reply["v"], 1, "{reply}");
+    assert_eq!(reply["reply"], "error", "{reply}");
+    let message = reply["message"].as_str().unwrap();
     assert!(
-        v["daemon"].is_null(),
-        "a non-root peer got the daemon's view: {out}"
+        message.contains("permission denied") && message.contains(&format!("uid {NOBODY}")),
+        "{reply}"
     );
-    assert!(
-        out.contains("permission denied") && out.contains(&format!("uid {NOBODY}")),
-        "the client must say it was refused: {out}"
-    );
+
+    // carpd status as that uid: the kernel's view, no daemon view, and the daemon's refusal
+    // shown as a warning (the daemon reads the request before refusing, so the client always
+    // gets the answer instead of EPIPE).
+    for _ in 0..5 {
+        let o = as_nobody(&["status", "--json"]);
+        let out = format!("{}{}", stdout(&o), stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("status --json as uid {NOBODY}: {e}: {out}"));
+        assert!(
+            v["daemon"].is_null(),
+            "a non-root peer got the daemon's view: {out}"
+        );
+        assert!(
+            stderr(&o).contains("permission denied: uid 65534"),
+            "the refusal must reach the client: {out}"
+        );
+    }
 
     // A nudge from a non-root peer is refused too (a nudge makes the daemon act).
     let o = as_nobody(&["hook", "2@vmx1", "MASTER"]);
@@ -1166,7 +1326,7 @@ fn control_socket_refuses_a_non_root_peer() {
         .lines()
         .filter(|l| l.contains("control socket: refused a client that is not root"))
         .collect();
-    assert_eq!(refusals.len(), 2, "{log}");
+    assert_eq!(refusals.len(), 7, "{log}");
     assert!(
         refusals.iter().all(|l| field(l, "uid") == Some("65534")),
         "{refusals:#?}"
@@ -1220,7 +1380,11 @@ fn the_password_never_leaves_its_file() {
     lab.write_secret(NEW_SECRET);
     let o = lab.carpd(&["reload"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("1 kernel change(s) made"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("1 kernel change(s) made"),
+        "{}",
+        stdout(&o)
+    );
     leaks("reload's answer", &[o.stdout, o.stderr].concat());
     assert_eq!(
         vhid(&lab.kernel_state(), "vmx1", 2).unwrap().key,
@@ -1251,8 +1415,9 @@ fn the_password_never_leaves_its_file() {
         .unwrap_or_else(|| panic!("{lines:#?}"));
     let child: u32 = field(started, "pid").unwrap().parse().unwrap();
     #[cfg(target_os = "linux")]
-    for f in ["environ", "cmdline"] {
-        leaks(&format!("/proc/<one-shot>/{f}"), &proc_file(child, f));
+    {
+        leaks("/proc/<one-shot>/cmdline", &exec_cmdline(child));
+        leaks("/proc/<one-shot>/environ", &proc_file(child, "environ"));
     }
     drop(lock);
     let (done, before) = recv_until(&syslog, "from the one-shot", |l| {
@@ -1262,4 +1427,21 @@ fn the_password_never_leaves_its_file() {
     for l in lines.iter().chain(&before).chain([&done]) {
         leaks("a syslog line", l.as_bytes());
     }
+}
+
+/// Not a test of its own: the raw control-socket client that
+/// [`control_socket_refuses_a_non_root_peer`] runs as another uid by re-running this binary.
+/// Does nothing (and passes) unless [`PEER_HELPER_ENV`] is set.
+#[test]
+fn peer_helper() {
+    use std::io::Read;
+    let Some(path) = std::env::var_os(PEER_HELPER_ENV) else {
+        return;
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(path).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut reply = String::new();
+    // The daemon answers a refused peer at once and closes.
+    s.read_to_string(&mut reply).expect("read the reply");
+    println!("{PEER_HELPER_MARK}{}", reply.trim_end());
 }

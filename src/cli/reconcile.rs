@@ -18,15 +18,22 @@ use crate::controller::daemon::duties_of;
 
 use super::{Context, eprint_error};
 
+/// Reports a failure where someone will see it: the one-shot started by the hook has no
+/// stderr, so with syslog logging the error must go to syslog too.
+fn fail(ctx: &Context, msg: impl std::fmt::Display) -> bool {
+    if ctx.syslog {
+        tracing::error!("one-shot reconcile: {msg}");
+    }
+    eprint_error(msg);
+    false
+}
+
 pub fn run(ctx: &Context, groups: &[String], out: &mut dyn Write) -> bool {
     let mut ids = Vec::new();
     for g in groups {
         match g.parse::<GroupId>() {
             Ok(id) => ids.push(id),
-            Err(e) => {
-                eprint_error(e);
-                return false;
-            }
+            Err(e) => return fail(ctx, e),
         }
     }
 
@@ -44,30 +51,26 @@ pub fn run(ctx: &Context, groups: &[String], out: &mut dyn Write) -> bool {
     {
         Ok(f) => f,
         Err(e) => {
-            eprint_error(format!(
-                "cannot open the lock file {}: {e}",
-                lock_path.display()
-            ));
-            return false;
+            return fail(
+                ctx,
+                format!("cannot open the lock file {}: {e}", lock_path.display()),
+            );
         }
     };
     if let Err(e) = lock.lock() {
-        eprint_error(format!("cannot lock {}: {e}", lock_path.display()));
-        return false;
+        return fail(ctx, format!("cannot lock {}: {e}", lock_path.display()));
     }
 
     let config = match ctx.load_config() {
         Ok(c) => c,
         Err(e) => {
-            eprint_error(format!("invalid configuration, nothing done:\n{e}"));
-            return false;
+            return fail(ctx, format!("invalid configuration, nothing done:\n{e}"));
         }
     };
     let k = match ctx.open_kernel() {
         Ok(k) => k,
         Err(e) => {
-            eprint_error(e);
-            return false;
+            return fail(ctx, e);
         }
     };
     let duties = duties_of(&config);
@@ -89,11 +92,7 @@ pub fn run(ctx: &Context, groups: &[String], out: &mut dyn Write) -> bool {
                 tracing::warn!(group = %id, "one-shot reconcile: no such group in the kernel");
                 let _ = writeln!(out, "{id}: no such group in the kernel");
             }
-            Err(e) => {
-                tracing::error!(group = %id, "one-shot reconcile: {e}");
-                eprint_error(e);
-                ok = false;
-            }
+            Err(e) => ok = fail(ctx, format!("{id}: {e}")),
         }
     }
     ok

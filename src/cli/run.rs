@@ -24,6 +24,10 @@ pub fn run(ctx: &Context, apply: bool, devd_socket: PathBuf) -> bool {
         }
     };
     rt.block_on(async {
+        // Catch the signals before anything else: from here on SIGTERM waits for the step
+        // in flight (the start-up apply included) instead of killing the process mid-way.
+        let shutdown = shutdown_signal();
+        let hup = signal(SignalKind::hangup());
         let kernel = match ctx.open_kernel() {
             Ok(k) => k,
             Err(e) => {
@@ -42,21 +46,37 @@ pub fn run(ctx: &Context, apply: bool, devd_socket: PathBuf) -> bool {
             },
         };
         let daemon = match Daemon::start(settings, kernel) {
-            Ok(d) => d,
+            Ok(d) => match hup {
+                Ok(hup) => d.with_reload_signal(hup),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot catch SIGHUP ({e}); reload with `carpd reload` instead"
+                    );
+                    d
+                }
+            },
             Err(e) => {
-                tracing::error!("{e}");
+                tracing::error!("not started: {e}");
                 return false;
             }
         };
-        daemon.run(shutdown_signal()).await;
+        daemon.run(shutdown).await;
         true
     })
 }
 
-/// Completes on SIGTERM (service stop, daemon(8) forwarding) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Installs the SIGTERM (service stop, daemon(8) forwarding) and SIGINT (Ctrl-C) handlers
+/// now, and returns a future that completes when one of them arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
+    wait_for(term, int)
+}
+
+async fn wait_for(
+    term: std::io::Result<tokio::signal::unix::Signal>,
+    int: std::io::Result<tokio::signal::unix::Signal>,
+) {
     match (term, int) {
         (Ok(mut term), Ok(mut int)) => {
             let name = tokio::select! {

@@ -15,7 +15,9 @@ pub fn run(ctx: &Context, group: &str, state: &str, out: &mut dyn Write) -> bool
         KernelChoice::Sim => Flavour::FreeBsd14,
         KernelChoice::Sim13 => Flavour::FreeBsd13,
         _ => {
-            eprint_error("simulate only drives the simulated kernel: add --kernel sim and --sim-state FILE");
+            eprint_error(
+                "simulate only drives the simulated kernel: add --kernel sim and --sim-state FILE",
+            );
             return false;
         }
     };

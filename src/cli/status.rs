@@ -44,6 +44,10 @@ pub fn run(ctx: &Context, json: bool, out: &mut dyn Write) -> bool {
         Duration::from_secs(2),
     ) {
         Ok(Reply::Status { daemon }) => s.daemon = Some(*daemon),
+        // Refused (not root) or busy: the kernel's view is still right.
+        Ok(Reply::Error { message }) => eprintln!(
+            "carpd: warning: the daemon did not answer: {message}; showing the kernel's view only"
+        ),
         Ok(other) => s
             .errors
             .push(format!("unexpected reply from the daemon: {other:?}")),

@@ -43,9 +43,9 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Reply, C
             .max(Duration::from_millis(1))
     };
     stream.set_write_timeout(Some(left(deadline))).map_err(at)?;
-    (&stream)
-        .write_all(&protocol::encode_request(req))
-        .map_err(at)?;
+    // A daemon that refuses us (not root, busy) replies and closes, possibly before our
+    // request is written: a failed write still leaves its reply to read.
+    let written = (&stream).write_all(&protocol::encode_request(req));
     stream.set_read_timeout(Some(left(deadline))).map_err(at)?;
     let mut reader = BufReader::new((&stream).take(protocol::MAX_RESPONSE as u64 + 1));
     let mut line = Vec::new();
@@ -57,7 +57,7 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Reply, C
             Ok(_) if line.ends_with(b"\n") => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(at(e)),
+            Err(e) => return Err(at(written.err().unwrap_or(e))),
         }
         if Instant::now() >= deadline {
             return Err(ClientError::Timeout {
@@ -68,6 +68,7 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Reply, C
         stream.set_read_timeout(Some(left(deadline))).map_err(at)?;
     }
     if line.is_empty() {
+        written.map_err(at)?;
         return Err(ClientError::Io {
             path: path.to_path_buf(),
             source: io::Error::new(

@@ -169,7 +169,19 @@ pub fn authorized(uid: u32, own_uid: u32) -> bool {
     uid == 0 || uid == own_uid
 }
 
+/// How long a refused client gets to finish sending its request before the reply.
+const REFUSE_READ: Duration = Duration::from_secs(1);
+
+/// Replies with an error and closes. The client's request is read first (bounded in size and
+/// time): closing with unread data would make the client's write fail with EPIPE, or the
+/// close reset the connection, and the client would never see why it was refused.
 async fn refuse(mut stream: UnixStream, message: String) {
+    let mut sink = Vec::new();
+    let read = async {
+        let mut r = BufReader::new((&mut stream).take(protocol::MAX_REQUEST as u64 + 1));
+        r.read_until(b'\n', &mut sink).await
+    };
+    let _ = tokio::time::timeout(REFUSE_READ, read).await;
     let line = protocol::encode_reply(&Reply::Error { message });
     let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&line)).await;
 }

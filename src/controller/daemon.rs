@@ -71,13 +71,14 @@ pub enum Note {
     Reloaded { ok: bool },
 }
 
+/// Why a configuration cannot be taken, at start-up or on reload.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("invalid configuration, not started:\n{0}")]
+    #[error("invalid configuration:\n{0}")]
     Config(#[from] ConfigError),
-    #[error("the configuration does not fit this kernel, not started:\n{0}")]
+    #[error("the configuration does not fit this kernel:\n{0}")]
     Kernel(String),
-    #[error("cannot read the passwords, not started:\n{0}")]
+    #[error("cannot read the passwords:\n{0}")]
     Secrets(String),
     #[error(transparent)]
     Bind(#[from] BindError),
@@ -142,6 +143,7 @@ pub struct Daemon {
     started: Clock,
     records: Records,
     notes: Option<mpsc::UnboundedSender<Note>>,
+    hup: Option<Signal>,
 }
 
 impl Daemon {
@@ -174,7 +176,16 @@ impl Daemon {
             started,
             records: Records::default(),
             notes: None,
+            hup: None,
         })
+    }
+
+    /// Reload on this SIGHUP stream. `carpd run` creates it before anything slow, so that a
+    /// SIGHUP during start-up is a reload and not the default action (death). Without it,
+    /// [`Daemon::run`] catches SIGHUP itself.
+    pub fn with_reload_signal(mut self, hup: Signal) -> Daemon {
+        self.hup = Some(hup);
+        self
     }
 
     /// Sends a [`Note`] for everything the daemon does (tests and benchmarks).
@@ -199,12 +210,15 @@ impl Daemon {
         let ctl_task = tokio::spawn(async move {
             server.serve(ctl_tx).await;
         });
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot catch SIGHUP; reload with `carpd reload` instead");
-                None
-            }
+        let mut hup = match self.hup.take() {
+            Some(s) => Some(s),
+            None => match signal(SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot catch SIGHUP; reload with `carpd reload` instead");
+                    None
+                }
+            },
         };
 
         tracing::info!(
@@ -435,8 +449,8 @@ impl Daemon {
                     "the kernel differs from the configuration; not changing it (--no-apply)"
                 );
                 self.records.last_drift = Some(changes.clone());
-                self.records.last_apply = Some((now, trigger, changes, None));
             }
+            self.records.last_apply = Some((now, trigger, changes, None));
             return;
         }
         let report = apply(k, &plan);

@@ -62,10 +62,16 @@ fn start_up_reads_everything_and_reports_state_not_transitions() {
     assert!(out.transitions.is_empty(), "{:?}", out.transitions);
     assert_eq!(out.initial.len(), 2);
     // Level-triggered: the MASTER group's duty is decided at once, without any event.
-    let d = out.decisions.iter().find(|d| d.group == g("2@vmx1")).unwrap();
+    let d = out
+        .decisions
+        .iter()
+        .find(|d| d.group == g("2@vmx1"))
+        .unwrap();
     assert_eq!(
         d.actions,
-        vec![GroupAction::ClaimFailoverIp("51.68.252.230".parse().unwrap())]
+        vec![GroupAction::ClaimFailoverIp(
+            "51.68.252.230".parse().unwrap()
+        )]
     );
     assert!(c.due(t0).is_none());
     assert_eq!(c.next_wakeup(t0), t0 + timing().resync_interval);

@@ -66,6 +66,8 @@ pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> boo
                     .with_writer(sink)
                     .with_ansi(false)
                     .without_time()
+                    // The priority carries the level; syslogd adds time and host.
+                    .with_level(false)
                     .with_target(false)
                     .try_init();
                 if bad {
