@@ -51,6 +51,16 @@ fn kernel(entries: &[(&str, CarpState)]) -> BTreeMap<GroupId, CarpState> {
     entries.iter().map(|(n, s)| (g(n), *s)).collect()
 }
 
+/// A core past its start-up read of a kernel where 2@vmx1 is in `state`.
+fn started(state: CarpState) -> (Instant, Core, BTreeMap<GroupId, CarpState>) {
+    let t0 = Instant::now();
+    let mut c = core(t0);
+    let k = kernel(&[("2@vmx1", state)]);
+    let w = c.due(t0).unwrap();
+    c.observe(&w, &read(&k, &w), t0);
+    (t0, c, k)
+}
+
 #[test]
 fn start_up_reads_everything_and_reports_state_not_transitions() {
     let t0 = Instant::now();
@@ -79,11 +89,7 @@ fn start_up_reads_everything_and_reports_state_not_transitions() {
 
 #[test]
 fn an_event_is_a_hint_the_kernel_decides() {
-    let t0 = Instant::now();
-    let mut c = core(t0);
-    let mut k = kernel(&[("2@vmx1", CarpState::Backup)]);
-    let w = c.due(t0).unwrap();
-    c.observe(&w, &read(&k, &w), t0);
+    let (t0, mut c, mut k) = started(CarpState::Backup);
 
     // devd claims MASTER but the kernel still says BACKUP (a stale or forged event).
     c.event(g("2@vmx1"), CarpState::Master, t0 + MS);
@@ -122,11 +128,7 @@ fn an_event_is_a_hint_the_kernel_decides() {
 
 #[test]
 fn a_burst_of_events_folds_into_one_read_per_window() {
-    let t0 = Instant::now();
-    let mut c = core(t0);
-    let k = kernel(&[("2@vmx1", CarpState::Master)]);
-    let w = c.due(t0).unwrap();
-    c.observe(&w, &read(&k, &w), t0);
+    let (t0, mut c, k) = started(CarpState::Master);
 
     let start = t0 + Duration::from_secs(1);
     let mut reads = 0;
@@ -157,11 +159,7 @@ fn a_burst_of_events_folds_into_one_read_per_window() {
 
 #[test]
 fn a_nudge_is_never_delayed_by_coalescing() {
-    let t0 = Instant::now();
-    let mut c = core(t0);
-    let k = kernel(&[("2@vmx1", CarpState::Backup)]);
-    let w = c.due(t0).unwrap();
-    c.observe(&w, &read(&k, &w), t0);
+    let (t0, mut c, k) = started(CarpState::Backup);
     c.event(g("2@vmx1"), CarpState::Master, t0 + MS);
     let w = c.due(t0 + MS).unwrap();
     c.observe(&w, &read(&k, &w), t0 + MS);
@@ -176,11 +174,7 @@ fn a_nudge_is_never_delayed_by_coalescing() {
 
 #[test]
 fn the_timer_reads_everything_and_notices_what_no_event_announced() {
-    let t0 = Instant::now();
-    let mut c = core(t0);
-    let mut k = kernel(&[("2@vmx1", CarpState::Backup)]);
-    let w = c.due(t0).unwrap();
-    c.observe(&w, &read(&k, &w), t0);
+    let (t0, mut c, mut k) = started(CarpState::Backup);
     k.insert(g("2@vmx1"), CarpState::Master);
     k.insert(g("3@vmx1"), CarpState::Init);
     let t1 = t0 + timing().resync_interval;
@@ -217,11 +211,7 @@ fn the_timer_reads_everything_and_notices_what_no_event_announced() {
 
 #[test]
 fn a_pending_event_keeps_its_trigger_when_a_full_read_gets_there_first() {
-    let t0 = Instant::now();
-    let mut c = core(t0);
-    let mut k = kernel(&[("2@vmx1", CarpState::Backup)]);
-    let w = c.due(t0).unwrap();
-    c.observe(&w, &read(&k, &w), t0);
+    let (t0, mut c, mut k) = started(CarpState::Backup);
     c.event(g("2@vmx1"), CarpState::Master, t0 + MS);
     let w = c.due(t0 + MS).unwrap();
     c.observe(&w, &read(&k, &w), t0 + MS);
@@ -268,11 +258,7 @@ fn a_failed_read_is_retried_at_the_next_tick_not_in_a_tight_loop() {
 
 #[test]
 fn history_is_a_bounded_ring_and_ids_are_unique() {
-    let t0 = Instant::now();
-    let mut c = core(t0);
-    let mut k = kernel(&[("2@vmx1", CarpState::Backup)]);
-    let w = c.due(t0).unwrap();
-    c.observe(&w, &read(&k, &w), t0);
+    let (t0, mut c, mut k) = started(CarpState::Backup);
     let mut ids = std::collections::BTreeSet::new();
     for i in 1..=(HISTORY as u64 * 3) {
         let s = if i % 2 == 1 {
@@ -294,11 +280,7 @@ fn history_is_a_bounded_ring_and_ids_are_unique() {
 
 #[test]
 fn reconfigure_changes_duties_and_reads_everything() {
-    let t0 = Instant::now();
-    let mut c = core(t0);
-    let k = kernel(&[("2@vmx1", CarpState::Master)]);
-    let w = c.due(t0).unwrap();
-    c.observe(&w, &read(&k, &w), t0);
+    let (t0, mut c, k) = started(CarpState::Master);
     c.reconfigure(timing(), Duties::new(), t0 + MS);
     let w = c.due(t0 + MS).unwrap();
     assert_eq!(w, Work::Full(Trigger::Reload));
