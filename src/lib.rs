@@ -7,6 +7,7 @@
 //! - [`kernel`]: the `Kernel` trait and its backends (netlink, ioctl, simulated).
 //! - [`plan`]: the pure diff between configuration and kernel, and its executor.
 //! - [`observe`]: the status model and its human and JSON renderings.
+//! - [`vault`]: secretsmith settings, Vault/OpenBao login, kv-v2 reads, token lifecycle.
 //! - [`cli`]: clap definitions and one module per subcommand.
 
 pub mod carp;
@@ -17,3 +18,4 @@ pub mod kernel;
 pub mod observe;
 pub mod plan;
 pub mod secrets;
+pub mod vault;
