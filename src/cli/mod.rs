@@ -15,6 +15,7 @@ use crate::secrets::SecretPolicy;
 
 mod check;
 mod plan;
+mod secrets;
 mod status;
 
 /// Exit code when the command ran and found problems or failed.
@@ -71,9 +72,14 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and permissions; print every problem.
     Check {
-        /// Also read every secret from its source and query the kernel.
+        /// Also read every secret from its source (logging in to Vault) and query the kernel.
         #[arg(long)]
         online: bool,
+    },
+    /// Secrets carpd reads from Vault/OpenBao.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
     },
     /// Show every vhid on every interface, the sysctls, demotion and CARP statistics.
     Status {
@@ -89,6 +95,13 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Log in to Vault as the daemon would and read every configured secret; report field
+    /// names present or missing and the token's TTL and policies, never a value.
+    Check,
 }
 
 /// Everything a subcommand needs from the global options.
@@ -122,6 +135,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let ok = match cli.command {
         Command::Check { online } => check::run(&ctx, online, &mut out),
+        Command::Secrets {
+            command: SecretsCommand::Check,
+        } => secrets::run(&ctx, &mut out),
         Command::Status { json } => status::run(&ctx, json, &mut out),
         Command::Plan => plan::run(&ctx, plan::Mode::Plan, &mut out),
         Command::Apply { dry_run } => plan::run(

@@ -11,6 +11,7 @@ use super::error::VaultError;
 use super::secretsmith::{self, LoadOptions};
 use super::session::{Loader, Session};
 use super::store::{SecretPath, SecretStore, TokenInfo};
+use crate::config::VaultConfig;
 use crate::secrets::SecretPolicy;
 
 /// Where and how to reach Vault: carpd.yaml's `vault:` section plus the file policy.
@@ -25,6 +26,17 @@ pub struct Access {
 }
 
 impl Access {
+    /// From carpd.yaml's `vault:` section.
+    pub fn from_config(v: &VaultConfig, policy: SecretPolicy) -> Access {
+        Access {
+            secretsmith: v.secretsmith.clone(),
+            approle_mount: v.approle_mount.clone(),
+            cache_max_age: v.cache_max_age,
+            timeout: v.timeout,
+            policy,
+        }
+    }
+
     /// A loader reading the secretsmith file (or the process environment) each time.
     pub fn loader(&self) -> Loader {
         let file = self.secretsmith.clone();

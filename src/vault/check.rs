@@ -7,9 +7,12 @@
 use std::fmt;
 use std::io::Write;
 
+use secrecy::ExposeSecret;
+
 use super::error::VaultError;
 use super::session::Session;
 use super::store::{SecretPath, SecretStore, TokenInfo};
+use crate::carp::{KEY_LEN, has_nul};
 
 /// A secret carpd will need, and the fields it must have.
 #[derive(Clone, Debug)]
@@ -18,6 +21,8 @@ pub struct Expect {
     pub label: String,
     pub path: SecretPath,
     pub fields: Vec<String>,
+    /// The fields are CARP passwords: also check they fit the kernel (1..=20 bytes, no NUL).
+    pub carp_key: bool,
 }
 
 /// The outcome for one expected secret.
@@ -26,6 +31,8 @@ pub struct Item {
     pub expect: Expect,
     /// Field names present in the secret (all of them, sorted), or why it could not be read.
     pub present: Result<Vec<String>, VaultError>,
+    /// Problems with expected fields' values, described without the value.
+    pub invalid: Vec<String>,
 }
 
 impl Item {
@@ -43,7 +50,7 @@ impl Item {
     }
 
     pub fn ok(&self) -> bool {
-        self.present.is_ok() && self.missing().is_empty()
+        self.present.is_ok() && self.missing().is_empty() && self.invalid.is_empty()
     }
 }
 
@@ -75,13 +82,16 @@ impl Report {
                 Err(e) => writeln!(out, "problem: {head}: {e}")?,
                 Ok(present) => {
                     let missing = i.missing();
-                    if missing.is_empty() {
+                    for why in &i.invalid {
+                        writeln!(out, "problem: {head}: {why}")?;
+                    }
+                    if missing.is_empty() && i.invalid.is_empty() {
                         writeln!(
                             out,
                             "ok: {head}: fields present: {}",
                             i.expect.fields.join(", ")
                         )?;
-                    } else {
+                    } else if !missing.is_empty() {
                         writeln!(
                             out,
                             "problem: {head}: missing field(s): {} (the secret has: {}). Fix: add them to the secret, or name the right field in carpd.yaml",
@@ -117,6 +127,22 @@ impl fmt::Display for TokenLine<'_> {
     }
 }
 
+/// Why these bytes cannot be a CARP key, without showing them.
+pub fn carp_key_problem(bytes: &[u8]) -> Result<(), String> {
+    if bytes.is_empty() {
+        Err("is empty: a CARP password needs at least one byte".into())
+    } else if bytes.len() > KEY_LEN {
+        Err(format!(
+            "is {} bytes long: CARP passwords are at most {KEY_LEN} bytes",
+            bytes.len()
+        ))
+    } else if has_nul(bytes) {
+        Err("contains a NUL byte, which the kernel cannot store in a key".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Logs in and reads every expected secret (bypassing the cache).
 pub async fn check<S: SecretStore>(session: &mut Session<S>, expect: &[Expect]) -> Report {
     let token = session.lookup().await;
@@ -126,13 +152,25 @@ pub async fn check<S: SecretStore>(session: &mut Session<S>, expect: &[Expect]) 
     };
     let mut items = Vec::new();
     for e in expect {
+        let mut invalid = Vec::new();
         let present = if let Err(err) = &token {
             Err(err.clone())
         } else {
             match session.refresh(&e.path).await {
                 Ok(c) => match c.stale {
                     Some(err) => Err(err),
-                    None => Ok(c.fields.names().map(str::to_string).collect()),
+                    None => {
+                        if e.carp_key {
+                            for f in &e.fields {
+                                if let Some(v) = c.fields.get(f)
+                                    && let Err(why) = carp_key_problem(v.expose_secret().as_bytes())
+                                {
+                                    invalid.push(format!("field {f} {why}"));
+                                }
+                            }
+                        }
+                        Ok(c.fields.names().map(str::to_string).collect())
+                    }
                 },
                 Err(err) => Err(err),
             }
@@ -140,6 +178,7 @@ pub async fn check<S: SecretStore>(session: &mut Session<S>, expect: &[Expect]) 
         items.push(Item {
             expect: e.clone(),
             present,
+            invalid,
         });
     }
     Report {
