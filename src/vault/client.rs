@@ -275,6 +275,15 @@ fn classify_status(
     reason: String,
     api: &dyn Fn(Kind, String, String) -> VaultError,
 ) -> VaultError {
+    if let Op::Renew = op {
+        // Vault answers a renewal past the max TTL with 400 or 500 depending on version;
+        // either way the remedy is a new login, which the session does.
+        return api(
+            Kind::NotRenewable,
+            reason,
+            "carpd logs in again instead".into(),
+        );
+    }
     if code >= 500 {
         let fix = if code == 503 {
             "the server is sealed or a standby: unseal it (bao operator unseal) or point at the active node"
