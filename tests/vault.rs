@@ -249,6 +249,10 @@ fn approle_login_kv_read_and_field_selection() {
         assert_no_secret(&text, &values(), "the check report");
         secrets.extend([role, secret]);
     });
+    // The capture really holds the client's own and its libraries' events...
+    assert!(log.contains("logged in to Vault"), "{log}");
+    assert!(log.contains("kv-v2 read") && log.contains("TRACE"), "{log}");
+    // ...and no secret.
     let mut all: Vec<&str> = values();
     all.extend(secrets.iter().map(String::as_str));
     all.push(ROOT_TOKEN);

@@ -482,7 +482,13 @@ impl SecretStore for VaultStore {
                 } else {
                     a.token_policies
                 };
-                Ok(token_info(a.lease_duration, a.renewable, policies))
+                // Unlike a login, a renewal answering 0 s means "capped to nothing" (max TTL
+                // reached), not "never expires": the lifecycle then logs in again.
+                Ok(TokenInfo {
+                    ttl: Some(Duration::from_secs(a.lease_duration)),
+                    renewable: a.renewable,
+                    policies,
+                })
             }
             Err(e) => Err(translate(e, &conn.server.url, Op::Renew)),
         }

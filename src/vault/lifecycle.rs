@@ -138,6 +138,8 @@ impl Lifecycle {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn info(ttl: u64, renewable: bool) -> TokenInfo {
@@ -241,5 +243,71 @@ mod tests {
         assert_eq!(l.step(t0 + s(1_000_000)), Step::Use { next: None });
         l.token_rejected();
         assert_eq!(l.step(t0), Step::Login);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Ev {
+        Advance(u64),
+        Login(Option<u64>, bool),
+        Renewed(Option<u64>, bool),
+        RenewFailed,
+        LoginFailed(bool),
+        Rejected,
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            (0u64..400).prop_map(Ev::Advance),
+            (prop::option::of(1u64..600), any::<bool>()).prop_map(|(t, r)| Ev::Login(t, r)),
+            (prop::option::of(0u64..600), any::<bool>()).prop_map(|(t, r)| Ev::Renewed(t, r)),
+            Just(Ev::RenewFailed),
+            any::<bool>().prop_map(Ev::LoginFailed),
+            Just(Ev::Rejected),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happened before: never renew a token that is expired or not renewable,
+        /// never "use" a token past its renewal point, always log in without a token.
+        #[test]
+        fn the_policy_never_renews_a_dead_token(events in prop::collection::vec(ev(), 0..40)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut l = Lifecycle::new();
+            let mut renewable = false;
+            for e in events {
+                match e {
+                    Ev::Advance(n) => now += s(n),
+                    Ev::Login(ttl, r) => {
+                        renewable = r;
+                        l.logged_in(now, &TokenInfo { ttl: ttl.map(s), renewable: r, policies: vec![] });
+                    }
+                    Ev::Renewed(ttl, r) => {
+                        if l.token.is_some() {
+                            renewable = r;
+                        }
+                        l.renewed(now, &TokenInfo { ttl: ttl.map(s), renewable: r, policies: vec![] });
+                    }
+                    Ev::RenewFailed => l.renew_failed(),
+                    Ev::LoginFailed(refused) => l.login_failed(if refused { Kind::LoginRejected } else { Kind::Unreachable }),
+                    Ev::Rejected => l.token_rejected(),
+                }
+                match l.step(now) {
+                    Step::Renew => {
+                        prop_assert!(renewable);
+                        prop_assert!(l.has_token(now));
+                    }
+                    Step::Use { next: Some(at) } => {
+                        prop_assert!(at > now);
+                        prop_assert!(l.has_token(now));
+                    }
+                    Step::Use { next: None } => prop_assert!(l.expires_at().is_none() && l.token.is_some()),
+                    Step::Login | Step::ReloadAndLogin => {}
+                }
+                if l.token.is_none() {
+                    prop_assert!(matches!(l.step(now), Step::Login | Step::ReloadAndLogin));
+                }
+            }
+        }
     }
 }
