@@ -132,10 +132,14 @@ fn connect(server: &Server, timeout: Duration, origin: &str) -> Result<VaultClie
 
 /// What an operation was, for the error translation.
 enum Op<'a> {
-    Login { method: &'a str, origin: &'a str },
+    Login {
+        method: &'a str,
+        origin: &'a str,
+    },
     Renew,
     Lookup,
-    Read(&'a SecretPath),
+    /// The path, and the auth method the token came from.
+    Read(&'a SecretPath, &'a str),
 }
 
 impl Op<'_> {
@@ -144,7 +148,7 @@ impl Op<'_> {
             Op::Login { method, .. } => format!("login with {method}"),
             Op::Renew => "renew the token".into(),
             Op::Lookup => "look up the token".into(),
-            Op::Read(p) => format!("read {p}"),
+            Op::Read(p, method) => format!("read {p} (token from {method})"),
         }
     }
 }
@@ -185,7 +189,7 @@ fn translate(e: ClientError, server: &str, op: Op<'_>) -> VaultError {
         }
         ClientError::RestClientError { source } => match source {
             rustify::errors::ClientError::ServerResponseError { code, content } => {
-                if let (Op::Read(p), Some(body)) = (&op, &content)
+                if let (Op::Read(p, _), Some(body)) = (&op, &content)
                     && let Some((version, what)) = deleted_version(body)
                 {
                     return api(
@@ -214,7 +218,7 @@ fn translate(e: ClientError, server: &str, op: Op<'_>) -> VaultError {
             Kind::Protocol,
             "the answer has no data".into(),
             match op {
-                Op::Read(p) => format!("check that {} is a kv version 2 mount", p.mount()),
+                Op::Read(p, _) => format!("check that {} is a kv version 2 mount", p.mount()),
                 _ => "check that the URL points at Vault/OpenBao".into(),
             },
         ),
@@ -222,7 +226,7 @@ fn translate(e: ClientError, server: &str, op: Op<'_>) -> VaultError {
             Kind::Protocol,
             "the answer has an unexpected shape".into(),
             match op {
-                Op::Read(p) => format!("check that {} is a kv version 2 mount", p.mount()),
+                Op::Read(p, _) => format!("check that {} is a kv version 2 mount", p.mount()),
                 _ => "check that the URL points at Vault/OpenBao".into(),
             },
         ),
@@ -312,7 +316,7 @@ fn classify_status(
             };
             api(Kind::LoginRejected, reason, fix)
         }
-        Op::Read(p) => match code {
+        Op::Read(p, _) => match code {
             403 => api(
                 Kind::Denied,
                 reason,
@@ -522,7 +526,7 @@ impl SecretStore for VaultStore {
             Ok(map) => Ok(Fields::new(
                 map.into_iter().map(|(k, v)| (k, v.0)).collect(),
             )),
-            Err(e) => Err(translate(e, &conn.server.url, Op::Read(path))),
+            Err(e) => Err(translate(e, &conn.server.url, Op::Read(path, &conn.method))),
         }
     }
 }

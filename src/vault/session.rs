@@ -221,7 +221,12 @@ impl<S: SecretStore> Session<S> {
         field: &str,
     ) -> Result<(SecretString, Option<VaultError>), VaultError> {
         let c = self.get(path).await?;
-        let v = require_field(&self.server(), path, &c.fields, field)?.clone();
+        let method = self
+            .settings
+            .as_ref()
+            .map(|s| s.auth.describe())
+            .unwrap_or_default();
+        let v = require_field(&self.server(), &method, path, &c.fields, field)?.clone();
         Ok((v, c.stale))
     }
 }
@@ -229,6 +234,7 @@ impl<S: SecretStore> Session<S> {
 /// The named field, or an error listing the fields that are there (names only).
 pub fn require_field<'a>(
     server: &str,
+    method: &str,
     path: &SecretPath,
     fields: &'a Fields,
     field: &str,
@@ -236,7 +242,7 @@ pub fn require_field<'a>(
     fields.get(field).ok_or_else(|| VaultError::Api {
         kind: Kind::MissingField,
         server: server.to_string(),
-        op: format!("read {path}"),
+        op: format!("read {path} (token from {method})"),
         reason: format!(
             "the secret has no field {field} (it has: {})",
             if fields.is_empty() {
