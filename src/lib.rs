@@ -10,6 +10,7 @@
 //! - [`controller`]: `carpd run`: the pure reconcile core and its executor.
 //! - [`control`]: the control socket between the daemon and the CLI / devd hook.
 //! - [`observe`]: the status model and its human and JSON renderings.
+//! - [`vault`]: secretsmith settings, Vault/OpenBao login, kv-v2 reads, token lifecycle.
 //! - [`cli`]: clap definitions and one module per subcommand.
 
 pub mod carp;
@@ -22,3 +23,4 @@ pub mod kernel;
 pub mod observe;
 pub mod plan;
 pub mod secrets;
+pub mod vault;

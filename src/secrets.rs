@@ -1,18 +1,27 @@
 //! Reading secrets from their sources, and the rule that files holding secrets are root-only.
 //!
-//! Today's sources: a root-only file and an inline string. Vault/OpenBao sources are parsed
-//! by the configuration and are read once carpd has a Vault client; until then resolving
-//! one is an error that says so. Values are returned as [`CarpKey`] (zeroized on drop,
-//! redacted in `Debug`) and never appear in messages: errors name the source, not the value.
+//! Sources: a root-only file, an inline string, and a kv-v2 secret in Vault/OpenBao. File and
+//! inline sources resolve synchronously ([`resolve_password`]); Vault sources go through a
+//! [`Resolver`], which opens one Vault session (on its own small runtime) the first time a
+//! group needs it, for CLI commands. The daemon reads through its async
+//! [`crate::vault::session::Session`] and [`vault_password`]. Values are returned as
+//! [`CarpKey`] (zeroized on drop, redacted in `Debug`) and never appear in messages: errors
+//! name the source, not the value.
 
 use std::fs;
 use std::io::Read;
 use std::path::Path;
 
+use secrecy::ExposeSecret;
 use zeroize::Zeroize;
 
 use crate::carp::{CarpKey, GroupId, KEY_LEN};
-use crate::config::PasswordSource;
+use crate::config::{PasswordSource, VaultConfig};
+use crate::vault::blocking::{Access, BlockingSession};
+use crate::vault::check::carp_key_problem;
+use crate::vault::client::VaultStore;
+use crate::vault::session::Session;
+use crate::vault::{SecretPath, SecretStore};
 
 /// How strict the file checks are.
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,8 +116,100 @@ pub fn resolve_password(
             })
         }
         PasswordSource::Vault { path, field } => Err(format!(
-            "password of group {group} comes from Vault ({path}, field {field}), but this carpd has no Vault client configured yet: use {{file: /path}} for now"
+            "password of group {group} comes from Vault ({path}, field {field}): it is read through a Vault session (a Resolver), not here"
         )),
+    }
+}
+
+/// Reads a group's password from Vault through an async session (the daemon's path).
+pub async fn vault_password<S: SecretStore>(
+    session: &mut Session<S>,
+    group: &GroupId,
+    path: &str,
+    field: &str,
+) -> Result<CarpKey, String> {
+    let p: SecretPath = path
+        .parse()
+        .map_err(|e| format!("password of group {group}: {e}"))?;
+    let (value, stale) = session
+        .field(&p, field)
+        .await
+        .map_err(|e| format!("password of group {group}: {e}"))?;
+    if let Some(e) = stale {
+        tracing::warn!(%group, "using the cached CARP password: {e}");
+    }
+    key_from_vault(group, &p, field, value.expose_secret().as_bytes())
+}
+
+fn key_from_vault(
+    group: &GroupId,
+    path: &SecretPath,
+    field: &str,
+    bytes: &[u8],
+) -> Result<CarpKey, String> {
+    carp_key_problem(bytes).map_err(|why| {
+        format!("password of group {group}: Vault secret {path} field {field} {why}")
+    })?;
+    CarpKey::new(bytes.to_vec()).map_err(|n| {
+        format!("password of group {group}: Vault secret {path} field {field} is {n} bytes long")
+    })
+}
+
+/// Resolves group passwords from every source for synchronous callers, opening one Vault
+/// session the first time a password comes from Vault and reusing it (and its cache) after.
+pub struct Resolver<S = VaultStore> {
+    policy: SecretPolicy,
+    open: Box<dyn Fn() -> Result<BlockingSession<S>, String>>,
+    session: Option<BlockingSession<S>>,
+}
+
+impl Resolver<VaultStore> {
+    /// `vault` is carpd.yaml's `vault:` section (validation guarantees it exists when a
+    /// password comes from Vault).
+    pub fn new(policy: SecretPolicy, vault: Option<&VaultConfig>) -> Resolver<VaultStore> {
+        let access = vault.map(|v| Access::from_config(v, policy));
+        Resolver {
+            policy,
+            open: Box::new(move || {
+                match &access {
+                None => Err(
+                    "carpd.yaml has no vault: section: add `vault: { secretsmith: /usr/local/etc/secrets/carp-secretsmith.yaml }`"
+                        .into(),
+                ),
+                Some(a) => BlockingSession::open(a)
+                    .map_err(|e| format!("cannot start the Vault client's runtime: {e}")),
+            }
+            }),
+            session: None,
+        }
+    }
+}
+
+impl<S: SecretStore> Resolver<S> {
+    /// A resolver over a given session (tests, the fake store).
+    pub fn with_session(policy: SecretPolicy, session: BlockingSession<S>) -> Resolver<S> {
+        Resolver {
+            policy,
+            open: Box::new(|| Err("no second session".into())),
+            session: Some(session),
+        }
+    }
+
+    /// The group's password from its source.
+    pub fn password(
+        &mut self,
+        group: &GroupId,
+        source: &PasswordSource,
+    ) -> Result<CarpKey, String> {
+        let PasswordSource::Vault { path, field } = source else {
+            return resolve_password(group, source, self.policy);
+        };
+        if self.session.is_none() {
+            self.session =
+                Some((self.open)().map_err(|e| format!("password of group {group}: {e}"))?);
+        }
+        let s = self.session.as_mut().expect("opened above");
+        s.run(async |s| vault_password(s, group, path, field).await)
     }
 }
 
@@ -144,6 +245,67 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("xxxx"), "the value must not appear: {e}");
+    }
+
+    #[test]
+    fn vault_passwords_go_through_the_session_and_are_checked() {
+        use std::collections::BTreeMap;
+        use std::time::Duration;
+
+        use crate::vault::fake::{FakeState, FakeStore};
+        use crate::vault::secretsmith::{LoadOptions, parse};
+
+        let mut secrets = BTreeMap::new();
+        secrets.insert(
+            "ops/carp/2".to_string(),
+            BTreeMap::from([
+                ("password".to_string(), "HUNTER2".to_string()),
+                ("long".to_string(), "L".repeat(21)),
+            ]),
+        );
+        let store = FakeStore::new(FakeState {
+            secrets,
+            tokens: vec!["TOK".into()],
+            ..FakeState::default()
+        });
+        let loader = Box::new(|| {
+            let env = |_: &str| None;
+            let opts = LoadOptions {
+                approle_mount: "approle",
+                policy: SecretPolicy::default(),
+                env: &env,
+            };
+            parse(
+                "vault:\n  server: {url: 'https://v'}\n  auth: {token: TOK}\n",
+                Path::new("/s.yaml"),
+                &opts,
+                &|_| Err("no".into()),
+            )
+        });
+        let session = Session::new(store.clone(), loader, Duration::from_secs(60));
+        let mut r = Resolver::with_session(
+            SecretPolicy::default(),
+            BlockingSession::with(session).unwrap(),
+        );
+        let src = |field: &str| PasswordSource::Vault {
+            path: "ops/carp/2".into(),
+            field: field.into(),
+        };
+        let k = r.password(&group(), &src("password")).unwrap();
+        assert_eq!(k.expose(), b"HUNTER2");
+        let e = r.password(&group(), &src("long")).unwrap_err();
+        assert!(
+            e.contains("2@vmx1") && e.contains("at most 20 bytes"),
+            "{e}"
+        );
+        assert!(!e.contains("LLLL"), "{e}");
+        let e = r.password(&group(), &src("nope")).unwrap_err();
+        assert!(e.contains("no field nope") && !e.contains("HUNTER2"), "{e}");
+        // One login, one read: the other fields came from the cache.
+        assert_eq!(
+            store.state.lock().unwrap().calls,
+            ["login", "read ops/carp/2"]
+        );
     }
 
     #[test]

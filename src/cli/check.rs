@@ -1,6 +1,8 @@
 //! `carpd check [--online]`: validate the configuration, the permissions of every file holding
-//! a secret, and (when a kernel is reachable) the interfaces and unicast capability. Prints
-//! every problem, then "configuration OK" or the count; exit 1 on any problem.
+//! a secret (password files, the secretsmith file), and (when a kernel is reachable) the
+//! interfaces and unicast capability. `--online` also logs in to Vault and reads every secret
+//! (see `secrets.rs`). Prints every problem, then "configuration OK" or the count; exit 1 on
+//! any problem.
 
 use std::io::Write;
 
@@ -41,37 +43,39 @@ pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
         problems.push(e);
     }
     for g in &config.groups {
-        match &g.password {
-            Some(src @ PasswordSource::File(path)) => {
-                if let Err(e) = check_private_file(
-                    path,
-                    &format!("password file of group {}", g.id),
-                    ctx.policy,
-                ) {
-                    problems.push(format!(
-                        "{}: {}.password: {e}",
-                        config.file.display(),
-                        g.key
-                    ));
-                } else if let Err(e) = resolve_password(&g.id, src, ctx.policy) {
-                    problems.push(format!(
-                        "{}: {}.password: {e}",
-                        config.file.display(),
-                        g.key
-                    ));
-                }
+        if let Some(src @ PasswordSource::File(path)) = &g.password {
+            if let Err(e) = check_private_file(
+                path,
+                &format!("password file of group {}", g.id),
+                ctx.policy,
+            ) {
+                problems.push(format!(
+                    "{}: {}.password: {e}",
+                    config.file.display(),
+                    g.key
+                ));
+            } else if let Err(e) = resolve_password(&g.id, src, ctx.policy) {
+                problems.push(format!(
+                    "{}: {}.password: {e}",
+                    config.file.display(),
+                    g.key
+                ));
             }
-            Some(src @ PasswordSource::Vault { .. }) if online => {
-                if let Err(e) = resolve_password(&g.id, src, ctx.policy) {
-                    problems.push(format!(
-                        "{}: {}.password: {e}",
-                        config.file.display(),
-                        g.key
-                    ));
-                }
-            }
-            _ => {}
         }
+    }
+    if let Some(v) = &config.vault
+        && let Some(f) = &v.secretsmith
+        && let Err(e) = check_private_file(
+            f,
+            "secretsmith file (it holds Vault credentials)",
+            ctx.policy,
+        )
+    {
+        problems.push(format!("{}: vault.secretsmith: {e}", config.file.display()));
+    }
+    if online {
+        // Log in and read every Vault secret (groups' passwords: present and a valid key).
+        problems.extend(super::secrets::check_vault(ctx, &config, out));
     }
 
     // Kernel checks: always on FreeBSD and with an explicit backend; offline elsewhere.

@@ -21,6 +21,7 @@ mod plan;
 mod reconcile;
 mod reload;
 mod run;
+mod secrets;
 mod simulate;
 mod status;
 
@@ -96,9 +97,14 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and permissions; print every problem.
     Check {
-        /// Also read every secret from its source and query the kernel.
+        /// Also read every secret from its source (logging in to Vault) and query the kernel.
         #[arg(long)]
         online: bool,
+    },
+    /// Secrets carpd reads from Vault/OpenBao.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
     },
     /// Show every vhid on every interface, the sysctls, demotion and CARP statistics.
     Status {
@@ -145,6 +151,13 @@ pub enum Command {
     /// Simulated kernel only: set a vhid's state as an election would (lab and tests).
     #[command(hide = true)]
     Simulate { group: String, state: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Log in to Vault as the daemon would and read every configured secret; report field
+    /// names present or missing and the token's TTL and policies, never a value.
+    Check,
 }
 
 /// Everything a subcommand needs from the global options.
@@ -198,6 +211,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let ok = match cli.command {
         Command::Check { online } => check::run(&ctx, online, &mut out),
+        Command::Secrets {
+            command: SecretsCommand::Check,
+        } => secrets::run(&ctx, &mut out),
         Command::Status { json } => status::run(&ctx, json, &mut out),
         Command::Plan => plan::run(&ctx, plan::Mode::Plan, &mut out),
         Command::Apply { dry_run } => plan::run(

@@ -5,12 +5,13 @@
 //! only function here that touches the file system; `parse` works on a string so tests and the
 //! fuzzer drive the whole pipeline without files.
 //!
-//! Later sections (vault, ovh, failover_ips) slot in as further optional keys of `RawConfig`
+//! Later sections (ovh, failover_ips) slot in as further optional keys of `RawConfig`
 //! and fields of `Config`; unknown keys are refused until then.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -40,6 +41,8 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
     /// How `carpd run` paces its kernel reads (`daemon:`).
     pub daemon: DaemonConfig,
+    /// How to reach Vault/OpenBao (`vault:`); required when a secret comes from Vault.
+    pub vault: Option<VaultConfig>,
     /// Things that work but deserve attention (inline passwords, ...).
     pub warnings: Vec<Problem>,
 }
@@ -63,6 +66,26 @@ pub struct GroupConfig {
     pub peer_pos: Option<Pos>,
     /// Key path of the group, e.g. `groups[0]`.
     pub key: String,
+}
+
+/// carpd.yaml's `vault:` section, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// The secretsmith file; `None` means the VAULT_ADDR/VAULT_TOKEN environment.
+    pub secretsmith: Option<PathBuf>,
+    /// AppRole auth mount (default `approle`).
+    pub approle_mount: String,
+    /// How long a secret read from Vault may be served without asking again, and kept when
+    /// a later read fails (default 300 s; 0 disables the cache).
+    pub cache_max_age: Duration,
+    /// Time limit of one request to Vault (default 10 s).
+    pub timeout: Duration,
+    pub pos: Pos,
+}
+
+impl VaultConfig {
+    pub const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_secs(300);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// Where a group's CARP password comes from.

@@ -19,6 +19,18 @@ pub struct RawConfig {
     #[serde(default)]
     pub groups: Vec<RawGroup>,
     pub daemon: Option<super::daemon::RawDaemon>,
+    pub vault: Option<Spanned<RawVault>>,
+}
+
+/// `vault:`: how carpd reaches Vault/OpenBao. Every key is optional; `vault: {}` means the
+/// VAULT_ADDR/VAULT_TOKEN environment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVault {
+    pub secretsmith: Option<Spanned<String>>,
+    pub approle_mount: Option<Spanned<String>>,
+    pub cache_max_age: Option<Spanned<i64>>,
+    pub timeout: Option<Spanned<i64>>,
 }
 
 /// `net.inet.carp.*` knobs; omitted keys are left alone.

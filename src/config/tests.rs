@@ -26,6 +26,9 @@ groups:
     advskew: 100
     password: { vault: ops/secrets/network/carp/1, field: password }
     addresses: [172.27.27.13/27, 2001:db8::13/64]
+vault:
+  secretsmith: /usr/local/etc/secrets/carp-secretsmith.yaml
+  cache_max_age: 120
 ";
 
 fn parse_str(s: &str) -> Result<Config, ConfigError> {
@@ -198,6 +201,42 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "allowed 0",
     ),
     (
+        "vault password without a vault section",
+        "node: a\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: { vault: ops/carp/2 }\n    addresses: [10.0.0.1/24]\n",
+        "carpd.yaml:5:15: groups[0].password: ",
+        "add `vault: { secretsmith: /usr/local/etc/secrets/carp-secretsmith.yaml }`",
+    ),
+    (
+        "relative secretsmith path",
+        "node: a\nvault:\n  secretsmith: secrets/s.yaml\n",
+        "carpd.yaml:3:16: vault.secretsmith: ",
+        "must be an absolute path",
+    ),
+    (
+        "vault timeout out of range",
+        "node: a\nvault:\n  timeout: 0\n",
+        "carpd.yaml:3:12: vault.timeout: ",
+        "allowed 1..300 seconds",
+    ),
+    (
+        "vault cache age out of range",
+        "node: a\nvault:\n  cache_max_age: -1\n",
+        "carpd.yaml:3:18: vault.cache_max_age: ",
+        "0 disables",
+    ),
+    (
+        "bad approle mount",
+        "node: a\nvault:\n  approle_mount: 'a b'\n",
+        "carpd.yaml:3:18: vault.approle_mount: ",
+        "e.g. approle",
+    ),
+    (
+        "unknown vault key",
+        "node: a\nvault:\n  secretsmit: /x\n",
+        "carpd.yaml:3:3: ",
+        "secretsmit",
+    ),
+    (
         "duplicate key",
         "node: a\nnode: b\n",
         "carpd.yaml:2:1: ",
@@ -221,6 +260,27 @@ fn every_problem_names_place_and_fix() {
         );
         assert!(text.contains(fix), "{what}: expected {fix:?} in:\n{text}");
     }
+}
+
+#[test]
+fn vault_section_defaults_and_values() {
+    let c = parse_str(GOOD).unwrap();
+    let v = c.vault.unwrap();
+    assert_eq!(
+        v.secretsmith.as_deref(),
+        Some(Path::new("/usr/local/etc/secrets/carp-secretsmith.yaml"))
+    );
+    assert_eq!(v.approle_mount, "approle");
+    assert_eq!(v.cache_max_age, std::time::Duration::from_secs(120));
+    assert_eq!(v.timeout, VaultConfig::DEFAULT_TIMEOUT);
+    let c = parse_str("node: a\nvault: {}\n").unwrap();
+    let v = c.vault.unwrap();
+    assert_eq!(v.secretsmith, None);
+    assert_eq!(v.cache_max_age, VaultConfig::DEFAULT_CACHE_MAX_AGE);
+    let c = parse_str("node: a\nvault: {approle_mount: /routers/, timeout: 3}\n").unwrap();
+    let v = c.vault.unwrap();
+    assert_eq!(v.approle_mount, "routers");
+    assert_eq!(v.timeout, std::time::Duration::from_secs(3));
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
@@ -18,8 +19,8 @@ use crate::carp::{
 use crate::kernel::BackendInfo;
 
 use super::error::{ConfigError, Pos, Problem, Problems};
-use super::raw::{RawConfig, RawGroup, RawPassword};
-use super::{Config, GroupConfig, PasswordSource};
+use super::raw::{RawConfig, RawGroup, RawPassword, RawVault};
+use super::{Config, GroupConfig, PasswordSource, VaultConfig};
 
 /// Parses YAML into the raw shape; a syntax or type error becomes one problem with the
 /// parser's position and its source snippet.
@@ -167,6 +168,23 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
     }
 
     let daemon = super::daemon::validate_daemon(raw.daemon.as_ref(), &mut p);
+    let vault = raw.vault.as_ref().and_then(|v| validate_vault(v, &mut p));
+    if raw.vault.is_none() {
+        for (i, g) in raw.groups.iter().enumerate() {
+            if let Some(pw) = &g.password
+                && let RawPassword::Source(map) = &pw.value
+                && let Some(path) = map.get("vault")
+            {
+                p.add(
+                    Pos::of(pw),
+                    format!("groups[{i}].password"),
+                    format!(
+                        "comes from Vault ({path}), but carpd.yaml has no vault: section saying how to reach it: add `vault: {{ secretsmith: /usr/local/etc/secrets/carp-secretsmith.yaml }}` (or `vault: {{}}` to use VAULT_ADDR and VAULT_TOKEN)"
+                    ),
+                );
+            }
+        }
+    }
 
     if !p.is_empty() {
         return Err(p.into_error());
@@ -177,7 +195,96 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         sysctls,
         groups,
         daemon,
+        vault,
         warnings: warnings.list,
+    })
+}
+
+fn validate_vault(v: &Spanned<RawVault>, p: &mut Problems) -> Option<VaultConfig> {
+    let before = p.list.len();
+    let secretsmith = match &v.value.secretsmith {
+        None => None,
+        Some(s) => {
+            let path = PathBuf::from(s.value.trim());
+            if !path.is_absolute() {
+                p.add(
+                    Pos::of(s),
+                    "vault.secretsmith",
+                    format!(
+                        "'{}' must be an absolute path, e.g. /usr/local/etc/secrets/carp-secretsmith.yaml",
+                        s.value.escape_default()
+                    ),
+                );
+            }
+            Some(path)
+        }
+    };
+    let approle_mount = match &v.value.approle_mount {
+        None => crate::vault::secretsmith::DEFAULT_APPROLE_MOUNT.to_string(),
+        Some(m) => {
+            let t = m.value.trim().trim_matches('/');
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+            {
+                p.add(
+                    Pos::of(m),
+                    "vault.approle_mount",
+                    format!(
+                        "'{}' is not a mount path: letters, digits, - _ . and /, e.g. approle (the default)",
+                        m.value.escape_default()
+                    ),
+                );
+            }
+            t.to_string()
+        }
+    };
+    let seconds = |p: &mut Problems,
+                   key: &str,
+                   val: Option<&Spanned<i64>>,
+                   min: i64,
+                   max: i64,
+                   default: Duration,
+                   meaning: &str| match val {
+        None => default,
+        Some(s) if (min..=max).contains(&s.value) => Duration::from_secs(s.value as u64),
+        Some(s) => {
+            p.add(
+                Pos::of(s),
+                format!("vault.{key}"),
+                format!(
+                    "{} is out of range: allowed {min}..{max} seconds ({meaning})",
+                    s.value
+                ),
+            );
+            default
+        }
+    };
+    let cache_max_age = seconds(
+        p,
+        "cache_max_age",
+        v.value.cache_max_age.as_ref(),
+        0,
+        86_400,
+        VaultConfig::DEFAULT_CACHE_MAX_AGE,
+        "how long a secret read from Vault is reused and kept when Vault fails; 0 disables",
+    );
+    let timeout = seconds(
+        p,
+        "timeout",
+        v.value.timeout.as_ref(),
+        1,
+        300,
+        VaultConfig::DEFAULT_TIMEOUT,
+        "time limit of one request to Vault",
+    );
+    (p.list.len() == before).then(|| VaultConfig {
+        secretsmith,
+        approle_mount,
+        cache_max_age,
+        timeout,
+        pos: Pos::of(v),
     })
 }
 

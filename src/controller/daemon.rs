@@ -101,8 +101,16 @@ fn load(settings: &Settings, k: &dyn Kernel) -> Result<Loaded, StartError> {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
         return Err(StartError::Kernel(list.join("\n")));
     }
-    let desired =
-        desired(&config, settings.policy).map_err(|e| StartError::Secrets(e.join("\n")))?;
+    // Reading Vault passwords runs a Vault session on a small runtime of its own, which
+    // cannot be started from this runtime's thread: do it on a scoped thread. Start-up and
+    // reload are rare, and the loop has nothing better to do meanwhile.
+    let policy = settings.policy;
+    let desired = std::thread::scope(|s| {
+        s.spawn(|| desired(&config, policy))
+            .join()
+            .unwrap_or_else(|_| Err(vec!["reading the passwords panicked".to_string()]))
+    })
+    .map_err(|e| StartError::Secrets(e.join("\n")))?;
     let duties = duties_of(&config);
     Ok(Loaded {
         config,

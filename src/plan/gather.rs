@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use crate::config::Config;
 use crate::kernel::{Kernel, KernelError};
-use crate::secrets::{SecretPolicy, resolve_password};
+use crate::secrets::{Resolver, SecretPolicy};
 
 use super::{Desired, DesiredGroup, Observed};
 
@@ -13,10 +13,11 @@ use super::{Desired, DesiredGroup, Observed};
 pub fn desired(config: &Config, policy: SecretPolicy) -> Result<Desired, Vec<String>> {
     let mut errors = Vec::new();
     let mut groups = Vec::new();
+    let mut resolver = Resolver::new(policy, config.vault.as_ref());
     for g in &config.groups {
         let key = match &g.password {
             None => None,
-            Some(src) => match resolve_password(&g.id, src, policy) {
+            Some(src) => match resolver.password(&g.id, src) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     errors.push(format!("{}: {}: {e}", config.file.display(), g.key));
