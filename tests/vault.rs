@@ -745,6 +745,30 @@ fn the_daemon_hands_a_vault_password_to_the_kernel() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(key, b"carp-pw-77");
+        // The daemon's Vault agent holds a live token for the failovers to come.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let vault = loop {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_carpd"))
+                .arg("-c")
+                .arg(&conf)
+                .args(["--kernel", "sim", "--allow-insecure-files", "--sim-state"])
+                .arg(&state)
+                .arg("--control-socket")
+                .arg(&sock)
+                .args(["status", "--json"])
+                .env_remove("CARPD_CONFIG")
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let vault = v["daemon"]["vault"].clone();
+            if vault["token"] == true {
+                break vault;
+            }
+            assert!(Instant::now() < deadline, "no Vault token in status: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(vault["token_ttl_s"].as_u64().unwrap() > 200, "{vault}");
+        assert!(vault["last_error"].is_null(), "{vault}");
         let pid = daemon.id();
         for f in ["environ", "cmdline"] {
             let bytes = std::fs::read(format!("/proc/{pid}/{f}")).unwrap_or_default();

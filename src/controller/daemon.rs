@@ -41,6 +41,8 @@ use crate::plan::apply::apply;
 use crate::plan::gather::{desired, observe};
 use crate::plan::{Desired, diff};
 use crate::secrets::SecretPolicy;
+use crate::vault::agent::{self, AgentHandle};
+use crate::vault::blocking::Access;
 
 use super::core::{Core, Outcome, Trigger, Work};
 use super::duties::{Duties, GroupAction, GroupDuties};
@@ -152,6 +154,20 @@ pub struct Daemon {
     records: Records,
     notes: Option<mpsc::UnboundedSender<Note>>,
     hup: Option<Signal>,
+    /// The Vault agent keeping a token alive, when `vault:` is configured.
+    vault: Option<(VaultAccessKey, AgentHandle)>,
+}
+
+/// What identifies a Vault agent's setup: a reload that changes it starts a new agent.
+type VaultAccessKey = (Option<PathBuf>, String, Duration, Duration);
+
+fn vault_key(v: &crate::config::VaultConfig) -> VaultAccessKey {
+    (
+        v.secretsmith.clone(),
+        v.approle_mount.clone(),
+        v.cache_max_age,
+        v.timeout,
+    )
 }
 
 impl Daemon {
@@ -185,6 +201,7 @@ impl Daemon {
             records: Records::default(),
             notes: None,
             hup: None,
+            vault: None,
         })
     }
 
@@ -229,6 +246,7 @@ impl Daemon {
             },
         };
 
+        self.sync_vault_agent();
         tracing::info!(
             node = %self.loaded.config.node,
             config = %self.settings.config_path.display(),
@@ -301,11 +319,44 @@ impl Daemon {
         }
     }
 
+    /// Starts, restarts (new settings) or stops the Vault agent to match the configuration.
+    fn sync_vault_agent(&mut self) {
+        let want = self.loaded.config.vault.as_ref();
+        match (want, &self.vault) {
+            (None, _) => self.vault = None,
+            (Some(v), Some((key, _))) if *key == vault_key(v) => {}
+            (Some(v), _) => {
+                let access = Access::from_config(v, self.settings.policy);
+                self.vault = Some((vault_key(v), agent::spawn(access.session())));
+            }
+        }
+    }
+
     fn on_control(&mut self, inc: Incoming) {
         let reply = match inc.request {
-            Request::Status => Reply::Status {
-                daemon: Box::new(self.view()),
-            },
+            Request::Status => {
+                let mut view = self.view();
+                let Some((_, agent)) = &self.vault else {
+                    let _ = inc.reply.send(Reply::Status {
+                        daemon: Box::new(view),
+                    });
+                    return;
+                };
+                // The agent answers between Vault requests; status must not wait for one.
+                let pending = agent.try_view();
+                tokio::spawn(async move {
+                    if let Some(rx) = pending {
+                        view.vault = tokio::time::timeout(Duration::from_millis(200), rx)
+                            .await
+                            .ok()
+                            .and_then(Result::ok);
+                    }
+                    let _ = inc.reply.send(Reply::Status {
+                        daemon: Box::new(view),
+                    });
+                });
+                return;
+            }
             Request::Reload => match self.reload("control socket") {
                 Ok(message) => Reply::Reloaded { message },
                 Err(message) => Reply::Error { message },
@@ -338,6 +389,18 @@ impl Daemon {
                 self.core
                     .reconfigure(loaded.config.daemon, loaded.duties.clone(), now);
                 self.loaded = loaded;
+                let kept_agent = self.vault.as_ref().map(|(k, a)| (k.clone(), a.clone()));
+                self.sync_vault_agent();
+                // The same agent: have it re-read the secretsmith file (rotation).
+                if let (Some((old, agent)), Some((new, _))) = (kept_agent, &self.vault)
+                    && old == *new
+                {
+                    tokio::spawn(async move {
+                        if let Err(e) = agent.reload().await {
+                            tracing::error!("Vault settings not reloaded: {e}");
+                        }
+                    });
+                }
                 tracing::info!(via = %via, config = %self.settings.config_path.display(), groups, "configuration reloaded");
                 self.reconcile_due();
                 let applied = match &self.records.last_apply {
@@ -593,6 +656,7 @@ impl Daemon {
                     ok: *ok,
                     message: message.clone(),
                 }),
+            vault: None,
             recent_events: self
                 .core
                 .recent_events()

@@ -38,6 +38,10 @@ pub struct DaemonView {
     /// The last time the kernel was changed to match the configuration, or found to differ.
     pub last_apply: Option<ApplyView>,
     pub last_reload: Option<ReloadView>,
+    /// The Vault agent (token kept alive for failovers); `null` without `vault:`, or when the
+    /// agent was busy talking to Vault.
+    #[serde(default)]
+    pub vault: Option<crate::vault::agent::AgentView>,
     /// Most recent first.
     pub recent_events: Vec<EventView>,
     pub groups: Vec<GroupView>,
@@ -215,6 +219,22 @@ pub fn to_text(v: &DaemonView) -> String {
             r.at,
             if r.ok { "ok" } else { "REFUSED" },
             r.message
+        );
+    }
+    if let Some(a) = &v.vault {
+        let _ = writeln!(
+            o,
+            "  vault: {} token{}{}",
+            a.server,
+            match (a.token, a.token_ttl_s) {
+                (true, Some(ttl)) => format!(" valid ({ttl} s left)"),
+                (true, None) => " valid".to_string(),
+                (false, _) => " NONE".to_string(),
+            },
+            a.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
         );
     }
     for g in &v.groups {

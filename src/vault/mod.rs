@@ -6,12 +6,14 @@
 //! rustls/ring) and in memory by [`fake::FakeStore`]. Everything that decides — when to
 //! renew, when to log in again, when to re-read the secretsmith file, whether a cached value
 //! may still be used — is pure ([`lifecycle`], [`cache`]) and driven by a clock passed in;
-//! [`session::Session`] executes those decisions against a store.
+//! [`session::Session`] executes those decisions against a store, and [`agent`] runs a
+//! session as the daemon's task that keeps the token alive.
 //!
 //! Secrets never leave as text: tokens stay inside the store, field values are
 //! [`secrecy::SecretString`]s (zeroized on drop, `Debug` redacted), and every error names the
 //! server, the path and the auth method, never a value.
 
+pub mod agent;
 pub mod blocking;
 pub mod cache;
 pub mod check;

@@ -64,6 +64,16 @@ impl<S: SecretStore> Session<S> {
         }
     }
 
+    /// When the current token expires; `None` without a token or for one without a TTL.
+    pub fn token_expires_at(&self) -> Option<Instant> {
+        self.life.expires_at()
+    }
+
+    /// Whether a token that has not expired is held.
+    pub fn has_token(&self) -> bool {
+        self.life.has_token(now())
+    }
+
     /// When the token needs attention next (renewal or login); `None`: not before a request.
     pub fn next_wakeup(&self) -> Option<Instant> {
         match self.life.step(now()) {

@@ -193,3 +193,55 @@ async fn reload_drops_the_token_only_when_credentials_change() {
     s.ensure_token().await.unwrap();
     assert_eq!(lab.calls(), ["login"]);
 }
+
+/// The daemon's agent over this session: it logs in at once, renews at 2/3 of the TTL without
+/// being asked, serves reads, and after a failure retries on a growing delay instead of
+/// spinning.
+#[tokio::test(start_paused = true)]
+async fn the_agent_keeps_the_token_alive_and_retries_failures() {
+    use crate::vault::agent;
+    let lab = Lab::new(30, true);
+    let handle = agent::spawn(lab.session(60));
+    let view = handle.view().await.unwrap();
+    assert!(view.token, "{view:?}");
+    assert_eq!(view.token_ttl_s, Some(30));
+    assert_eq!(lab.calls(), vec!["login"]);
+
+    // Renewal at 2/3 of the TTL, by itself.
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let view = handle.view().await.unwrap();
+    assert!(view.token && view.last_error.is_none(), "{view:?}");
+    assert_eq!(lab.calls(), vec!["renew"]);
+
+    // A read goes through the session's cache.
+    let c = handle.read(path()).await.unwrap();
+    assert!(c.stale.is_none());
+    assert_eq!(lab.calls(), vec!["read ops/carp/2"]);
+
+    // Vault goes down: the renewal fails, the token expires, logins fail; retries are spaced
+    // 1 s, 2 s, 4 s, ... not a tight loop.
+    lab.with(|s| s.down = true);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let view = handle.view().await.unwrap();
+    assert!(!view.token, "{view:?}");
+    assert!(
+        view.last_error.as_deref().unwrap().contains("down"),
+        "{view:?}"
+    );
+    let attempts = lab.calls().len();
+    assert!((3..=12).contains(&attempts), "{attempts} attempts in 60 s");
+
+    // Back up: the next retry logs in, the error clears.
+    lab.with(|s| s.down = false);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = handle.view().await.unwrap();
+    assert!(view.token && view.last_error.is_none(), "{view:?}");
+
+    // Reload re-reads the file; a rotated secret_id is used from then on.
+    lab.with(|s| s.secret_ids = vec!["S2".into()]);
+    *lab.text.lock().unwrap() = file("S2");
+    handle.reload().await.unwrap();
+    let view = handle.view().await.unwrap();
+    assert!(view.token, "{view:?}");
+    assert!(lab.calls().contains(&"login".to_string()));
+}

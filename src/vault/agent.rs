@@ -1,0 +1,206 @@
+//! The daemon's Vault agent: one task that owns the [`Session`] and keeps its token alive, so
+//! that a failover never waits for a login.
+//!
+//! It wakes when the session's lifecycle says so (renewal at 2/3 of the TTL, a new login when
+//! renewal is impossible), re-reads the secretsmith file on reload (SIGHUP) and whenever a
+//! login is refused (rotation by Salt), and serves reads through the session's cache. Other
+//! tasks talk to it through an [`AgentHandle`]; the controller loop never awaits Vault.
+//!
+//! A failing Vault is retried with a capped exponential delay ([`RETRY_MIN`]..[`RETRY_MAX`]),
+//! logged once per distinct error, and reported in [`AgentView`] for `carpd status`.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::cache::Cached;
+use super::error::VaultError;
+use super::session::Session;
+use super::store::{SecretPath, SecretStore};
+
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// What the agent tells `carpd status` (the `vault` field of the daemon view).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub server: String,
+    /// A valid token is held.
+    pub token: bool,
+    /// Seconds until the token expires; `null` without a token or for a token without TTL.
+    pub token_ttl_s: Option<u64>,
+    /// When the token was last obtained or renewed (RFC 3339).
+    pub last_ok: Option<String>,
+    /// The last error, cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+enum Request {
+    Read {
+        path: SecretPath,
+        reply: oneshot::Sender<Result<Cached, VaultError>>,
+    },
+    Reload {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    View {
+        reply: oneshot::Sender<AgentView>,
+    },
+}
+
+/// Talks to the agent; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AgentHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl AgentHandle {
+    /// The secret's fields, from the cache when fresh.
+    pub async fn read(&self, path: SecretPath) -> Result<Cached, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Read { path, reply }).await?;
+        rx.await.map_err(|_| gone())?.map_err(|e| e.to_string())
+    }
+
+    /// Re-reads the secretsmith file (SIGHUP).
+    pub async fn reload(&self) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Reload { reply }).await?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// The agent's state for status. Never waits on Vault: the agent answers between steps.
+    pub async fn view(&self) -> Option<AgentView> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::View { reply }).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The agent's state, or `None` when it is busy with Vault right now (for callers that
+    /// must not wait, like the controller loop answering `carpd status`).
+    pub fn try_view(&self) -> Option<oneshot::Receiver<AgentView>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Request::View { reply }).ok()?;
+        Some(rx)
+    }
+
+    async fn send(&self, r: Request) -> Result<(), String> {
+        self.tx.send(r).await.map_err(|_| gone())
+    }
+}
+
+fn gone() -> String {
+    "the Vault agent has stopped".to_string()
+}
+
+/// Starts the agent on the current runtime. It logs in at once, and stops when every handle
+/// is dropped.
+pub fn spawn<S: SecretStore + Send + 'static>(session: Session<S>) -> AgentHandle {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(run(session, rx));
+    AgentHandle { tx }
+}
+
+struct State {
+    last_ok: Option<SystemTime>,
+    last_error: Option<String>,
+    retry: Duration,
+    /// When to try again after a failure.
+    retry_at: Option<Instant>,
+}
+
+async fn run<S: SecretStore>(mut session: Session<S>, mut rx: mpsc::Receiver<Request>) {
+    let mut st = State {
+        last_ok: None,
+        last_error: None,
+        retry: RETRY_MIN,
+        retry_at: None,
+    };
+    // Log in at once: readiness is knowing now that Vault works, not at the first failover.
+    keep_alive(&mut session, &mut st).await;
+    loop {
+        let wake = st.retry_at.or_else(|| session.next_wakeup());
+        tokio::select! {
+            req = rx.recv() => match req {
+                None => return,
+                Some(Request::Read { path, reply }) => {
+                    let r = session.get(&path).await;
+                    note(&mut st, r.as_ref().map(|_| ()).map_err(ToString::to_string));
+                    let _ = reply.send(r);
+                }
+                Some(Request::Reload { reply }) => {
+                    let r = session.reload().map_err(|e| e.to_string());
+                    if r.is_ok() {
+                        st.retry_at = None;
+                        keep_alive(&mut session, &mut st).await;
+                    }
+                    let _ = reply.send(r);
+                }
+                Some(Request::View { reply }) => {
+                    let _ = reply.send(view(&session, &st));
+                }
+            },
+            () = sleep_until(wake) => {
+                st.retry_at = None;
+                keep_alive(&mut session, &mut st).await;
+            }
+        }
+    }
+}
+
+/// tokio's clock, as the session uses (tests pause it).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn keep_alive<S: SecretStore>(session: &mut Session<S>, st: &mut State) {
+    let r = session.ensure_token().await.map(|_| ());
+    let failed = r.is_err();
+    note(st, r.map_err(|e| e.to_string()));
+    if failed {
+        st.retry_at = Some(now() + st.retry);
+        st.retry = (st.retry * 2).min(RETRY_MAX);
+    } else {
+        st.retry = RETRY_MIN;
+    }
+}
+
+fn note(st: &mut State, r: Result<(), String>) {
+    match r {
+        Ok(()) => {
+            if st.last_error.take().is_some() {
+                tracing::info!("Vault works again");
+            }
+            st.last_ok = Some(SystemTime::now());
+        }
+        Err(e) => {
+            if st.last_error.as_deref() != Some(&e) {
+                tracing::warn!("Vault: {e}");
+            }
+            st.last_error = Some(e);
+        }
+    }
+}
+
+fn view<S: SecretStore>(session: &Session<S>, st: &State) -> AgentView {
+    let ttl = session
+        .token_expires_at()
+        .map(|at| at.saturating_duration_since(now()));
+    AgentView {
+        server: session.server(),
+        token: session.has_token(),
+        token_ttl_s: ttl.map(|d| d.as_secs()),
+        last_ok: st
+            .last_ok
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        last_error: st.last_error.clone(),
+    }
+}
