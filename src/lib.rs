@@ -7,6 +7,8 @@
 //! - [`kernel`]: the `Kernel` trait and its backends (netlink, ioctl, simulated).
 //! - [`plan`]: the pure diff between configuration and kernel, and its executor.
 //! - [`observe`]: the status model and its human and JSON renderings.
+//! - [`ovh`]: the OVH API client and failover operations.
+//! - [`sim`]: simulators of external systems (the OVH API) for tests, the lab and benches.
 //! - [`cli`]: clap definitions and one module per subcommand.
 
 pub mod carp;
@@ -15,5 +17,7 @@ pub mod config;
 pub mod devd;
 pub mod kernel;
 pub mod observe;
+pub mod ovh;
 pub mod plan;
 pub mod secrets;
+pub mod sim;
