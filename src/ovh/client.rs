@@ -176,12 +176,34 @@ impl Client {
     }
 
     /// The server time (`GET /auth/time`, unauthenticated).
+    /// Retried like any GET (429, 5xx, network errors) within the request deadline.
     pub async fn server_time(&self) -> Result<i64, OvhError> {
-        let r = self
-            .send_once("GET", "/auth/time", None, &Prepared::None)
-            .await?;
-        serde_json::from_slice::<i64>(&r.body)
-            .map_err(|e| self.decode_error("GET", "/auth/time", &r, e))
+        let deadline = Instant::now() + self.opts.request_deadline;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.rate_limit(deadline).await;
+            let e = match self
+                .send_once("GET", "/auth/time", None, &Prepared::None)
+                .await
+            {
+                Ok(r) => {
+                    return serde_json::from_slice::<i64>(&r.body)
+                        .map_err(|e| self.decode_error("GET", "/auth/time", &r, e));
+                }
+                Err(e) => e,
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let retry_after = e.api().and_then(|a| a.retry_after);
+            match self
+                .opts
+                .retry
+                .delay(attempt, fastrand::f64(), retry_after, remaining)
+            {
+                Some(d) if e.is_transient() => tokio::time::sleep(d).await,
+                _ => return Err(e),
+            }
+        }
     }
 
     async fn sync_time(&self) -> Result<i64, OvhError> {
