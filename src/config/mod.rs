@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use crate::carp::{CarpKey, GroupId, Sysctl};
 
 pub mod error;
+pub mod ovh;
 pub mod raw;
 pub mod validate;
 
@@ -36,6 +37,10 @@ pub struct Config {
     /// Sysctls to enforce, in a stable order; knobs not listed are left alone.
     pub sysctls: Vec<(Sysctl, i64)>,
     pub groups: Vec<GroupConfig>,
+    /// The `ovh:` section, if any.
+    pub ovh: Option<ovh::OvhConfig>,
+    /// Failover IPs to keep on the MASTER (see `ovh.rs`).
+    pub failover_ips: Vec<ovh::FailoverIp>,
     /// Things that work but deserve attention (inline passwords, ...).
     pub warnings: Vec<Problem>,
 }

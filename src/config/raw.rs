@@ -18,6 +18,9 @@ pub struct RawConfig {
     pub carp: Option<RawCarp>,
     #[serde(default)]
     pub groups: Vec<RawGroup>,
+    pub ovh: Option<super::ovh::RawOvh>,
+    #[serde(default)]
+    pub failover_ips: Vec<super::ovh::RawFailoverIp>,
 }
 
 /// `net.inet.carp.*` knobs; omitted keys are left alone.

@@ -166,6 +166,19 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let ovh = raw
+        .ovh
+        .as_ref()
+        .and_then(|o| super::ovh::validate_ovh(o, &mut p));
+    let failover_ips = super::ovh::validate_failover_ips(
+        &raw.failover_ips,
+        &groups,
+        &node,
+        raw.ovh.is_some(),
+        &mut p,
+        &mut warnings,
+    );
+
     if !p.is_empty() {
         return Err(p.into_error());
     }
@@ -174,6 +187,8 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         node,
         sysctls,
         groups,
+        ovh,
+        failover_ips,
         warnings: warnings.list,
     })
 }
