@@ -14,6 +14,7 @@ use crate::kernel::{self, Kernel, KernelChoice};
 use crate::secrets::SecretPolicy;
 
 mod check;
+pub mod failover_ip;
 mod plan;
 mod status;
 
@@ -89,6 +90,30 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// OVH failover IPs: where they are, and claiming them now.
+    #[command(name = "failover-ip", subcommand)]
+    FailoverIp(FailoverIpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FailoverIpCommand {
+    /// Each failover IP: where OVH has it, where it should be given the local CARP state.
+    Status {
+        /// Machine-readable output (schema carpd.failover-ip-status.v1).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a failover IP to this node now (the group must be MASTER here).
+    Claim {
+        /// The failover IP, as in failover_ips.
+        ip: String,
+        /// Show what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow removing the last IP of the other virtual MAC (OVH then deletes that vMAC).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Everything a subcommand needs from the global options.
@@ -133,6 +158,12 @@ pub fn run(cli: Cli) -> ExitCode {
             },
             &mut out,
         ),
+        Command::FailoverIp(FailoverIpCommand::Status { json }) => {
+            failover_ip::status(&ctx, json, &mut out)
+        }
+        Command::FailoverIp(FailoverIpCommand::Claim { ip, dry_run, force }) => {
+            failover_ip::claim(&ctx, &ip, dry_run, force, &mut out)
+        }
     };
     if ok {
         ExitCode::SUCCESS
