@@ -127,17 +127,8 @@ pub enum CredentialError {
         ak: String,
         id: String,
     },
-    #[error(
-        "OVH credentials from {origin}: none found. Expected {ak}, {as_}, {ck} (application keys) or {id}, {secret} (OAuth2 service account)"
-    )]
-    Empty {
-        origin: String,
-        ak: String,
-        as_: String,
-        ck: String,
-        id: String,
-        secret: String,
-    },
+    #[error("OVH credentials from {origin}: none found. Expected {expected}")]
+    Empty { origin: String, expected: String },
     #[error("OVH credentials: {0}")]
     Source(String),
 }
@@ -181,11 +172,14 @@ impl Credentials {
             if !has_classic {
                 return Err(CredentialError::Empty {
                     origin: source,
-                    ak: names.application_key.clone(),
-                    as_: names.application_secret.clone(),
-                    ck: names.consumer_key.clone(),
-                    id: names.client_id.clone(),
-                    secret: names.client_secret.clone(),
+                    expected: format!(
+                        "{}, {}, {} (application keys) or {}, {} (OAuth2 service account)",
+                        names.application_key,
+                        names.application_secret,
+                        names.consumer_key,
+                        names.client_id,
+                        names.client_secret
+                    ),
                 });
             }
             let missing = [

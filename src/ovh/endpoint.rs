@@ -104,10 +104,10 @@ impl Endpoint {
     ///
     /// python-ovh drops the `/1.0` suffix for paths that start with `/v1` or `/v2`.
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("/v1/") || path.starts_with("/v2/") {
-            if let Some(root) = self.base.strip_suffix("/1.0") {
-                return format!("{root}{path}");
-            }
+        if (path.starts_with("/v1/") || path.starts_with("/v2/"))
+            && let Some(root) = self.base.strip_suffix("/1.0")
+        {
+            return format!("{root}{path}");
         }
         format!("{}{path}", self.base)
     }
