@@ -14,7 +14,10 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the same as std's at run time, and pausable in tests.
+use tokio::time::Instant;
 
 use ipnet::IpNet;
 
@@ -231,7 +234,7 @@ async fn within<T>(
     total: Duration,
     fut: impl Future<Output = Result<T, OvhError>>,
 ) -> Result<T, ClaimError> {
-    match tokio::time::timeout_at(deadline.into(), fut).await {
+    match tokio::time::timeout_at(deadline, fut).await {
         Ok(r) => r.map_err(ClaimError::Api),
         Err(_) => Err(ClaimError::Deadline {
             ip: ip.into(),
@@ -347,17 +350,24 @@ impl Run<'_> {
         }
     }
 
-    /// Polls a task until done; returns its time since `submitted`.
+    /// Polls a task until done; returns its time since `submitted`. `expect` is how long a
+    /// similar task just took (the DELETE before a POST): polling starts tight only near it,
+    /// which saves requests (OVH's rate budget) without delaying the answer.
     async fn poll<A: FailoverApi>(
         &mut self,
         api: &A,
         task: TaskRef,
         action: &str,
         submitted: Instant,
+        expect: Option<Duration>,
     ) -> Result<Duration, ClaimFailure> {
         loop {
             let waited = submitted.elapsed();
-            let wait = self.opts.poll.next(waited);
+            let early = expect
+                .map(|e| e.mul_f64(0.8))
+                .filter(|e| waited < *e)
+                .map(|e| e - waited);
+            let wait = early.unwrap_or_else(|| self.opts.poll.next(waited));
             if Instant::now() + wait > self.deadline {
                 return Err(self.fail(ClaimError::Deadline {
                     ip: self.outcome.ip.clone(),
@@ -421,6 +431,7 @@ pub async fn claim_vmac<A: FailoverApi>(
     let mut hint = hint.cloned();
     let mut next: Option<VmacStep> = None;
     let mut deleted_at: Option<Instant> = None;
+    let mut delete_time: Option<Duration> = None;
     loop {
         let step = match next.take() {
             Some(s) => s,
@@ -537,8 +548,9 @@ pub async fn claim_vmac<A: FailoverApi>(
                     service: t.service.clone(),
                     id: task.id,
                 };
-                let task_time = run.poll(api, tr, &action, sent).await?;
+                let task_time = run.poll(api, tr, &action, sent, None).await?;
                 deleted_at = Some(Instant::now());
+                delete_time = Some(task_time);
                 run.outcome.steps.push(StepRecord {
                     action,
                     task_id: Some(task.id),
@@ -579,7 +591,7 @@ pub async fn claim_vmac<A: FailoverApi>(
                     service: t.service.clone(),
                     id: task.id,
                 };
-                let task_time = run.poll(api, tr, &action, sent).await?;
+                let task_time = run.poll(api, tr, &action, sent, delete_time).await?;
                 if let Some(d) = deleted_at.take() {
                     run.outcome.outage = Some(d.elapsed());
                 }
@@ -667,7 +679,10 @@ pub async fn claim_move<A: FailoverApi>(
                 for id in ids {
                     let tr = TaskRef::Ip { block: t.block, id };
                     // Someone else's move: its failure is theirs; re-plan either way.
-                    match run.poll(api, tr, "a pending move", Instant::now()).await {
+                    match run
+                        .poll(api, tr, "a pending move", Instant::now(), None)
+                        .await
+                    {
                         Ok(_) => {}
                         Err(f) if matches!(f.error, ClaimError::TaskFailed { .. }) => {}
                         Err(f) => return Err(f),
@@ -715,7 +730,7 @@ pub async fn claim_move<A: FailoverApi>(
                     block: t.block,
                     id: task.id,
                 };
-                let task_time = run.poll(api, tr, &action, sent).await?;
+                let task_time = run.poll(api, tr, &action, sent, None).await?;
                 run.outcome.steps.push(StepRecord {
                     action,
                     task_id: Some(task.id),

@@ -79,10 +79,11 @@ pub struct PollPolicy {
 }
 
 impl Default for PollPolicy {
-    /// 50 ms, growing at 10% of the time waited, capped at 5 s; fresh-task 404s for 30 s.
+    /// 100 ms, growing at 10% of the time waited, capped at 5 s; fresh-task 404s for 30 s.
+    /// (A task of 20 s then costs about 40 polls: within the rate budget of one claim.)
     fn default() -> PollPolicy {
         PollPolicy {
-            min: Duration::from_millis(50),
+            min: Duration::from_millis(100),
             max: Duration::from_secs(5),
             ratio: 0.1,
             fresh_404: Duration::from_secs(30),
@@ -203,7 +204,7 @@ mod tests {
     #[test]
     fn poll_interval_is_a_fraction_of_the_wait() {
         let p = PollPolicy::default();
-        assert_eq!(p.next(Duration::ZERO), Duration::from_millis(50));
+        assert_eq!(p.next(Duration::ZERO), Duration::from_millis(100));
         assert_eq!(p.next(Duration::from_secs(2)), Duration::from_millis(200));
         assert_eq!(p.next(Duration::from_secs(600)), Duration::from_secs(5));
         // Simulated: a task of T seconds is seen done within T * (1 + ratio) + min.

@@ -16,6 +16,7 @@
 //! number of times; task failures via [`OvhSim::fail_next_tasks`].
 
 pub mod auth;
+pub mod fake;
 pub mod world;
 
 use std::net::{Ipv4Addr, SocketAddr};
