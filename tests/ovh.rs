@@ -962,3 +962,44 @@ fn secrets_never_appear_in_errors_debug_or_logs() {
         assert!(!all.contains(secret), "{secret} leaked into:\n{all}");
     }
 }
+
+// --- HTTPS ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn claim_over_https_with_the_simulators_certificate() {
+    limit("https", async {
+        let sim = OvhSim::start(SimConfig {
+            tls: true,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        sim.with_world(|w| {
+            w.add_vmac(SN, OURS, &[ip("178.32.70.111")]);
+            w.add_vmac(SN, PEER, &[ip("178.32.70.110"), vip()]);
+        });
+        assert!(sim.base_url().starts_with("https://127.0.0.1:"));
+        let opts = ClientOptions {
+            extra_roots_pem: vec![sim.ca_pem().unwrap().to_string()],
+            ..client_opts()
+        };
+        let c = client_with(&sim, Credentials::classic(TEST_AK, TEST_AS, TEST_CK), opts);
+        let out = claim_vmac(&c, &target(), &claim_opts(), None, &master)
+            .await
+            .unwrap();
+        assert_eq!(out.result, ClaimResult::Claimed);
+        // Signatures cover the https:// URL the simulator reconstructs.
+        assert!(sim.requests().iter().all(|r| r.status == 200));
+
+        // Without trusting the certificate: a network error naming the endpoint, no retry
+        // storm past the deadline.
+        let untrusting = client(&sim);
+        let e = untrusting.list_vmacs(SN).await.unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("https://127.0.0.1:") && m.contains("certificate"),
+            "{m}"
+        );
+    })
+    .await
+}

@@ -44,6 +44,9 @@ pub struct ClientOptions {
     pub rate: RateLimit,
     /// How often the server time delta is refreshed.
     pub time_refresh: Duration,
+    /// Extra trusted certificates (PEM), added to the built-in Mozilla roots: a TLS-inspecting
+    /// proxy's CA, or the simulator's certificate.
+    pub extra_roots_pem: Vec<String>,
 }
 
 impl Default for ClientOptions {
@@ -55,6 +58,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             rate: RateLimit::default(),
             time_refresh: Duration::from_secs(3600),
+            extra_roots_pem: Vec::new(),
         }
     }
 }
@@ -124,7 +128,14 @@ impl Client {
         source: Arc<dyn CredentialSource>,
         opts: ClientOptions,
     ) -> Result<Client, OvhError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for pem in &opts.extra_roots_pem {
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+                OvhError::Config(format!("an extra root certificate is not valid PEM: {e}"))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .timeout(opts.timeout)
             .connect_timeout(opts.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))

@@ -99,6 +99,9 @@ pub struct SimConfig {
     pub timestamp_tolerance: i64,
     /// Latency added to every request.
     pub latency: Duration,
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1 made at start (see
+    /// [`OvhSim::ca_pem`]); plain HTTP otherwise.
+    pub tls: bool,
 }
 
 /// The keys of [`SimConfig::default`], for tests and the lab.
@@ -121,6 +124,7 @@ impl Default for SimConfig {
             clock_offset: 0,
             timestamp_tolerance: 60,
             latency: Duration::ZERO,
+            tls: false,
         }
     }
 }
@@ -149,6 +153,8 @@ pub struct OvhSim {
     addr: SocketAddr,
     inner: Arc<Inner>,
     task: JoinHandle<()>,
+    /// The self-signed certificate (PEM) when serving HTTPS.
+    ca_pem: Option<String>,
 }
 
 impl Drop for OvhSim {
@@ -176,6 +182,12 @@ impl OvhSim {
     pub async fn start(config: SimConfig) -> std::io::Result<OvhSim> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
+        let (acceptor, ca_pem) = if config.tls {
+            let (a, pem) = tls_acceptor()?;
+            (Some(a), Some(pem))
+        } else {
+            (None, None)
+        };
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 config,
@@ -195,31 +207,44 @@ impl OvhSim {
                         let Ok((stream, _)) = accepted else { continue };
                         let _ = stream.set_nodelay(true);
                         let inner = srv.clone();
-                        conns.spawn(async move {
-                            let svc = hyper::service::service_fn(move |req| {
-                                let inner = inner.clone();
-                                async move { handle(inner, req).await }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .keep_alive(true)
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
+                        match acceptor.clone() {
+                            Some(acceptor) => conns.spawn(async move {
+                                if let Ok(tls) = acceptor.accept(stream).await {
+                                    serve(TokioIo::new(tls), inner, "https").await;
+                                }
+                            }),
+                            None => conns.spawn(serve(TokioIo::new(stream), inner, "http")),
+                        };
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
             }
         });
-        Ok(OvhSim { addr, inner, task })
+        Ok(OvhSim {
+            addr,
+            inner,
+            task,
+            ca_pem,
+        })
+    }
+
+    /// The certificate to trust when serving HTTPS (PEM).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT/1.0`.
+    /// `http://127.0.0.1:PORT/1.0` (or `https://`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/1.0", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/1.0", self.addr)
     }
 
     pub fn endpoint(&self) -> Endpoint {
@@ -269,6 +294,40 @@ impl OvhSim {
             .next_task_failures
             .extend(statuses.iter().map(|s| s.to_string()));
     }
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for 127.0.0.1 and localhost, on the
+/// ring provider.
+fn tls_acceptor() -> std::io::Result<(tokio_rustls::TlsAcceptor, String)> {
+    let fail = |e: String| std::io::Error::other(format!("simulator TLS set-up: {e}"));
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .map_err(|e| fail(e.to_string()))?;
+    let pem = ck.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| fail(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .map_err(|e| fail(e.to_string()))?;
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(cfg)), pem))
+}
+
+async fn serve<I>(io: I, inner: Arc<Inner>, scheme: &'static str)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let inner = inner.clone();
+        async move { handle(inner, req, scheme).await }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(io, svc)
+        .await;
 }
 
 fn unix_now() -> i64 {
@@ -322,7 +381,11 @@ fn unescape(seg: &str) -> String {
         .replace("%3a", ":")
 }
 
-async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Answer, Dropped> {
+async fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    scheme: &'static str,
+) -> Result<Answer, Dropped> {
     let at = Instant::now();
     let method = req.method().as_str().to_string();
     let target = req
@@ -398,7 +461,9 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Answer, Dro
     };
     let answer = match answer {
         Some(a) => a,
-        None => route(&inner, &method, &target, &host, &headers, &body, &qid),
+        None => route(
+            &inner, &method, &target, &host, scheme, &headers, &body, &qid,
+        ),
     };
     let status = answer.status().as_u16();
     let mutation = method != "GET" && (200..300).contains(&status) && target.starts_with("/1.0/");
@@ -425,11 +490,13 @@ fn log(
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn route(
     inner: &Inner,
     method: &str,
     target: &str,
     host: &str,
+    scheme: &str,
     headers: &hyper::HeaderMap,
     body: &[u8],
     qid: &str,
@@ -467,7 +534,7 @@ fn route(
             return class_error(e.status, e.code, e.message, qid);
         }
     } else {
-        let full_url = format!("http://{host}{target}");
+        let full_url = format!("{scheme}://{host}{target}");
         let r = auth::Request {
             method,
             full_url: &full_url,
