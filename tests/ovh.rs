@@ -873,6 +873,15 @@ async fn oauth2_service_account() {
             .filter(|r| r.target == "/auth/oauth2/token")
             .count();
         assert_eq!(tokens, 1, "the token is cached");
+        // An expired token: the 401 fetches a new one and the request goes through.
+        sim.expire_tokens();
+        assert!(c.list_vmacs(SN).await.is_ok());
+        let tokens = sim
+            .requests()
+            .iter()
+            .filter(|r| r.target == "/auth/oauth2/token")
+            .count();
+        assert_eq!(tokens, 2);
         let bad = client_with(
             &sim,
             Credentials::oauth2(TEST_CLIENT_ID, "nope"),

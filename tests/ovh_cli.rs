@@ -138,6 +138,32 @@ failover_ips:
     assert!(all.iter().all(|r| r.status != 400), "{all:?}");
     assert!(!text(&o).contains(TEST_AS));
 
+    // `carpd check` applies the root-only rule to the OVH credentials file.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("ovh.conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = tokio::task::spawn_blocking({
+        let d = d.to_path_buf();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_carpd"))
+                .arg("-c")
+                .arg(d.join("carpd.yaml"))
+                .args(["--kernel", "sim", "--sim-state"])
+                .arg(d.join("kernel.json"))
+                .arg("check")
+                .env_remove("CARPD_CONFIG")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("ovh.credentials: OVH credentials file"),
+        "{}",
+        text(&o)
+    );
+
     // Vault credentials: a clear error until the Vault module lands.
     write(
         d,

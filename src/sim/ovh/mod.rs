@@ -287,6 +287,11 @@ impl OvhSim {
         self.inner.lock().faults.push(fault);
     }
 
+    /// Invalidates every OAuth2 token issued so far (as if they expired).
+    pub fn expire_tokens(&self) {
+        self.inner.lock().tokens.clear();
+    }
+
     /// The next tasks created end with these statuses instead of `done`.
     pub fn fail_next_tasks(&self, statuses: &[&str]) {
         let mut st = self.inner.lock();
