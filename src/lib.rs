@@ -11,6 +11,8 @@
 //! - [`control`]: the control socket between the daemon and the CLI / devd hook.
 //! - [`observe`]: the status model and its human and JSON renderings.
 //! - [`vault`]: secretsmith settings, Vault/OpenBao login, kv-v2 reads, token lifecycle.
+//! - [`ovh`]: the OVH API client and failover operations.
+//! - [`sim`]: simulators of external systems (the OVH API) for tests, the lab and benches.
 //! - [`cli`]: clap definitions and one module per subcommand.
 
 pub mod carp;
@@ -21,6 +23,8 @@ pub mod controller;
 pub mod devd;
 pub mod kernel;
 pub mod observe;
+pub mod ovh;
 pub mod plan;
 pub mod secrets;
+pub mod sim;
 pub mod vault;

@@ -78,6 +78,15 @@ pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
         problems.extend(super::secrets::check_vault(ctx, &config, out));
     }
 
+    if let Some(crate::config::ovh::OvhConfig {
+        credentials: crate::config::ovh::OvhCredentialSource::File(path),
+        ..
+    }) = &config.ovh
+        && let Err(e) = check_private_file(path, "OVH credentials file", ctx.policy)
+    {
+        problems.push(format!("{}: ovh.credentials: {e}", config.file.display()));
+    }
+
     // Kernel checks: always on FreeBSD and with an explicit backend; offline elsewhere.
     match ctx.open_kernel() {
         Ok(k) => match k.interfaces() {

@@ -16,6 +16,7 @@ use crate::observe::logging::{self, LogTarget};
 use crate::secrets::SecretPolicy;
 
 mod check;
+pub mod failover_ip;
 mod hook;
 mod plan;
 mod reconcile;
@@ -151,6 +152,9 @@ pub enum Command {
     /// Simulated kernel only: set a vhid's state as an election would (lab and tests).
     #[command(hide = true)]
     Simulate { group: String, state: String },
+    /// OVH failover IPs: where they are, and claiming them now.
+    #[command(name = "failover-ip", subcommand)]
+    FailoverIp(FailoverIpCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +162,27 @@ pub enum SecretsCommand {
     /// Log in to Vault as the daemon would and read every configured secret; report field
     /// names present or missing and the token's TTL and policies, never a value.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FailoverIpCommand {
+    /// Each failover IP: where OVH has it, where it should be given the local CARP state.
+    Status {
+        /// Machine-readable output (schema carpd.failover-ip-status.v1).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a failover IP to this node now (the group must be MASTER here).
+    Claim {
+        /// The failover IP, as in failover_ips.
+        ip: String,
+        /// Show what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow removing the last IP of the other virtual MAC (OVH then deletes that vMAC).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Everything a subcommand needs from the global options.
@@ -233,6 +258,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Hook { group, state } => return hook::run(&ctx, &group, &state),
         Command::Reconcile { groups } => reconcile::run(&ctx, &groups, &mut out),
         Command::Simulate { group, state } => simulate::run(&ctx, &group, &state, &mut out),
+        Command::FailoverIp(FailoverIpCommand::Status { json }) => {
+            failover_ip::status(&ctx, json, &mut out)
+        }
+        Command::FailoverIp(FailoverIpCommand::Claim { ip, dry_run, force }) => {
+            failover_ip::claim(&ctx, &ip, dry_run, force, &mut out)
+        }
     };
     if ok {
         ExitCode::SUCCESS

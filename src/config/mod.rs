@@ -19,6 +19,7 @@ use crate::carp::{CarpKey, GroupId, Sysctl};
 
 pub mod daemon;
 pub mod error;
+pub mod ovh;
 pub mod raw;
 pub mod validate;
 
@@ -43,6 +44,10 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// How to reach Vault/OpenBao (`vault:`); required when a secret comes from Vault.
     pub vault: Option<VaultConfig>,
+    /// The `ovh:` section, if any.
+    pub ovh: Option<ovh::OvhConfig>,
+    /// Failover IPs to keep on the MASTER (see `ovh.rs`).
+    pub failover_ips: Vec<ovh::FailoverIp>,
     /// Things that work but deserve attention (inline passwords, ...).
     pub warnings: Vec<Problem>,
 }

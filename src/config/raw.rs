@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub groups: Vec<RawGroup>,
     pub daemon: Option<super::daemon::RawDaemon>,
     pub vault: Option<Spanned<RawVault>>,
+    pub ovh: Option<super::ovh::RawOvh>,
+    #[serde(default)]
+    pub failover_ips: Vec<super::ovh::RawFailoverIp>,
 }
 
 /// `vault:`: how carpd reaches Vault/OpenBao. Every key is optional; `vault: {}` means the

@@ -185,6 +185,30 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             }
         }
     }
+    let ovh = raw
+        .ovh
+        .as_ref()
+        .and_then(|o| super::ovh::validate_ovh(o, &mut p));
+    if raw.vault.is_none()
+        && let Some(o) = &ovh
+        && let super::ovh::OvhCredentialSource::Vault { path, .. } = &o.credentials
+    {
+        p.add(
+            o.pos,
+            "ovh.credentials",
+            format!(
+                "come from Vault ({path}), but carpd.yaml has no vault: section saying how to reach it: add `vault: {{ secretsmith: /usr/local/etc/secrets/carp-secretsmith.yaml }}` (or `vault: {{}}` to use VAULT_ADDR and VAULT_TOKEN)"
+            ),
+        );
+    }
+    let failover_ips = super::ovh::validate_failover_ips(
+        &raw.failover_ips,
+        &groups,
+        &node,
+        raw.ovh.is_some(),
+        &mut p,
+        &mut warnings,
+    );
 
     if !p.is_empty() {
         return Err(p.into_error());
@@ -196,6 +220,8 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         groups,
         daemon,
         vault,
+        ovh,
+        failover_ips,
         warnings: warnings.list,
     })
 }

@@ -121,13 +121,22 @@ fn load(settings: &Settings, k: &dyn Kernel) -> Result<Loaded, StartError> {
     })
 }
 
-/// The groups the configuration names, and what each obliges carpd to do.
+/// The groups the configuration names (`groups`, and those `failover_ips` follow), and what
+/// each obliges carpd to do.
 pub fn duties_of(config: &Config) -> Duties {
-    config
+    let mut duties: Duties = config
         .groups
         .iter()
         .map(|g| (g.id.clone(), GroupDuties::default()))
-        .collect()
+        .collect();
+    for f in &config.failover_ips {
+        duties
+            .entry(f.group.clone())
+            .or_default()
+            .failover_ips
+            .push(std::net::IpAddr::V4(f.ip));
+    }
+    duties
 }
 
 #[derive(Default)]

@@ -73,6 +73,10 @@ impl Fields {
     pub fn get(&self, name: &str) -> Option<&SecretString> {
         self.0.get(name)
     }
+    /// Every field, for consumers that take a map (OVH credentials).
+    pub fn as_map(&self) -> &BTreeMap<String, SecretString> {
+        &self.0
+    }
     /// Field names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)

@@ -124,7 +124,8 @@ impl Bao {
                 && let Ok(cert) = reqwest::Certificate::from_pem(&pem)
             {
                 self.http = reqwest::Client::builder()
-                    .tls_certs_only([cert])
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(cert)
                     .build()
                     .unwrap();
                 self.admin_tls = true;

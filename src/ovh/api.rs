@@ -1,0 +1,269 @@
+//! The OVH calls carpd makes, typed: one narrow trait, [`FailoverApi`], implemented by the
+//! real [`Client`]. The failover operations are written against the trait, so tests can run
+//! them on anything that answers like OVH (the simulator over HTTP, or a fake in memory).
+//!
+//! Paths follow the reference: MACs go into the path literally (with colons), a vMAC's IP as
+//! a bare IPv4, an IP block URL-encoded (`/ip/51.68.252.230%2F32`). Decoders accept unknown
+//! fields and never panic on any input.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::client::Client;
+use super::error::OvhError;
+
+/// Where a task stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// `init`, `todo`, `doing`, or a status carpd does not know (waiting is the safe reading:
+    /// the deadline bounds it).
+    Pending(String),
+    Done,
+    /// `cancelled`, `customerError`, `ovhError`.
+    Failed(String),
+}
+
+impl TaskStatus {
+    pub fn parse(s: &str) -> TaskStatus {
+        match s {
+            "done" => TaskStatus::Done,
+            "cancelled" | "customerError" | "ovhError" => TaskStatus::Failed(s.to_string()),
+            other => TaskStatus::Pending(other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TaskStatus, D::Error> {
+        Ok(TaskStatus::parse(&String::deserialize(d)?))
+    }
+}
+
+/// A dedicated-server task or an IP task (same shape for what carpd reads).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Task {
+    #[serde(rename = "taskId")]
+    pub id: u64,
+    #[serde(default)]
+    pub function: Option<String>,
+    pub status: TaskStatus,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// `GET /ip/{block}`, the part carpd reads.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct IpInfo {
+    pub ip: String,
+    #[serde(default, rename = "routedTo")]
+    pub routed_to: Option<RoutedTo>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct RoutedTo {
+    #[serde(default, rename = "serviceName")]
+    pub service_name: Option<String>,
+}
+
+impl IpInfo {
+    pub fn service(&self) -> Option<&str> {
+        self.routed_to.as_ref()?.service_name.as_deref()
+    }
+}
+
+/// Which task list a task id belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskRef {
+    Server { service: String, id: u64 },
+    Ip { block: IpNet, id: u64 },
+}
+
+impl TaskRef {
+    pub fn id(&self) -> u64 {
+        match self {
+            TaskRef::Server { id, .. } | TaskRef::Ip { id, .. } => *id,
+        }
+    }
+}
+
+/// The OVH operations failover needs. Each is one request (plus the client's own retries).
+pub trait FailoverApi {
+    fn list_vmacs(
+        &self,
+        service: &str,
+    ) -> impl Future<Output = Result<Vec<String>, OvhError>> + Send;
+    fn vmac_ips(
+        &self,
+        service: &str,
+        mac: &str,
+    ) -> impl Future<Output = Result<Vec<Ipv4Addr>, OvhError>> + Send;
+    fn add_vmac_ip(
+        &self,
+        service: &str,
+        mac: &str,
+        ip: Ipv4Addr,
+        vm_name: &str,
+    ) -> impl Future<Output = Result<Task, OvhError>> + Send;
+    fn remove_vmac_ip(
+        &self,
+        service: &str,
+        mac: &str,
+        ip: Ipv4Addr,
+    ) -> impl Future<Output = Result<Task, OvhError>> + Send;
+    fn task(&self, task: &TaskRef) -> impl Future<Output = Result<Task, OvhError>> + Send;
+    fn ip_info(&self, block: IpNet) -> impl Future<Output = Result<IpInfo, OvhError>> + Send;
+    fn ip_move(
+        &self,
+        block: IpNet,
+        to: &str,
+    ) -> impl Future<Output = Result<Task, OvhError>> + Send;
+    fn ip_pending_moves(
+        &self,
+        block: IpNet,
+    ) -> impl Future<Output = Result<Vec<u64>, OvhError>> + Send;
+}
+
+/// `51.68.252.230/32` as it goes into a path.
+pub fn encode_block(block: IpNet) -> String {
+    block.to_string().replace('/', "%2F")
+}
+
+pub fn vmac_path(service: &str) -> String {
+    format!("/dedicated/server/{service}/virtualMac")
+}
+
+pub fn vaddr_path(service: &str, mac: &str) -> String {
+    format!("/dedicated/server/{service}/virtualMac/{mac}/virtualAddress")
+}
+
+#[derive(Serialize)]
+struct AddVirtualAddress<'a> {
+    #[serde(rename = "ipAddress")]
+    ip_address: String,
+    #[serde(rename = "virtualMachineName")]
+    virtual_machine_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Move<'a> {
+    to: &'a str,
+}
+
+impl FailoverApi for Client {
+    async fn list_vmacs(&self, service: &str) -> Result<Vec<String>, OvhError> {
+        self.get(&vmac_path(service)).await
+    }
+
+    async fn vmac_ips(&self, service: &str, mac: &str) -> Result<Vec<Ipv4Addr>, OvhError> {
+        self.get(&vaddr_path(service, mac)).await
+    }
+
+    async fn add_vmac_ip(
+        &self,
+        service: &str,
+        mac: &str,
+        ip: Ipv4Addr,
+        vm_name: &str,
+    ) -> Result<Task, OvhError> {
+        let body = AddVirtualAddress {
+            ip_address: ip.to_string(),
+            virtual_machine_name: vm_name,
+        };
+        self.post(&vaddr_path(service, mac), &body).await
+    }
+
+    async fn remove_vmac_ip(
+        &self,
+        service: &str,
+        mac: &str,
+        ip: Ipv4Addr,
+    ) -> Result<Task, OvhError> {
+        self.delete(&format!("{}/{ip}", vaddr_path(service, mac)))
+            .await
+    }
+
+    async fn task(&self, task: &TaskRef) -> Result<Task, OvhError> {
+        match task {
+            TaskRef::Server { service, id } => {
+                self.get(&format!("/dedicated/server/{service}/task/{id}"))
+                    .await
+            }
+            TaskRef::Ip { block, id } => {
+                self.get(&format!("/ip/{}/task/{id}", encode_block(*block)))
+                    .await
+            }
+        }
+    }
+
+    async fn ip_info(&self, block: IpNet) -> Result<IpInfo, OvhError> {
+        self.get(&format!("/ip/{}", encode_block(block))).await
+    }
+
+    async fn ip_move(&self, block: IpNet, to: &str) -> Result<Task, OvhError> {
+        self.post(&format!("/ip/{}/move", encode_block(block)), &Move { to })
+            .await
+    }
+
+    async fn ip_pending_moves(&self, block: IpNet) -> Result<Vec<u64>, OvhError> {
+        let mut ids = Vec::new();
+        for status in ["todo", "doing"] {
+            let v: Vec<u64> = self
+                .get(&format!(
+                    "/ip/{}/task?function=genericMoveFloatingIp&status={status}",
+                    encode_block(block)
+                ))
+                .await?;
+            ids.extend(v);
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoders() {
+        let t: Task = serde_json::from_str(
+            r#"{"taskId":42,"function":"addVirtualMac","status":"doing","comment":null,"startDate":"2024-01-01T00:00:00+01:00","extra":[1]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.id, 42);
+        assert_eq!(t.status, TaskStatus::Pending("doing".into()));
+        assert_eq!(
+            TaskStatus::parse("customerError"),
+            TaskStatus::Failed("customerError".into())
+        );
+        let i: IpInfo = serde_json::from_str(
+            r#"{"ip":"51.68.252.230/32","type":"failover","routedTo":{"serviceName":"ns1.eu"}}"#,
+        )
+        .unwrap();
+        assert_eq!(i.service(), Some("ns1.eu"));
+        let i: IpInfo = serde_json::from_str(r#"{"ip":"1.2.3.4/32","routedTo":null}"#).unwrap();
+        assert_eq!(i.service(), None);
+        assert_eq!(
+            encode_block("51.68.252.230/32".parse().unwrap()),
+            "51.68.252.230%2F32"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = serde_json::from_slice::<Task>(&bytes);
+            let _ = serde_json::from_slice::<IpInfo>(&bytes);
+            let _ = serde_json::from_slice::<Vec<Ipv4Addr>>(&bytes);
+            let _ = serde_json::from_slice::<Vec<String>>(&bytes);
+        }
+
+        #[test]
+        fn task_decoder_never_panics_on_near_misses(id in proptest::num::i64::ANY, status in "\\PC{0,12}", f in proptest::option::of("\\PC{0,8}")) {
+            let v = serde_json::json!({"taskId": id, "status": status, "function": f});
+            let _ = serde_json::from_value::<Task>(v);
+        }
+    }
+}

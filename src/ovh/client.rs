@@ -1,0 +1,574 @@
+//! The HTTP client of the OVH API: signing, server time, OAuth2 tokens, timeouts, retries,
+//! rate limiting. One [`Client`] per endpoint and credential source, shared by every task.
+//!
+//! - Requests are built as a URL string and body bytes once, signed, and sent as signed
+//!   (the URL is normalised through `reqwest::Url` first, and the normalised string is what
+//!   gets signed, so a path that needed escaping can never break the signature).
+//! - The time delta comes from `GET /auth/time`, is refreshed every `time_refresh` and after
+//!   a `QUERY_TIME_OUT` (then the request is retried once).
+//! - `NOT_CREDENTIAL`/`INVALID_CREDENTIAL` (and a 401 with OAuth2) re-read the credentials
+//!   from their source once (rotation), then the error stands.
+//! - GETs are retried on 429, 5xx and network errors with jittered exponential backoff
+//!   within `request_deadline`. Mutations are retried only when they certainly did not run
+//!   (429, connection refused): after a 5xx or a timeout a POST may or may not have been
+//!   applied, and the failover layer re-reads the state and re-plans instead.
+//! - Connections are kept alive (reqwest's pool) so that a claim starts on a warm connection;
+//!   [`Client::warm_up`] loads credentials, the time delta, a token and a connection ahead.
+//! - Secret headers are marked sensitive (never printed by `Debug`), logs name method, path,
+//!   status and query id only.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::credentials::{Auth, CredentialSource, Credentials};
+use super::endpoint::Endpoint;
+use super::error::{ApiError, ErrorBody, ErrorKind, OvhError};
+use super::policy::{RateLimit, RateLimiter, RetryPolicy};
+use super::sign;
+
+/// Tunables of the client; the defaults suit the daemon.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Timeout of one HTTP exchange.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Overall time for one logical request, retries included.
+    pub request_deadline: Duration,
+    pub retry: RetryPolicy,
+    pub rate: RateLimit,
+    /// How often the server time delta is refreshed.
+    pub time_refresh: Duration,
+    /// Extra trusted certificates (PEM), added to the built-in Mozilla roots: a TLS-inspecting
+    /// proxy's CA, or the simulator's certificate.
+    pub extra_roots_pem: Vec<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            request_deadline: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            rate: RateLimit::default(),
+            time_refresh: Duration::from_secs(3600),
+            extra_roots_pem: Vec::new(),
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: bytes::Bytes,
+    pub query_id: Option<String>,
+}
+
+struct Token {
+    value: SecretString,
+    refresh_at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    credentials: Option<Arc<Credentials>>,
+    /// Server time minus local time, seconds, and when it was measured.
+    delta: Option<(i64, Instant)>,
+    token: Option<Token>,
+}
+
+/// The OVH API client.
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    source: Arc<dyn CredentialSource>,
+    opts: ClientOptions,
+    state: Mutex<State>,
+    limiter: Mutex<RateLimiter>,
+    requests: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("credentials", &self.source.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+enum Prepared {
+    Classic {
+        ak: String,
+        as_: SecretString,
+        ck: SecretString,
+        delta: i64,
+    },
+    Bearer(SecretString),
+    None,
+}
+
+impl Client {
+    pub fn new(
+        endpoint: Endpoint,
+        source: Arc<dyn CredentialSource>,
+        opts: ClientOptions,
+    ) -> Result<Client, OvhError> {
+        let mut builder = reqwest::Client::builder();
+        for pem in &opts.extra_roots_pem {
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+                OvhError::Config(format!("an extra root certificate is not valid PEM: {e}"))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .timeout(opts.timeout)
+            .connect_timeout(opts.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("carpd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OvhError::Config(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            endpoint,
+            source,
+            limiter: Mutex::new(RateLimiter::new(opts.rate)),
+            opts,
+            state: Mutex::new(State::default()),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// HTTP requests sent so far (every attempt, `/auth/time` and tokens included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads credentials, the time delta (or a token) and opens a connection, so the next
+    /// request goes out at once.
+    pub async fn warm_up(&self) -> Result<(), OvhError> {
+        self.prepare(true).await.map(|_| ())
+    }
+
+    async fn credentials(&self, reload: bool) -> Result<Arc<Credentials>, OvhError> {
+        if !reload && let Some(c) = self.lock().credentials.clone() {
+            return Ok(c);
+        }
+        let c = Arc::new(self.source.load().await?);
+        let mut st = self.lock();
+        st.credentials = Some(c.clone());
+        if reload {
+            st.token = None;
+        }
+        Ok(c)
+    }
+
+    /// The server time (`GET /auth/time`, unauthenticated).
+    /// Retried like any GET (429, 5xx, network errors) within the request deadline.
+    pub async fn server_time(&self) -> Result<i64, OvhError> {
+        let deadline = Instant::now() + self.opts.request_deadline;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.rate_limit(deadline).await;
+            let e = match self
+                .send_once("GET", "/auth/time", None, &Prepared::None)
+                .await
+            {
+                Ok(r) => {
+                    return serde_json::from_slice::<i64>(&r.body)
+                        .map_err(|e| self.decode_error("GET", "/auth/time", &r, e));
+                }
+                Err(e) => e,
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let retry_after = e.api().and_then(|a| a.retry_after);
+            match self
+                .opts
+                .retry
+                .delay(attempt, fastrand::f64(), retry_after, remaining)
+            {
+                Some(d) if e.is_transient() => tokio::time::sleep(d).await,
+                _ => return Err(e),
+            }
+        }
+    }
+
+    async fn sync_time(&self) -> Result<i64, OvhError> {
+        let server = self.server_time().await?;
+        let delta = server - unix_now();
+        self.lock().delta = Some((delta, Instant::now()));
+        tracing::debug!(delta, endpoint = self.endpoint.name(), "OVH time delta");
+        Ok(delta)
+    }
+
+    async fn token(&self, creds: &Credentials) -> Result<SecretString, OvhError> {
+        if let Some(t) = &self.lock().token
+            && Instant::now() < t.refresh_at
+        {
+            return Ok(t.value.clone());
+        }
+        let Auth::OAuth2 {
+            client_id,
+            client_secret,
+        } = &creds.auth
+        else {
+            return Err(OvhError::Config("no OAuth2 credentials".into()));
+        };
+        let url = self.endpoint.token_url().ok_or_else(|| {
+            OvhError::Config(format!(
+                "endpoint {} has no OAuth2 token URL: OAuth2 service accounts exist on ovh-eu, ovh-ca and ovh-us only",
+                self.endpoint
+            ))
+        })?;
+        let fail = |detail: String| OvhError::OAuth {
+            url: url.to_string(),
+            detail,
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .http
+            .post(url)
+            .basic_auth(client_id, Some(client_secret.expose_secret()))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials&scope=all")
+            .send()
+            .await
+            .map_err(|e| fail(describe_reqwest(&e)))?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| fail(describe_reqwest(&e)))?;
+        if status != 200 {
+            let b = ErrorBody::decode(&body);
+            return Err(fail(format!(
+                "HTTP {status}{}",
+                b.message.map(|m| format!(": {m}")).unwrap_or_default()
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            access_token: String,
+            expires_in: u64,
+        }
+        let reply: TokenReply = serde_json::from_slice(&body)
+            .map_err(|_| fail("the reply is not {access_token, expires_in}".into()))?;
+        let life = Duration::from_secs(reply.expires_in);
+        // Refresh at 90% of the lifetime, and at most a minute before expiry.
+        let margin = (life / 10).min(Duration::from_secs(60));
+        let value = SecretString::from(reply.access_token);
+        self.lock().token = Some(Token {
+            value: value.clone(),
+            refresh_at: Instant::now() + life - margin,
+        });
+        Ok(value)
+    }
+
+    async fn prepare(&self, warm: bool) -> Result<Prepared, OvhError> {
+        let creds = self.credentials(false).await?;
+        let p = match &creds.auth {
+            Auth::Classic {
+                application_key,
+                application_secret,
+                consumer_key,
+            } => {
+                let cached = self.lock().delta;
+                let delta = match cached {
+                    Some((d, at)) if at.elapsed() < self.opts.time_refresh => d,
+                    _ => self.sync_time().await?,
+                };
+                Prepared::Classic {
+                    ak: application_key.clone(),
+                    as_: application_secret.clone(),
+                    ck: consumer_key.clone(),
+                    delta,
+                }
+            }
+            Auth::OAuth2 { .. } => {
+                let t = self.token(&creds).await?;
+                if warm {
+                    // Open a connection to the API host (the token may live elsewhere).
+                    let _ = self.server_time().await;
+                }
+                Prepared::Bearer(t)
+            }
+        };
+        Ok(p)
+    }
+
+    /// GET `path` and decode the JSON answer.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, OvhError> {
+        let r = self.call("GET", path, None).await?;
+        serde_json::from_slice(&r.body).map_err(|e| self.decode_error("GET", path, &r, e))
+    }
+
+    /// POST `body` (encoded like python-ovh) to `path` and decode the answer.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, OvhError> {
+        let r = self.call("POST", path, Some(sign::to_body(body))).await?;
+        serde_json::from_slice(&r.body).map_err(|e| self.decode_error("POST", path, &r, e))
+    }
+
+    /// DELETE `path` (never with a body: it would break the signature) and decode the answer.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, OvhError> {
+        let r = self.call("DELETE", path, None).await?;
+        serde_json::from_slice(&r.body).map_err(|e| self.decode_error("DELETE", path, &r, e))
+    }
+
+    fn decode_error(
+        &self,
+        method: &str,
+        path: &str,
+        r: &Response,
+        e: serde_json::Error,
+    ) -> OvhError {
+        OvhError::Decode {
+            method: method.into(),
+            endpoint: self.endpoint.name().into(),
+            path: path.into(),
+            query_id: r.query_id.clone(),
+            detail: format!("{e} (HTTP {}, {} bytes)", r.status, r.body.len()),
+        }
+    }
+
+    /// One logical, authenticated request with the retry rules above.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, OvhError> {
+        let mutating = method != "GET";
+        let deadline = Instant::now() + self.opts.request_deadline;
+        let mut attempt = 0u32;
+        let mut resynced = false;
+        let mut reloaded = false;
+        loop {
+            attempt += 1;
+            self.rate_limit(deadline).await;
+            let prepared = self.prepare(false).await?;
+            let result = self
+                .send_once(method, path, body.as_deref(), &prepared)
+                .await;
+            let e = match result {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            match e.kind() {
+                Some(ErrorKind::QueryTimeOut) if !resynced => {
+                    resynced = true;
+                    tracing::info!(path, "OVH says QUERY_TIME_OUT: resyncing the time delta");
+                    self.sync_time().await?;
+                    continue;
+                }
+                Some(ErrorKind::InvalidCredential) if !reloaded => {
+                    reloaded = true;
+                    tracing::warn!(path, source = %self.source.describe(), "OVH refused the consumer key: re-reading credentials once");
+                    self.credentials(true).await?;
+                    continue;
+                }
+                Some(ErrorKind::Unauthorized)
+                    if !reloaded && matches!(prepared, Prepared::Bearer(_)) =>
+                {
+                    reloaded = true;
+                    self.credentials(true).await?;
+                    continue;
+                }
+                _ => {}
+            }
+            let retry_safe = match &e {
+                OvhError::Api(a) => a.status == 429 || (!mutating && a.kind().is_transient()),
+                OvhError::Network { connect, .. } => *connect || !mutating,
+                _ => false,
+            };
+            if retry_safe {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let retry_after = e.api().and_then(|a| a.retry_after);
+                if let Some(d) =
+                    self.opts
+                        .retry
+                        .delay(attempt, fastrand::f64(), retry_after, remaining)
+                {
+                    tracing::info!(method, path, attempt, delay_ms = d.as_millis() as u64, error = %e, "OVH request failed, retrying");
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+            }
+            return Err(e);
+        }
+    }
+
+    async fn rate_limit(&self, deadline: Instant) {
+        loop {
+            let wait = {
+                let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+                match l.acquire(Instant::now()) {
+                    Ok(()) => return,
+                    Err(w) => w,
+                }
+            };
+            let now = Instant::now();
+            if now + wait > deadline {
+                // Go over the local budget rather than fail a request the deadline allows:
+                // the deadline is the harder promise; OVH answers 429 if we truly overdo it.
+                return;
+            }
+            tracing::debug!(wait_ms = wait.as_millis() as u64, "OVH rate limit: waiting");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        auth: &Prepared,
+    ) -> Result<Response, OvhError> {
+        let url_string = self.endpoint.url(path);
+        let network = |detail: String, connect: bool| OvhError::Network {
+            method: method.into(),
+            endpoint: self.endpoint.name().into(),
+            path: path.into(),
+            detail,
+            connect,
+        };
+        let url = reqwest::Url::parse(&url_string)
+            .map_err(|e| network(format!("invalid URL: {e}"), true))?;
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| network("invalid method".into(), true))?;
+        let mut headers = HeaderMap::new();
+        let sensitive = |v: &str| {
+            let mut h = HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
+            h.set_sensitive(true);
+            h
+        };
+        match auth {
+            Prepared::Classic { ak, as_, ck, delta } => {
+                let ts = unix_now() + delta;
+                let sig = sign::signature(
+                    as_.expose_secret(),
+                    ck.expose_secret(),
+                    method,
+                    url.as_str(),
+                    body.unwrap_or_default(),
+                    ts,
+                );
+                headers.insert(
+                    "X-Ovh-Application",
+                    HeaderValue::from_str(ak).unwrap_or(HeaderValue::from_static("")),
+                );
+                headers.insert("X-Ovh-Consumer", sensitive(ck.expose_secret()));
+                headers.insert("X-Ovh-Timestamp", HeaderValue::from(ts));
+                headers.insert("X-Ovh-Signature", sensitive(&sig));
+            }
+            Prepared::Bearer(t) => {
+                headers.insert(
+                    "Authorization",
+                    sensitive(&format!("Bearer {}", t.expose_secret())),
+                );
+            }
+            Prepared::None => {}
+        }
+        let mut req = self.http.request(m, url).headers(headers);
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_vec());
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| network(describe_reqwest(&e), e.is_connect()))?;
+        let status = resp.status().as_u16();
+        let query_id = resp
+            .headers()
+            .get("X-Ovh-QueryID")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let retry_after = resp
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| network(describe_reqwest(&e), false))?;
+        tracing::debug!(
+            method,
+            path,
+            status,
+            query_id = query_id.as_deref().unwrap_or("-"),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "OVH request"
+        );
+        if (200..300).contains(&status) {
+            return Ok(Response {
+                status,
+                body,
+                query_id,
+            });
+        }
+        Err(OvhError::Api(Box::new(ApiError {
+            method: method.into(),
+            endpoint: self.endpoint.name().into(),
+            path: path.into(),
+            status,
+            body: ErrorBody::decode(&body),
+            query_id,
+            retry_after,
+        })))
+    }
+}
+
+/// A reqwest error in words, without the URL (the caller names endpoint and path).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection failed while reading the answer"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what} ({detail})")
+    }
+}

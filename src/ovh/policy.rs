@@ -1,0 +1,259 @@
+//! The pure timing rules of the OVH client: retry backoff, task polling, rate limiting.
+//!
+//! No clock and no sleeping here: callers pass "now" (an `Instant`) and random numbers in,
+//! and get durations out, so every rule is tested without time passing.
+//!
+//! - [`RetryPolicy`]: exponential backoff with "equal jitter" (half fixed, half random) for
+//!   429, 5xx and network errors, bounded by a deadline; a server's `Retry-After` is a floor.
+//! - [`PollPolicy`]: how long to wait before asking about a task again. The interval grows
+//!   with the time already waited (a fraction of it), so the overshoot past a task's end is
+//!   a bounded fraction of the task's duration (the budget: under 5% on average), starting
+//!   small for fast tasks and capped for slow ones.
+//! - [`RateLimiter`]: a token bucket. With `burst` tokens and `per_minute` refill, any window
+//!   of 60 s sees at most `burst + per_minute` requests; the default (20 + 40) keeps carpd
+//!   within OVH's suggested 60 requests per minute per key. A claim's polling slows down when
+//!   the bucket runs dry; it never exceeds the rate.
+
+use std::time::{Duration, Instant};
+
+/// Retries of one request (or of one step of an operation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay before the first retry (before jitter).
+    pub initial: Duration,
+    /// Growth per retry.
+    pub factor: f64,
+    /// Cap of one delay.
+    pub max: Duration,
+    /// Most attempts in total (first try included).
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    /// 200 ms, doubling, capped at 10 s, 6 attempts.
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(200),
+            factor: 2.0,
+            max: Duration::from_secs(10),
+            max_attempts: 6,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `retry` (1 for the first retry), given a uniform random
+    /// number `rand01` in [0, 1) and the server's `Retry-After`, or `None` when no retry is
+    /// allowed: out of attempts, or the retry would start after `remaining` runs out.
+    pub fn delay(
+        &self,
+        retry: u32,
+        rand01: f64,
+        retry_after: Option<Duration>,
+        remaining: Duration,
+    ) -> Option<Duration> {
+        if retry == 0 || retry >= self.max_attempts {
+            return None;
+        }
+        let exp = self.factor.max(1.0).powi(retry.saturating_sub(1) as i32);
+        let base = self.initial.as_secs_f64() * exp;
+        let base = base.min(self.max.as_secs_f64());
+        let rand01 = rand01.clamp(0.0, 1.0);
+        let jittered = Duration::from_secs_f64(base / 2.0 + base / 2.0 * rand01);
+        let d = retry_after.map_or(jittered, |ra| ra.max(jittered));
+        (d < remaining).then_some(d)
+    }
+}
+
+/// Intervals between polls of one task.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PollPolicy {
+    /// Shortest interval (the first polls).
+    pub min: Duration,
+    /// Longest interval.
+    pub max: Duration,
+    /// Interval as a fraction of the time waited so far.
+    pub ratio: f64,
+    /// How long a 404 on a task we just created is taken as "not visible yet".
+    pub fresh_404: Duration,
+}
+
+impl Default for PollPolicy {
+    /// 100 ms, growing at 10% of the time waited, capped at 5 s; fresh-task 404s for 30 s.
+    /// (A task of 20 s then costs about 40 polls: within the rate budget of one claim.)
+    fn default() -> PollPolicy {
+        PollPolicy {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            ratio: 0.1,
+            fresh_404: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PollPolicy {
+    /// The wait before the next poll, `waited` after the task was created.
+    pub fn next(&self, waited: Duration) -> Duration {
+        let by_ratio = waited.mul_f64(self.ratio.clamp(0.0, 10.0));
+        by_ratio.clamp(self.min, self.max.max(self.min))
+    }
+}
+
+/// Token bucket settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub burst: u32,
+    pub per_minute: u32,
+}
+
+impl Default for RateLimit {
+    /// 20 at once, 40 per minute sustained: at most 60 in any minute.
+    fn default() -> RateLimit {
+        RateLimit {
+            burst: 20,
+            per_minute: 40,
+        }
+    }
+}
+
+/// A token bucket driven by the caller's clock.
+#[derive(Clone, Debug)]
+pub struct RateLimiter {
+    limit: RateLimit,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl RateLimiter {
+    pub fn new(limit: RateLimit) -> RateLimiter {
+        RateLimiter {
+            limit,
+            tokens: f64::from(limit.burst.max(1)),
+            at: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(at) = self.at {
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            let rate = f64::from(self.limit.per_minute) / 60.0;
+            self.tokens = (self.tokens + dt * rate).min(f64::from(self.limit.burst.max(1)));
+        }
+        self.at = Some(now);
+    }
+
+    /// Takes a token at `now`, or says how long to wait for one (and takes nothing).
+    pub fn acquire(&mut self, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        let rate = f64::from(self.limit.per_minute) / 60.0;
+        if rate <= 0.0 {
+            return Err(Duration::from_secs(3600));
+        }
+        Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_respects_the_deadline() {
+        let p = RetryPolicy::default();
+        let long = Duration::from_secs(60);
+        assert_eq!(p.delay(0, 0.5, None, long), None);
+        assert_eq!(
+            p.delay(1, 0.0, None, long),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            p.delay(1, 1.0, None, long),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            p.delay(2, 0.0, None, long),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            p.delay(3, 1.0, None, long),
+            Some(Duration::from_millis(800))
+        );
+        // Capped at max.
+        let big = RetryPolicy {
+            max_attempts: 100,
+            ..p
+        };
+        assert_eq!(
+            big.delay(30, 1.0, None, long),
+            Some(Duration::from_secs(10))
+        );
+        // Out of attempts, or past the deadline.
+        assert_eq!(p.delay(6, 0.5, None, long), None);
+        assert_eq!(p.delay(1, 1.0, None, Duration::from_millis(150)), None);
+        // Retry-After is a floor.
+        assert_eq!(
+            p.delay(1, 0.0, Some(Duration::from_secs(2)), long),
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn poll_interval_is_a_fraction_of_the_wait() {
+        let p = PollPolicy::default();
+        assert_eq!(p.next(Duration::ZERO), Duration::from_millis(100));
+        assert_eq!(p.next(Duration::from_secs(2)), Duration::from_millis(200));
+        assert_eq!(p.next(Duration::from_secs(600)), Duration::from_secs(5));
+        // Simulated: a task of T seconds is seen done within T * (1 + ratio) + min.
+        for t_ms in [10u64, 300, 2_000, 45_000, 120_000] {
+            let task = Duration::from_millis(t_ms);
+            let mut waited = Duration::ZERO;
+            let mut polls = 0;
+            while waited < task {
+                waited += p.next(waited);
+                polls += 1;
+            }
+            let over = waited - task;
+            assert!(
+                over <= task.mul_f64(p.ratio) + p.min,
+                "task {t_ms} ms: overshoot {over:?}"
+            );
+            assert!(polls < 80, "task {t_ms} ms: {polls} polls");
+        }
+    }
+
+    #[test]
+    fn token_bucket_never_exceeds_sixty_a_minute() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(RateLimit::default());
+        // Greedy client: asks every 10 ms for 3 minutes, counts grants per sliding minute.
+        let mut grants = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(180) {
+            if rl.acquire(now).is_ok() {
+                grants.push(now);
+            }
+            now += Duration::from_millis(10);
+        }
+        for (i, g) in grants.iter().enumerate() {
+            let in_window = grants[i..]
+                .iter()
+                .take_while(|x| **x < *g + Duration::from_secs(60))
+                .count();
+            assert!(in_window <= 60, "{in_window} requests in a minute");
+        }
+        assert!(grants.len() >= 20 + 2 * 40, "{}", grants.len());
+        // When empty, the wait is the time to the next token.
+        let mut rl = RateLimiter::new(RateLimit {
+            burst: 1,
+            per_minute: 60,
+        });
+        assert!(rl.acquire(t0).is_ok());
+        let wait = rl.acquire(t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(900));
+        assert!(rl.acquire(t0 + Duration::from_secs(1)).is_ok());
+    }
+}
