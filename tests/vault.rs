@@ -786,3 +786,97 @@ fn the_daemon_hands_a_vault_password_to_the_kernel() {
         assert_no_secret(&text, &["carp-pw-77", &role, &secret], "the daemon's log");
     });
 }
+
+/// The deployment's path end to end: OVH credentials in OpenBao (kv-v2 `apps`, read after an
+/// AppRole login), `carpd failover-ip claim` signing with them against the OVH simulator, which
+/// checks every signature. Nothing secret in the output.
+#[test]
+fn ovh_credentials_from_vault_sign_a_claim() {
+    use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+    run(120, |_| async {
+        let (bao, role, secret) = deployment("300s", "600s").await;
+        // The one path the router policy may read, now holding the simulator's keys.
+        bao.put(
+            "apps",
+            "network/carp-hyper-001-switch",
+            &[
+                ("application_key", TEST_AK),
+                ("application_secret", TEST_AS),
+                ("consumer_key", TEST_CK),
+            ],
+        )
+        .await;
+        let file = bao.secretsmith("s.yaml", None, &approle(&role, &secret));
+        let sim = OvhSim::start(SimConfig::default()).await.unwrap();
+        let (sn, ours, peer) = (
+            "ns1.ip-51-68-252.eu",
+            "02:00:00:aa:bb:cc",
+            "02:00:00:11:22:33",
+        );
+        let vip: std::net::Ipv4Addr = "51.68.252.230".parse().unwrap();
+        sim.with_world(|w| {
+            w.add_vmac(sn, ours, &["178.32.70.111".parse().unwrap()]);
+            w.add_vmac(sn, peer, &["178.32.70.110".parse().unwrap(), vip]);
+        });
+        let dir = bao.dir.path();
+        std::fs::write(
+            dir.join("carpd.yaml"),
+            format!(
+                "node: router-003\ngroups:\n  - {{ interface: vmx1, vhid: 2, addresses: [51.68.252.230/32] }}\nvault:\n  secretsmith: {}\n  timeout: 5\novh:\n  endpoint: {}\n  credentials: {{ vault: apps/network/carp-hyper-001-switch }}\n  claim_deadline: 30\nfailover_ips:\n  - ip: 51.68.252.230\n    group: 2@vmx1\n    ovh_virtual_mac: {{ service: {sn}, mac: \"{ours}\" }}\n",
+                file.display(),
+                sim.base_url()
+            ),
+        )
+        .unwrap();
+        let dir2 = dir.to_path_buf();
+        let carpd = move |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_carpd"))
+                .arg("-c")
+                .arg(dir2.join("carpd.yaml"))
+                .args(["--kernel", "sim", "--allow-insecure-files", "--sim-state"])
+                .arg(dir2.join("kernel.json"))
+                .args(args)
+                .env_remove("CARPD_CONFIG")
+                .env_remove("VAULT_ADDR")
+                .env_remove("VAULT_TOKEN")
+                .output()
+                .unwrap()
+        };
+        let out = |o: &std::process::Output| {
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+        };
+        let c = carpd.clone();
+        let o = tokio::task::spawn_blocking(move || c(&["apply"]))
+            .await
+            .unwrap();
+        assert!(o.status.success(), "{}", out(&o));
+        carpd::kernel::sim::SimKernel::open(
+            carpd::kernel::sim::Flavour::FreeBsd14,
+            Some(dir.join("kernel.json")),
+        )
+        .unwrap()
+        .set_state(
+            "vmx1",
+            carpd::carp::Vhid::new(2).unwrap(),
+            carpd::carp::CarpState::Master,
+        )
+        .unwrap();
+        let c = carpd.clone();
+        let o = tokio::task::spawn_blocking(move || c(&["failover-ip", "claim", "51.68.252.230"]))
+            .await
+            .unwrap();
+        let text = out(&o);
+        assert!(o.status.success(), "{text}");
+        let holder = sim.with_world(|w| w.holder(vip));
+        assert_eq!(holder, Some((sn.to_string(), ours.to_string())), "{text}");
+        assert!(
+            sim.mutations() >= 2,
+            "DELETE and POST, signed with Vault's keys"
+        );
+        assert_no_secret(
+            &text,
+            &[TEST_AS, TEST_CK, &role, &secret],
+            "failover-ip claim",
+        );
+    });
+}

@@ -47,7 +47,17 @@ const MAX_DATAGRAM: usize = 8192;
 /// go to stderr (and, if syslog was asked for explicitly, the first says why). An invalid
 /// level falls back to `warn`, and says so. Returns whether lines go to syslog.
 pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> bool {
-    let (filter, bad) = match EnvFilter::try_new(level) {
+    // Libraries that log their own view of errors carpd reports itself, with context and a
+    // fix (vaultrs/rustify log every Vault error response at ERROR): keep them quiet unless
+    // the operator names them in a directive.
+    let directives = if level.contains('=') {
+        level.to_string()
+    } else {
+        format!(
+            "{level},rustify=off,vaultrs=off,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn"
+        )
+    };
+    let (filter, bad) = match EnvFilter::try_new(&directives) {
         Ok(f) => (f, false),
         Err(_) => (EnvFilter::new("warn"), true),
     };
