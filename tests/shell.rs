@@ -51,6 +51,25 @@ fn rc_script_parses_with_sh_n() {
     );
 }
 
+/// The project's own bash scripts (the README's two commands, the fuzz runner): a typo in
+/// `scripts/lab` or `scripts/test-all` would break the front door.
+#[test]
+fn project_scripts_pass_shellcheck() {
+    let shellcheck = Path::new("/usr/bin/shellcheck");
+    assert!(
+        shellcheck.exists(),
+        "shellcheck is missing: install it (Debian: apt-get install shellcheck)"
+    );
+    for script in ["scripts/lab", "scripts/test-all", "scripts/fuzz", ".ci/run"] {
+        let out = Command::new(shellcheck)
+            .args(["--norc", "--shell=bash"])
+            .arg(repo(script))
+            .output()
+            .expect("run shellcheck");
+        assert!(out.status.success(), "shellcheck {script}:\n{}", text(&out));
+    }
+}
+
 #[test]
 fn rc_script_passes_shellcheck() {
     let shellcheck = Path::new("/usr/bin/shellcheck");
