@@ -308,6 +308,28 @@ impl Run<'_> {
         self.outcome.clone()
     }
 
+    /// The gate before every mutating step: a dry run stops here saying what it would do; a
+    /// node that is no longer MASTER stops here (fencing). Returns when the mutation started,
+    /// or `None` when the claim ends here (its outcome is then in `self.outcome`).
+    fn gate(
+        &mut self,
+        action: &str,
+        would: Vec<String>,
+        still_master: &dyn Fn() -> bool,
+    ) -> Option<Instant> {
+        if self.opts.dry_run {
+            self.finish(ClaimResult::DryRun { would });
+            return None;
+        }
+        if !still_master() {
+            self.finish(ClaimResult::Cancelled {
+                before: action.to_string(),
+            });
+            return None;
+        }
+        Some(self.mutation_started())
+    }
+
     fn mutation_started(&mut self) -> Instant {
         let now = Instant::now();
         self.outcome
@@ -519,15 +541,16 @@ pub async fn claim_vmac<A: FailoverApi>(
             }
             VmacStep::Remove { from } => {
                 let action = format!("DELETE {} from virtual MAC {from}", t.ip);
-                if opts.dry_run {
-                    return Ok(run.finish(ClaimResult::DryRun {
-                        would: vec![action, format!("POST {} on virtual MAC {}", t.ip, t.mac)],
-                    }));
-                }
-                if !still_master() {
-                    return Ok(run.finish(ClaimResult::Cancelled { before: action }));
-                }
-                let sent = run.mutation_started();
+                let Some(sent) = run.gate(
+                    &action,
+                    vec![
+                        action.clone(),
+                        format!("POST {} on virtual MAC {}", t.ip, t.mac),
+                    ],
+                    still_master,
+                ) else {
+                    return Ok(run.outcome.clone());
+                };
                 let r = within(
                     run.deadline,
                     &ip_s,
@@ -562,15 +585,9 @@ pub async fn claim_vmac<A: FailoverApi>(
             }
             VmacStep::Add => {
                 let action = format!("POST {} on virtual MAC {}", t.ip, t.mac);
-                if opts.dry_run {
-                    return Ok(run.finish(ClaimResult::DryRun {
-                        would: vec![action],
-                    }));
-                }
-                if !still_master() {
-                    return Ok(run.finish(ClaimResult::Cancelled { before: action }));
-                }
-                let sent = run.mutation_started();
+                let Some(sent) = run.gate(&action, vec![action.clone()], still_master) else {
+                    return Ok(run.outcome.clone());
+                };
                 let r = within(
                     run.deadline,
                     &ip_s,
@@ -701,15 +718,9 @@ pub async fn claim_move<A: FailoverApi>(
                     continue;
                 }
                 let action = format!("move {} to {}", t.block, t.service);
-                if opts.dry_run {
-                    return Ok(run.finish(ClaimResult::DryRun {
-                        would: vec![action],
-                    }));
-                }
-                if !still_master() {
-                    return Ok(run.finish(ClaimResult::Cancelled { before: action }));
-                }
-                let sent = run.mutation_started();
+                let Some(sent) = run.gate(&action, vec![action.clone()], still_master) else {
+                    return Ok(run.outcome.clone());
+                };
                 let r = within(
                     run.deadline,
                     &ip_s,
