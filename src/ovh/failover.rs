@@ -13,6 +13,7 @@
 //! timings; on failure the outcome travels with the error, so the caller knows what changed.
 
 use std::fmt;
+use std::future::Future;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -286,6 +287,16 @@ fn replannable(e: &ClaimError) -> bool {
     }
 }
 
+/// What one mutating step came to.
+enum Mutation {
+    /// Sent, its task done in `task_time`, recorded.
+    Done { task_time: Duration },
+    /// OVH refused in a way that re-reading its state fixes: plan again.
+    Replan,
+    /// The claim ends here (dry run, or no longer MASTER): `Run::outcome` says how.
+    Ended,
+}
+
 struct Run<'a> {
     start: Instant,
     deadline: Instant,
@@ -336,6 +347,51 @@ impl Run<'_> {
             .first_mutation_after
             .get_or_insert(now - self.start);
         now
+    }
+
+    /// One mutating step: the gate (dry run, fencing), the request, polling its task, and the
+    /// step's record. A refusal the claim recovers from by re-reading OVH's state (4xx, 5xx)
+    /// ends in [`Mutation::Replan`], after the re-plan wait.
+    #[allow(clippy::too_many_arguments)]
+    async fn mutate<A: FailoverApi>(
+        &mut self,
+        api: &A,
+        action: String,
+        would: Vec<String>,
+        still_master: &dyn Fn() -> bool,
+        request: impl Future<Output = Result<super::api::Task, OvhError>>,
+        task_ref: impl FnOnce(u64) -> TaskRef,
+        expect: Option<Duration>,
+    ) -> Result<Mutation, ClaimFailure> {
+        let Some(sent) = self.gate(&action, would, still_master) else {
+            return Ok(Mutation::Ended);
+        };
+        let r = within(
+            self.deadline,
+            &self.outcome.ip,
+            &action,
+            self.opts.deadline,
+            request,
+        )
+        .await;
+        let task = match r {
+            Ok(task) => task,
+            Err(e) if replannable(&e) => {
+                self.replan(&e).await?;
+                return Ok(Mutation::Replan);
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        let task_time = self
+            .poll(api, task_ref(task.id), &action, sent, expect)
+            .await?;
+        self.outcome.steps.push(StepRecord {
+            action,
+            task_id: Some(task.id),
+            started_after: sent - self.start,
+            task_time,
+        });
+        Ok(Mutation::Done { task_time })
     }
 
     /// Waits before a re-plan; fails when out of re-plans or time.
@@ -541,83 +597,56 @@ pub async fn claim_vmac<A: FailoverApi>(
             }
             VmacStep::Remove { from } => {
                 let action = format!("DELETE {} from virtual MAC {from}", t.ip);
-                let Some(sent) = run.gate(
-                    &action,
-                    vec![
-                        action.clone(),
-                        format!("POST {} on virtual MAC {}", t.ip, t.mac),
-                    ],
-                    still_master,
-                ) else {
-                    return Ok(run.outcome.clone());
-                };
-                let r = within(
-                    run.deadline,
-                    &ip_s,
-                    &action,
-                    opts.deadline,
-                    api.remove_vmac_ip(&t.service, &from, t.ip),
-                )
-                .await;
-                let task = match r {
-                    Ok(task) => task,
-                    Err(e) if replannable(&e) => {
-                        run.replan(&e).await?;
-                        continue;
+                let would = vec![
+                    action.clone(),
+                    format!("POST {} on virtual MAC {}", t.ip, t.mac),
+                ];
+                let service = t.service.clone();
+                match run
+                    .mutate(
+                        api,
+                        action,
+                        would,
+                        still_master,
+                        api.remove_vmac_ip(&t.service, &from, t.ip),
+                        |id| TaskRef::Server { service, id },
+                        None,
+                    )
+                    .await?
+                {
+                    Mutation::Done { task_time } => {
+                        deleted_at = Some(Instant::now());
+                        delete_time = Some(task_time);
                     }
-                    Err(e) => return Err(run.fail(e)),
-                };
-                let tr = TaskRef::Server {
-                    service: t.service.clone(),
-                    id: task.id,
-                };
-                let task_time = run.poll(api, tr, &action, sent, None).await?;
-                deleted_at = Some(Instant::now());
-                delete_time = Some(task_time);
-                run.outcome.steps.push(StepRecord {
-                    action,
-                    task_id: Some(task.id),
-                    started_after: sent - start,
-                    task_time,
-                });
+                    Mutation::Replan => continue,
+                    Mutation::Ended => return Ok(run.outcome.clone()),
+                }
                 // The IP was just seen leaving: go straight to the POST (the outage runs).
                 next = Some(VmacStep::Add);
             }
             VmacStep::Add => {
                 let action = format!("POST {} on virtual MAC {}", t.ip, t.mac);
-                let Some(sent) = run.gate(&action, vec![action.clone()], still_master) else {
-                    return Ok(run.outcome.clone());
-                };
-                let r = within(
-                    run.deadline,
-                    &ip_s,
-                    &action,
-                    opts.deadline,
-                    api.add_vmac_ip(&t.service, &t.mac, t.ip, &t.virtual_machine_name),
-                )
-                .await;
-                let task = match r {
-                    Ok(task) => task,
-                    Err(e) if replannable(&e) => {
-                        run.replan(&e).await?;
-                        continue;
+                let service = t.service.clone();
+                match run
+                    .mutate(
+                        api,
+                        action.clone(),
+                        vec![action],
+                        still_master,
+                        api.add_vmac_ip(&t.service, &t.mac, t.ip, &t.virtual_machine_name),
+                        |id| TaskRef::Server { service, id },
+                        delete_time,
+                    )
+                    .await?
+                {
+                    Mutation::Done { .. } => {
+                        if let Some(d) = deleted_at.take() {
+                            run.outcome.outage = Some(d.elapsed());
+                        }
                     }
-                    Err(e) => return Err(run.fail(e)),
-                };
-                let tr = TaskRef::Server {
-                    service: t.service.clone(),
-                    id: task.id,
-                };
-                let task_time = run.poll(api, tr, &action, sent, delete_time).await?;
-                if let Some(d) = deleted_at.take() {
-                    run.outcome.outage = Some(d.elapsed());
+                    Mutation::Replan => continue,
+                    Mutation::Ended => return Ok(run.outcome.clone()),
                 }
-                run.outcome.steps.push(StepRecord {
-                    action,
-                    task_id: Some(task.id),
-                    started_after: sent - start,
-                    task_time,
-                });
                 // Read back and verify.
                 let ips = within(
                     run.deadline,
@@ -718,36 +747,23 @@ pub async fn claim_move<A: FailoverApi>(
                     continue;
                 }
                 let action = format!("move {} to {}", t.block, t.service);
-                let Some(sent) = run.gate(&action, vec![action.clone()], still_master) else {
-                    return Ok(run.outcome.clone());
-                };
-                let r = within(
-                    run.deadline,
-                    &ip_s,
-                    &action,
-                    opts.deadline,
-                    api.ip_move(t.block, &t.service),
-                )
-                .await;
-                let task = match r {
-                    Ok(task) => task,
-                    Err(e) if replannable(&e) => {
-                        run.replan(&e).await?;
-                        continue;
-                    }
-                    Err(e) => return Err(run.fail(e)),
-                };
-                let tr = TaskRef::Ip {
-                    block: t.block,
-                    id: task.id,
-                };
-                let task_time = run.poll(api, tr, &action, sent, None).await?;
-                run.outcome.steps.push(StepRecord {
-                    action,
-                    task_id: Some(task.id),
-                    started_after: sent - start,
-                    task_time,
-                });
+                let block = t.block;
+                match run
+                    .mutate(
+                        api,
+                        action.clone(),
+                        vec![action],
+                        still_master,
+                        api.ip_move(t.block, &t.service),
+                        |id| TaskRef::Ip { block, id },
+                        None,
+                    )
+                    .await?
+                {
+                    Mutation::Done { .. } => {}
+                    Mutation::Replan => continue,
+                    Mutation::Ended => return Ok(run.outcome.clone()),
+                }
                 // Loop: the next observation verifies (Done) or re-plans.
                 verifying = true;
             }
