@@ -3,10 +3,9 @@
 
 use std::io::Write;
 
-use crate::config::validate::kernel_problems;
 use crate::plan::apply::apply;
 use crate::plan::diff;
-use crate::plan::gather::{desired, observe};
+use crate::plan::gather::{NotApplicable, desired_for, observe};
 
 use super::{Context, eprint_error};
 
@@ -32,25 +31,20 @@ pub fn run(ctx: &Context, mode: Mode, out: &mut dyn Write) -> bool {
             return false;
         }
     };
-    let interfaces = match k.interfaces() {
-        Ok(i) => i,
-        Err(e) => {
+    let want = match desired_for(&config, k.as_ref(), ctx.policy) {
+        Ok(d) => d,
+        Err(NotApplicable::Kernel(e)) => {
             eprint_error(e);
             return false;
         }
-    };
-    let problems = kernel_problems(&config, &k.info(), &interfaces);
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        eprint_error(format!(
-            "the configuration does not fit this kernel, nothing done:\n{}",
-            list.join("\n")
-        ));
-        return false;
-    }
-    let want = match desired(&config, ctx.policy) {
-        Ok(d) => d,
-        Err(errors) => {
+        Err(NotApplicable::Fit(list)) => {
+            eprint_error(format!(
+                "the configuration does not fit this kernel, nothing done:\n{}",
+                list.join("\n")
+            ));
+            return false;
+        }
+        Err(NotApplicable::Secrets(errors)) => {
             eprint_error(format!(
                 "cannot read the passwords, nothing done:\n{}",
                 errors.join("\n")

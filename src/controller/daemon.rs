@@ -28,7 +28,6 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::carp::{CarpState, GroupId};
-use crate::config::validate::kernel_problems;
 use crate::config::{self, Config, ConfigError};
 use crate::control::server::{BindError, ControlServer, Incoming};
 use crate::control::{Reply, Request};
@@ -38,7 +37,7 @@ use crate::observe::daemon_view::{
     self, ApplyView, Clock, DaemonView, EventView, ReconcileView, ReloadView, TransitionView,
 };
 use crate::plan::apply::apply;
-use crate::plan::gather::{desired, observe};
+use crate::plan::gather::{NotApplicable, desired_for, observe};
 use crate::plan::{Desired, diff};
 use crate::secrets::SecretPolicy;
 use crate::vault::agent::{self, AgentHandle};
@@ -95,24 +94,24 @@ struct Loaded {
 
 fn load(settings: &Settings, k: &dyn Kernel) -> Result<Loaded, StartError> {
     let config = config::load(&settings.config_path)?;
-    let interfaces = k
-        .interfaces()
-        .map_err(|e| StartError::Kernel(e.to_string()))?;
-    let problems = kernel_problems(&config, &k.info(), &interfaces);
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        return Err(StartError::Kernel(list.join("\n")));
-    }
     // Reading Vault passwords runs a Vault session on a small runtime of its own, which
     // cannot be started from this runtime's thread: do it on a scoped thread. Start-up and
     // reload are rare, and the loop has nothing better to do meanwhile.
     let policy = settings.policy;
     let desired = std::thread::scope(|s| {
-        s.spawn(|| desired(&config, policy))
+        s.spawn(|| desired_for(&config, k, policy))
             .join()
-            .unwrap_or_else(|_| Err(vec!["reading the passwords panicked".to_string()]))
+            .unwrap_or_else(|_| {
+                Err(NotApplicable::Secrets(vec![
+                    "reading the passwords panicked".to_string(),
+                ]))
+            })
     })
-    .map_err(|e| StartError::Secrets(e.join("\n")))?;
+    .map_err(|e| match e {
+        NotApplicable::Kernel(e) => StartError::Kernel(e.to_string()),
+        NotApplicable::Fit(list) => StartError::Kernel(list.join("\n")),
+        NotApplicable::Secrets(list) => StartError::Secrets(list.join("\n")),
+    })?;
     let duties = duties_of(&config);
     Ok(Loaded {
         config,

@@ -4,10 +4,39 @@
 use std::collections::BTreeSet;
 
 use crate::config::Config;
+use crate::config::validate::kernel_problems;
 use crate::kernel::{Kernel, KernelError};
 use crate::secrets::{Resolver, SecretPolicy};
 
 use super::{Desired, DesiredGroup, Observed};
+
+/// Why a configuration cannot be applied to this kernel.
+#[derive(Debug)]
+pub enum NotApplicable {
+    /// Listing the interfaces failed.
+    Kernel(KernelError),
+    /// The configuration does not fit this kernel (missing interfaces, unicast on 13.x).
+    Fit(Vec<String>),
+    /// Passwords that cannot be read.
+    Secrets(Vec<String>),
+}
+
+/// What `carpd apply` and the daemon check before changing anything: the configuration fits
+/// this kernel, and every password can be read. Returns the desired state.
+pub fn desired_for(
+    config: &Config,
+    k: &dyn Kernel,
+    policy: SecretPolicy,
+) -> Result<Desired, NotApplicable> {
+    let interfaces = k.interfaces().map_err(NotApplicable::Kernel)?;
+    let problems = kernel_problems(config, &k.info(), &interfaces);
+    if !problems.is_empty() {
+        return Err(NotApplicable::Fit(
+            problems.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    desired(config, policy).map_err(NotApplicable::Secrets)
+}
 
 /// Builds the desired state; every password that cannot be read is reported, none is shown.
 pub fn desired(config: &Config, policy: SecretPolicy) -> Result<Desired, Vec<String>> {
