@@ -239,6 +239,7 @@ fn in_process(rt: &Runtime, dir: &Path, rows: &mut Vec<Row>) {
                 stable_after: Duration::from_secs(60),
             },
         },
+        ovh_client: carpd::ovh::ClientOptions::default(),
     });
     d.wait(rt, "the start-up read", |n| match n {
         Note::Reconciled {

@@ -86,6 +86,7 @@ impl Lab {
                     stable_after: Duration::from_secs(60),
                 },
             },
+            ovh_client: carpd::ovh::ClientOptions::default(),
         }
     }
 

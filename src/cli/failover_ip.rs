@@ -16,111 +16,26 @@ use serde::Serialize;
 
 use crate::carp::{CarpState, GroupId};
 use crate::config::Config;
-use crate::config::ovh::{FailoverIp, FailoverMode, OvhConfig, OvhCredentialSource};
+use crate::config::ovh::{FailoverIp, FailoverMode, OvhConfig};
 use crate::kernel::Kernel;
-use crate::ovh::conf;
-use crate::ovh::credentials::{
-    BoxFuture, CredentialError, CredentialSource, Credentials, FieldNames,
-};
+use crate::ovh::credentials::CredentialSource;
 use crate::ovh::failover::{ClaimOptions, claim_move, claim_vmac, locate};
 use crate::ovh::plan::Found;
 use crate::ovh::{Client, ClientOptions, FailoverApi};
 use crate::secrets::SecretPolicy;
-use crate::vault::SecretPath;
-use crate::vault::agent::{self, AgentHandle};
-use crate::vault::blocking::Access;
 
 use super::{Context, eprint_error};
 
-/// Reads OVH credentials from a python-ovh INI file, each time it is asked (rotation).
-struct ConfFile {
-    path: std::path::PathBuf,
-    endpoint: String,
-    policy: SecretPolicy,
-}
+pub use crate::controller::cloud::VaultCredentials;
 
-impl CredentialSource for ConfFile {
-    fn load(&self) -> BoxFuture<'_, Result<Credentials, CredentialError>> {
-        Box::pin(async move {
-            let c = conf::load_files(std::slice::from_ref(&self.path), self.policy)?;
-            if c.files.is_empty() {
-                return Err(CredentialError::Source(format!(
-                    "{} does not exist: write the OVH keys there (python-ovh INI: [{}] application_key=... application_secret=... consumer_key=...)",
-                    self.path.display(),
-                    self.endpoint
-                )));
-            }
-            let env = |k: &str| std::env::var(k).ok();
-            c.credentials(&env, Some(&self.endpoint))
-        })
-    }
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-}
-
-/// OVH credentials in a kv-v2 secret, read through the Vault agent each time they are asked
-/// for (served from its cache while fresh; re-read after a rotation).
-pub struct VaultCredentials {
-    pub agent: AgentHandle,
-    pub path: SecretPath,
-    pub names: FieldNames,
-}
-
-impl CredentialSource for VaultCredentials {
-    fn load(&self) -> BoxFuture<'_, Result<Credentials, CredentialError>> {
-        Box::pin(async move {
-            let cached = self
-                .agent
-                .read(self.path.clone())
-                .await
-                .map_err(CredentialError::Source)?;
-            if let Some(e) = &cached.stale {
-                tracing::warn!(path = %self.path, "Vault read failed, using the last good OVH credentials: {e}");
-            }
-            Credentials::from_fields(
-                cached.fields.as_map(),
-                &self.names,
-                format!("vault {}", self.path),
-            )
-        })
-    }
-    fn describe(&self) -> String {
-        format!("vault {}", self.path)
-    }
-}
-
-/// A credential source for `ovh.credentials`. A Vault source starts a Vault agent, so it must
-/// be called inside a tokio runtime.
+/// A credential source for `ovh.credentials` with an agent of its own (see
+/// [`crate::controller::cloud::credential_source`]).
 pub fn credential_source(
     config: &Config,
     ovh: &OvhConfig,
     policy: SecretPolicy,
 ) -> Result<Arc<dyn CredentialSource>, String> {
-    Ok(match &ovh.credentials {
-        OvhCredentialSource::File(path) => Arc::new(ConfFile {
-            path: path.clone(),
-            endpoint: ovh.endpoint.name().to_string(),
-            policy,
-        }),
-        OvhCredentialSource::Vault { path, fields } => {
-            let Some(v) = &config.vault else {
-                return Err(format!(
-                    "{}: ovh.credentials comes from Vault ({path}) but there is no vault: section saying how to reach it",
-                    config.file.display()
-                ));
-            };
-            let path: SecretPath = path
-                .parse()
-                .map_err(|e| format!("ovh.credentials: vault {path}: {e}"))?;
-            let access = Access::from_config(v, policy);
-            Arc::new(VaultCredentials {
-                agent: agent::spawn(access.session()),
-                path,
-                names: fields.clone(),
-            })
-        }
-    })
+    crate::controller::cloud::credential_source(config, ovh, policy, None)
 }
 
 fn client(

@@ -44,6 +44,7 @@ pub fn run(ctx: &Context, apply: bool, devd_socket: PathBuf) -> bool {
                 socket: devd_socket,
                 ..ClientConfig::default()
             },
+            ovh_client: crate::ovh::ClientOptions::default(),
         };
         let daemon = match Daemon::start(settings, kernel) {
             Ok(d) => match hup {

@@ -71,7 +71,8 @@ pub fn validate_daemon(raw: Option<&RawDaemon>, p: &mut Problems) -> DaemonConfi
     out
 }
 
-fn duration(
+/// Reads a duration key, checking its range; problems name `key`.
+pub(crate) fn duration(
     p: &mut Problems,
     key: &str,
     v: &Spanned<RawDuration>,

@@ -10,6 +10,8 @@
 //!   credentials: { file: /etc/ovh.conf }            # python-ovh INI
 //!   # credentials: { vault: apps/network/x, fields: { consumer_key: ck } }
 //!   claim_deadline: 300                 # seconds, optional
+//!   recheck_interval: 30s               # while MASTER: re-read the binding, repair drift
+//!   hold_down: 60s                      # at most one moving claim per IP per period
 //! failover_ips:
 //!   - ip: 51.68.252.230
 //!     group: 2@vmx1
@@ -30,6 +32,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::GroupConfig;
+use super::daemon::{RawDuration, duration};
 use super::error::{Pos, Problems};
 use crate::carp::GroupId;
 use crate::ovh::Endpoint;
@@ -42,6 +45,8 @@ pub struct RawOvh {
     pub endpoint: Option<Spanned<String>>,
     pub credentials: Option<RawOvhCredentials>,
     pub claim_deadline: Option<Spanned<i64>>,
+    pub recheck_interval: Option<Spanned<RawDuration>>,
+    pub hold_down: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,8 +97,21 @@ pub struct OvhConfig {
     pub endpoint: Endpoint,
     pub credentials: OvhCredentialSource,
     pub claim_deadline: Duration,
+    /// While MASTER, how often each failover IP's binding is re-read (and repaired).
+    pub recheck_interval: Duration,
+    /// At most one claim that moves an IP per this period, unless the local state changed:
+    /// two MASTERs of a split brain cannot ping-pong the IP faster than this.
+    pub hold_down: Duration,
     pub pos: Pos,
 }
+
+/// Default of `ovh.recheck_interval`: two reads per IP per minute stay far inside OVH's rate
+/// budget (carpd keeps under 60 requests a minute in all).
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
+/// Default of `ovh.hold_down`.
+pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(60);
+const RECHECK_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(3600));
+const HOLD_DOWN_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// How a failover IP is bound.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +203,14 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
             None
         }
     };
+    let recheck_interval = match &raw.recheck_interval {
+        None => Some(DEFAULT_RECHECK),
+        Some(v) => duration(p, "ovh.recheck_interval", v, RECHECK_RANGE),
+    };
+    let hold_down = match &raw.hold_down {
+        None => Some(DEFAULT_HOLD_DOWN),
+        Some(v) => duration(p, "ovh.hold_down", v, HOLD_DOWN_RANGE),
+    };
     let credentials = match &raw.credentials {
         None => {
             p.add(
@@ -203,6 +229,8 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         endpoint: endpoint?,
         credentials: credentials?,
         claim_deadline: claim_deadline?,
+        recheck_interval: recheck_interval?,
+        hold_down: hold_down?,
         pos,
     })
 }
@@ -563,6 +591,8 @@ failover_ips:
             OvhCredentialSource::File("/etc/ovh.conf".into())
         );
         assert_eq!(o.claim_deadline, Duration::from_secs(300));
+        assert_eq!(o.recheck_interval, DEFAULT_RECHECK);
+        assert_eq!(o.hold_down, DEFAULT_HOLD_DOWN);
         assert_eq!(c.failover_ips.len(), 2);
         match &c.failover_ips[0].mode {
             FailoverMode::VirtualMac(v) => {
@@ -605,6 +635,14 @@ failover_ips:
                 "carpd.yaml:7:13: ovh.endpoint: unknown OVH endpoint 'ovh-fr'",
             ),
             ("ovh:\n  endpoint: ovh-eu\n", "ovh.credentials: is missing"),
+            (
+                "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  recheck_interval: 1s\n",
+                "ovh.recheck_interval: 1s is out of range: allowed 5s to 1h",
+            ),
+            (
+                "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  hold_down: soon\n",
+                "ovh.hold_down: \"soon\" is not a duration",
+            ),
             (
                 "ovh:\n  endpoint: ovh-eu\n  credentials: { vault: apps/network/x }\n",
                 "ovh.credentials: come from Vault (apps/network/x), but carpd.yaml has no vault: section",

@@ -43,8 +43,12 @@ use crate::secrets::SecretPolicy;
 use crate::vault::agent::{self, AgentHandle};
 use crate::vault::blocking::Access;
 
+use crate::ovh::ClientOptions;
+
+use super::claims::Verdict;
 use super::core::{Core, Outcome, Trigger, Work};
 use super::duties::{Duties, GroupAction, GroupDuties};
+use super::failover::{Failover, ReadinessSettings, Report};
 
 /// What `carpd run` was told on its command line.
 #[derive(Clone, Debug)]
@@ -55,6 +59,8 @@ pub struct Settings {
     pub apply: bool,
     pub control_socket: PathBuf,
     pub devd: ClientConfig,
+    /// How the OVH client talks (timeouts, extra roots: the simulator's certificate in tests).
+    pub ovh_client: ClientOptions,
 }
 
 /// Something the daemon did, for in-process observers (tests, benchmarks).
@@ -70,6 +76,11 @@ pub enum Note {
     Nudged { group: GroupId, at: Instant },
     /// A reload was attempted.
     Reloaded { ok: bool },
+    /// A failover job (claim or check) ended.
+    Cloud {
+        report: Box<super::cloud::JobReport>,
+        verdict: Verdict,
+    },
 }
 
 /// Why a configuration cannot be taken, at start-up or on reload.
@@ -153,8 +164,14 @@ struct Records {
 /// The running daemon.
 pub struct Daemon {
     settings: Settings,
-    kernel: Box<dyn Kernel>,
+    kernel: Arc<dyn Kernel>,
     loaded: Loaded,
+    /// Failover IPs and the OVH client, when the configuration has any.
+    failover: Option<Failover>,
+    reports: (
+        mpsc::UnboundedSender<Report>,
+        Option<mpsc::UnboundedReceiver<Report>>,
+    ),
     core: Core,
     server: Option<ControlServer>,
     devd_stats: Arc<DevdStats>,
@@ -198,10 +215,13 @@ impl Daemon {
             run_id,
             started.mono,
         );
+        let (tx, rx) = mpsc::unbounded_channel();
         Ok(Daemon {
             settings,
-            kernel,
+            kernel: Arc::from(kernel),
             loaded,
+            failover: None,
+            reports: (tx, Some(rx)),
             core,
             server: Some(server),
             devd_stats: Arc::new(DevdStats::default()),
@@ -255,6 +275,8 @@ impl Daemon {
         };
 
         self.sync_vault_agent();
+        self.sync_failover();
+        let mut reports = self.reports.1.take().expect("run is called once");
         tracing::info!(
             node = %self.loaded.config.node,
             config = %self.settings.config_path.display(),
@@ -265,9 +287,15 @@ impl Daemon {
             "carpd started"
         );
         self.reconcile_due();
+        self.start_cloud_jobs();
         let (mut devd_open, mut ctl_open) = (true, true);
         loop {
-            let wake = self.core.next_wakeup(Instant::now());
+            let now = Instant::now();
+            let wake = self.core.next_wakeup(now);
+            let wake = match self.failover.as_ref().and_then(|f| f.next_wakeup(now)) {
+                Some(w) => wake.min(w),
+                None => wake,
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -286,9 +314,12 @@ impl Daemon {
                     Some(inc) => self.on_control(inc),
                     None => ctl_open = false,
                 },
+                // The sender lives in self: this channel never closes while the loop runs.
+                Some(r) = reports.recv() => self.on_report(r),
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
             self.reconcile_due();
+            self.start_cloud_jobs();
         }
 
         let _ = stop_devd.send(());
@@ -399,6 +430,7 @@ impl Daemon {
                 self.loaded = loaded;
                 let kept_agent = self.vault.as_ref().map(|(k, a)| (k.clone(), a.clone()));
                 self.sync_vault_agent();
+                self.sync_failover();
                 // The same agent: have it re-read the secretsmith file (rotation).
                 if let (Some((old, agent)), Some((new, _))) = (kept_agent, &self.vault)
                     && old == *new
@@ -463,6 +495,7 @@ impl Daemon {
             match reading {
                 Ok(reading) => {
                     let outcome = self.core.observe(&work, &reading, at);
+                    self.tell_failover(&work, &reading);
                     self.report(&outcome);
                     if self.records.last_error.take().is_some() {
                         tracing::info!("kernel reads work again");
@@ -483,6 +516,84 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Hands a kernel reading to the failover scheduler. A full read that does not list a
+    /// group means the vhid does not exist (any more).
+    fn tell_failover(&mut self, work: &Work, reading: &[(GroupId, Option<CarpState>)]) {
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        for (g, state) in reading {
+            f.local(g, *state);
+        }
+        if matches!(work, Work::Full(_)) {
+            let absent: Vec<GroupId> = f
+                .groups()
+                .filter(|g| !reading.iter().any(|(r, _)| r == *g))
+                .cloned()
+                .collect();
+            for g in absent {
+                f.local(&g, None);
+            }
+        }
+    }
+
+    /// Starts the failover jobs that are due (claims on MASTER, re-checks, readiness).
+    fn start_cloud_jobs(&mut self) {
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        let core = &self.core;
+        f.start_due(|g| {
+            core.groups()
+                .get(g)
+                .and_then(|v| v.history.back())
+                .map(|t| t.id.clone())
+        });
+    }
+
+    fn on_report(&mut self, r: Report) {
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        let job = match &r {
+            Report::Job(j) => Some(j.clone()),
+            Report::Vault(_) => None,
+        };
+        if let (Some(verdict), Some(report)) = (f.on_report(r), job) {
+            self.note(Note::Cloud { report, verdict });
+        }
+    }
+
+    /// Builds, rebuilds or keeps the failover side to match the configuration.
+    fn sync_failover(&mut self) {
+        let config = &self.loaded.config;
+        let readiness = ReadinessSettings::default();
+        if let Some(f) = self.failover.as_mut()
+            && f.same_setup(config)
+        {
+            f.reconfigure(config, readiness);
+            return;
+        }
+        let agent = self.vault.as_ref().map(|(_, a)| a.clone());
+        self.failover = match Failover::new(
+            config,
+            self.settings.policy,
+            agent,
+            self.kernel.clone(),
+            readiness,
+            self.reports.0.clone(),
+            self.settings.ovh_client.clone(),
+        ) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("failover IPs disabled: {e}");
+                None
+            }
+        };
+        // A new scheduler knows nothing yet; the full read that follows start-up and every
+        // reload (the core asks for one) tells it each group's state.
     }
 
     /// Logs a kernel error once while it persists; repeats go to debug.
@@ -677,7 +788,22 @@ impl Daemon {
                 })
                 .collect(),
             groups,
+            failover_ips: self
+                .failover
+                .as_ref()
+                .map(|f| f.view(&clock))
+                .unwrap_or_default(),
+            readiness: self.readiness_view(),
         }
+    }
+
+    fn readiness_view(&self) -> Option<daemon_view::ReadinessView> {
+        let f = self.failover.as_ref()?;
+        let checks = f.readiness();
+        Some(daemon_view::ReadinessView {
+            ready: super::readiness::ready(&checks),
+            checks,
+        })
     }
 }
 

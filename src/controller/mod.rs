@@ -2,12 +2,21 @@
 //!
 //! - [`core`]: pure state machine: pending groups, coalescing, transitions, decisions;
 //! - [`duties`]: the pure "actions for group X in state S" and the duties config gives;
+//! - [`claims`]: pure scheduler of cloud work per failover IP: one writer, generations,
+//!   hold-down, re-checks;
+//! - [`cloud`]: runs that work against OVH (claims, checks) with the fence;
+//! - [`failover`]: the daemon's failover IPs: scheduler + OVH jobs + status;
+//! - [`readiness`]: pure "could this node complete a failover now?";
 //! - [`daemon`]: the executor: one tokio loop fed by devd, the control socket, signals and
 //!   timers; it reads the kernel, applies the configuration and reports.
 
+pub mod claims;
+pub mod cloud;
 pub mod core;
 pub mod daemon;
 pub mod duties;
+pub mod failover;
+pub mod readiness;
 
 pub use core::{Core, Decision, Outcome, Transition, Trigger, Work};
 pub use duties::{Duties, GroupAction, GroupDuties, actions_for};

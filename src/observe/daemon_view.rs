@@ -45,6 +45,59 @@ pub struct DaemonView {
     /// Most recent first.
     pub recent_events: Vec<EventView>,
     pub groups: Vec<GroupView>,
+    /// Failover IPs (`failover_ips:`): expected and actual binding, last claim, next check.
+    #[serde(default)]
+    pub failover_ips: Vec<FailoverIpView>,
+    /// Could this node complete a failover now? `null` when there is nothing to be ready for.
+    #[serde(default)]
+    pub readiness: Option<ReadinessView>,
+}
+
+/// One failover IP as the daemon knows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailoverIpView {
+    pub ip: String,
+    pub group: String,
+    /// `virtual_mac` or `ip_move`.
+    pub mode: String,
+    /// This node's vMAC or service.
+    pub ours: String,
+    /// The group's state here; `null` when the vhid does not exist.
+    pub local_state: Option<String>,
+    /// `here` while MASTER, else `not this node's business`.
+    pub expected: String,
+    /// Where OVH had it at the last check or claim; `null` when unknown.
+    pub actual: Option<String>,
+    pub bound_here: Option<bool>,
+    pub checked_at: Option<String>,
+    /// `claim` or `check` while one runs.
+    pub in_flight: Option<crate::controller::claims::JobKind>,
+    /// Milliseconds until the next read-only check.
+    pub next_check_ms: Option<u64>,
+    /// Set while a needed claim waits for the hold-down to pass.
+    pub held_down_until: Option<String>,
+    /// Consecutive failed jobs.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub last_claim: Option<ClaimView>,
+}
+
+/// The last claim of a failover IP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClaimView {
+    pub at: String,
+    /// `claimed`, `already_bound`, `cancelled` or `failed`.
+    pub result: String,
+    /// The operation's record: steps with task times, outage, first mutation, elapsed.
+    pub outcome: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+/// Readiness: every check, and whether all passed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadinessView {
+    pub ready: bool,
+    pub checks: Vec<crate::controller::readiness::Check>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -158,6 +158,21 @@ impl Client {
         &self.endpoint
     }
 
+    /// OVH's clock minus ours, seconds, as last measured (`None` before the first
+    /// measurement, and with OAuth2 credentials, which do not sign with a timestamp).
+    pub fn time_delta(&self) -> Option<i64> {
+        self.lock().delta.map(|(d, _)| d)
+    }
+
+    /// Whether the credentials in use sign with a timestamp (application keys, not OAuth2),
+    /// so the clock matters; `None` before credentials were loaded.
+    pub fn signs_with_time(&self) -> Option<bool> {
+        self.lock()
+            .credentials
+            .as_ref()
+            .map(|c| matches!(c.auth, super::credentials::Auth::Classic { .. }))
+    }
+
     /// HTTP requests sent so far (every attempt, `/auth/time` and tokens included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

@@ -326,7 +326,7 @@ impl Run<'_> {
         &mut self,
         action: &str,
         would: Vec<String>,
-        still_master: &dyn Fn() -> bool,
+        still_master: &(dyn Fn() -> bool + Sync),
     ) -> Option<Instant> {
         if self.opts.dry_run {
             self.finish(ClaimResult::DryRun { would });
@@ -358,7 +358,7 @@ impl Run<'_> {
         api: &A,
         action: String,
         would: Vec<String>,
-        still_master: &dyn Fn() -> bool,
+        still_master: &(dyn Fn() -> bool + Sync),
         request: impl Future<Output = Result<super::api::Task, OvhError>>,
         task_ref: impl FnOnce(u64) -> TaskRef,
         expect: Option<Duration>,
@@ -495,7 +495,7 @@ pub async fn claim_vmac<A: FailoverApi>(
     t: &VmacTarget,
     opts: &ClaimOptions,
     hint: Option<&Found>,
-    still_master: &dyn Fn() -> bool,
+    still_master: &(dyn Fn() -> bool + Sync),
 ) -> Result<ClaimOutcome, ClaimFailure> {
     let start = Instant::now();
     let mut run = Run {
@@ -681,7 +681,7 @@ pub async fn claim_move<A: FailoverApi>(
     api: &A,
     t: &MoveTarget,
     opts: &ClaimOptions,
-    still_master: &dyn Fn() -> bool,
+    still_master: &(dyn Fn() -> bool + Sync),
 ) -> Result<ClaimOutcome, ClaimFailure> {
     let start = Instant::now();
     let mut run = Run {

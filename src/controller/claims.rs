@@ -1,0 +1,385 @@
+//! Who may touch each failover IP, and when: the pure scheduler of cloud work.
+//!
+//! The daemon tells it every local reading of a group ([`Claims::local`]) and the end of every
+//! cloud job ([`Claims::finished`]); it answers which jobs are due ([`Claims::due`]) and when
+//! to wake. No I/O and no clock of its own, so every rule below is a table test.
+//!
+//! Rules, per IP:
+//! - **One writer.** At most one job (claim or check) in flight per IP.
+//! - **Generations.** Every change of "this node is MASTER of the IP's group" bumps the IP's
+//!   generation. A job carries the generation it was started for; the executor's fence
+//!   refuses every mutating step once the generation moved on (a newer observation
+//!   supersedes the job), and a stale job's result only updates what is known of the cloud.
+//! - **MASTER means "bound here".** A claim runs at once when the group becomes MASTER (the
+//!   reaction path), and again whenever a check finds the IP elsewhere (drift: a split brain,
+//!   a missed event, an operator's manual change). While bound, a read-only check runs every
+//!   `recheck`.
+//! - **Hold-down.** After a claim that moved the IP, no other claim moves it within
+//!   `hold_down` unless the local state changed in between: two MASTERs of a split brain
+//!   cannot ping-pong the IP faster than that. Failed claims are retried with backoff (the
+//!   hold-down is about successful moves, so a claim that failed half-way is never stuck).
+//! - **BACKUP and INIT: not this node's business.** Never release; a read-only check every
+//!   `refresh` keeps the binding known (so the claim after the next election starts from a
+//!   warm hint) and feeds readiness.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::carp::{CarpState, GroupId};
+use crate::ovh::plan::Found;
+
+/// Timing rules of the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimPolicy {
+    /// While MASTER and bound here: how often to re-read the binding.
+    pub recheck: Duration,
+    /// While not MASTER: how often to re-read it (readiness, warm hint).
+    pub refresh: Duration,
+    /// Least time between two claims that move the IP, within one local state.
+    pub hold_down: Duration,
+    /// First wait after a failed job; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for ClaimPolicy {
+    fn default() -> ClaimPolicy {
+        ClaimPolicy {
+            recheck: Duration::from_secs(30),
+            refresh: Duration::from_secs(30),
+            hold_down: Duration::from_secs(60),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Make the IP bound here (reads first; already bound is success without a change).
+    Claim,
+    /// Read where the IP is; change nothing.
+    Check,
+}
+
+/// A job the executor must start now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub ip: IpAddr,
+    pub group: GroupId,
+    pub generation: u64,
+    pub kind: JobKind,
+    /// The last known binding, when recent enough to save the claim a listing.
+    pub hint: Option<Found>,
+}
+
+/// How a job ended, as far as scheduling cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// A check, or a claim that found the IP already here: where the IP is.
+    Located { found: Found, here: bool },
+    /// A claim changed OVH and verified the IP is here now.
+    Moved { before: Option<Found> },
+    /// A claim stopped before a mutating step because the fence said no.
+    Cancelled,
+    /// The job failed; `mutated` when it had changed something before failing.
+    Failed { mutated: bool },
+}
+
+/// What the daemon should say about a finished job, beyond the job's own log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing worth more than the job's own report.
+    Quiet,
+    /// While MASTER and after claiming it, the IP was found on `found`: another node claims
+    /// it too (split brain), or someone moved it. `reclaim_at` is when carpd claims it back.
+    TakenWhileMaster { found: Found, reclaim_at: Instant },
+}
+
+/// What is known about one failover IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpState {
+    pub group: GroupId,
+    /// The last reading of the group; `None` when the vhid does not exist (yet).
+    pub local: Option<CarpState>,
+    pub generation: u64,
+    /// The generation whose claim succeeded (bound here, verified).
+    pub claimed: Option<u64>,
+    pub in_flight: Option<(u64, JobKind)>,
+    /// The last known binding and whether it is ours, with when it was learned.
+    pub binding: Option<(Found, bool, Instant)>,
+    /// The last claim that moved the IP, and the generation it was made in.
+    pub last_move: Option<(Instant, u64)>,
+    /// Consecutive failed jobs, and when the next attempt may start.
+    pub failures: u32,
+    pub retry_at: Option<Instant>,
+    /// When the next read-only check is due.
+    pub next_check: Instant,
+}
+
+impl IpState {
+    fn new(group: GroupId, now: Instant) -> IpState {
+        IpState {
+            group,
+            local: None,
+            generation: 0,
+            claimed: None,
+            in_flight: None,
+            binding: None,
+            last_move: None,
+            failures: 0,
+            retry_at: None,
+            // The first check runs at once: it warms the hint before any election.
+            next_check: now,
+        }
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.local == Some(CarpState::Master)
+    }
+
+    /// A claim is needed: MASTER, and not (known to be) bound here in this generation.
+    pub fn wants_claim(&self) -> bool {
+        self.is_master()
+            && (self.claimed != Some(self.generation)
+                || matches!(self.binding, Some((_, false, _))))
+    }
+
+    /// Until when a claim that would move the IP is held down, if it is now.
+    pub fn held_down_until(&self, hold_down: Duration, now: Instant) -> Option<Instant> {
+        match self.last_move {
+            Some((at, generation)) if generation == self.generation && now < at + hold_down => {
+                Some(at + hold_down)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The scheduler of every failover IP.
+#[derive(Clone, Debug)]
+pub struct Claims {
+    policy: ClaimPolicy,
+    ips: BTreeMap<IpAddr, IpState>,
+}
+
+impl Claims {
+    pub fn new(
+        ips: impl IntoIterator<Item = (IpAddr, GroupId)>,
+        policy: ClaimPolicy,
+        now: Instant,
+    ) -> Claims {
+        Claims {
+            policy,
+            ips: ips
+                .into_iter()
+                .map(|(ip, g)| (ip, IpState::new(g, now)))
+                .collect(),
+        }
+    }
+
+    pub fn policy(&self) -> ClaimPolicy {
+        self.policy
+    }
+
+    /// A reload: keeps what is known of IPs that stay on the same group; new IPs start fresh.
+    pub fn reconfigure(
+        &mut self,
+        ips: impl IntoIterator<Item = (IpAddr, GroupId)>,
+        policy: ClaimPolicy,
+        now: Instant,
+    ) {
+        let mut old = std::mem::take(&mut self.ips);
+        for (ip, group) in ips {
+            let state = match old.remove(&ip) {
+                Some(s) if s.group == group => s,
+                _ => IpState::new(group, now),
+            };
+            self.ips.insert(ip, state);
+        }
+        self.policy = policy;
+    }
+
+    pub fn ips(&self) -> &BTreeMap<IpAddr, IpState> {
+        &self.ips
+    }
+
+    pub fn get(&self, ip: &IpAddr) -> Option<&IpState> {
+        self.ips.get(ip)
+    }
+
+    /// A reading of `group`: `None` when the vhid does not exist here.
+    pub fn local(&mut self, group: &GroupId, state: Option<CarpState>) {
+        for s in self.ips.values_mut().filter(|s| &s.group == group) {
+            let was = s.is_master();
+            s.local = state;
+            if s.is_master() != was {
+                s.generation += 1;
+                // A new term: earlier failures say nothing about this one.
+                s.failures = 0;
+                s.retry_at = None;
+            }
+        }
+    }
+
+    /// Whether a job of `generation` may still mutate `ip` (the fence's pure half; the
+    /// executor also re-reads the kernel).
+    pub fn current(&self, ip: &IpAddr, generation: u64) -> bool {
+        self.ips
+            .get(ip)
+            .is_some_and(|s| s.generation == generation && s.is_master())
+    }
+
+    /// The jobs to start now; each is marked in flight.
+    pub fn due(&mut self, now: Instant) -> Vec<Job> {
+        let policy = self.policy;
+        let mut jobs = Vec::new();
+        for (ip, s) in &mut self.ips {
+            if s.in_flight.is_some() || s.retry_at.is_some_and(|t| now < t) {
+                continue;
+            }
+            let kind = if s.wants_claim() {
+                if s.held_down_until(policy.hold_down, now).is_some() {
+                    continue;
+                }
+                JobKind::Claim
+            } else if now >= s.next_check {
+                JobKind::Check
+            } else {
+                continue;
+            };
+            s.in_flight = Some((s.generation, kind));
+            jobs.push(Job {
+                ip: *ip,
+                group: s.group.clone(),
+                generation: s.generation,
+                kind,
+                hint: s.binding.as_ref().map(|(f, _, _)| f.clone()),
+            });
+        }
+        jobs
+    }
+
+    /// A job ended.
+    pub fn finished(&mut self, ip: &IpAddr, generation: u64, done: &Done, now: Instant) -> Verdict {
+        let policy = self.policy;
+        let Some(s) = self.ips.get_mut(ip) else {
+            return Verdict::Quiet;
+        };
+        let kind = match s.in_flight.take() {
+            Some((g, k)) if g == generation => k,
+            // Not the job in flight (a reload replaced the state): nothing to learn.
+            other => {
+                s.in_flight = other;
+                return Verdict::Quiet;
+            }
+        };
+        let fresh = generation == s.generation;
+        let mut verdict = Verdict::Quiet;
+        match done {
+            Done::Located { found, here } => {
+                s.binding = Some((found.clone(), *here, now));
+                s.failures = 0;
+                s.retry_at = None;
+                if *here {
+                    if fresh && s.is_master() {
+                        s.claimed = Some(generation);
+                    }
+                } else if fresh && s.is_master() && s.claimed == Some(generation) {
+                    // We had it in this term and lost it without a local change.
+                    s.claimed = None;
+                    let reclaim_at = s.held_down_until(policy.hold_down, now).unwrap_or(now);
+                    verdict = Verdict::TakenWhileMaster {
+                        found: found.clone(),
+                        reclaim_at,
+                    };
+                }
+                s.next_check = now + interval(s, &policy);
+            }
+            Done::Moved { .. } => {
+                s.last_move = Some((now, generation));
+                s.failures = 0;
+                s.retry_at = None;
+                if fresh {
+                    s.claimed = Some(generation);
+                }
+                // The binding is ours now (read back and verified by the claim).
+                s.binding = None;
+                s.next_check = now + interval(s, &policy);
+            }
+            Done::Cancelled => {
+                // Superseded: the next term decides; what OVH holds is unknown now.
+                s.binding = None;
+                s.next_check = now;
+                if fresh {
+                    // The kernel said no before the core heard of it: the reading that
+                    // follows decides; until then do not spin on claims the fence refuses.
+                    s.retry_at = Some(now + policy.retry_initial);
+                }
+            }
+            Done::Failed { mutated } if !fresh => {
+                // A job of an older term: its failure says nothing about this one.
+                if *mutated {
+                    s.binding = None;
+                }
+            }
+            Done::Failed { mutated } => {
+                s.failures = s.failures.saturating_add(1);
+                let shift = s.failures.saturating_sub(1).min(16);
+                let wait = policy
+                    .retry_initial
+                    .saturating_mul(1u32 << shift)
+                    .min(policy.retry_max);
+                s.retry_at = Some(now + wait);
+                if *mutated {
+                    s.binding = None;
+                }
+                if kind == JobKind::Check {
+                    s.next_check = now + wait;
+                }
+            }
+        }
+        verdict
+    }
+
+    /// The binding a successful move leaves: ours. Separate from [`Claims::finished`] so the
+    /// executor can record the read-back it verified.
+    pub fn bound_here(&mut self, ip: &IpAddr, found: Found, now: Instant) {
+        if let Some(s) = self.ips.get_mut(ip) {
+            s.binding = Some((found, true, now));
+        }
+    }
+
+    /// When the scheduler next has something to do (ignoring jobs in flight, which wake the
+    /// daemon when they end).
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let policy = self.policy;
+        self.ips
+            .values()
+            .filter(|s| s.in_flight.is_none())
+            .map(|s| {
+                let at = if s.wants_claim() {
+                    s.held_down_until(policy.hold_down, now).unwrap_or(now)
+                } else {
+                    s.next_check
+                };
+                s.retry_at.map_or(at, |r| at.max(r))
+            })
+            .min()
+    }
+}
+
+fn interval(s: &IpState, policy: &ClaimPolicy) -> Duration {
+    if s.is_master() {
+        policy.recheck
+    } else {
+        policy.refresh
+    }
+}
+
+#[cfg(test)]
+#[path = "claims_tests.rs"]
+mod tests;

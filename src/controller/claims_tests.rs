@@ -1,0 +1,329 @@
+//! Tests of the claim scheduler: scenario tables on a hand-driven clock, and a property test
+//! of its invariants over random runs.
+
+use super::*;
+use proptest::prelude::*;
+
+const S: Duration = Duration::from_secs(1);
+
+fn g() -> GroupId {
+    "2@vmx1".parse().unwrap()
+}
+
+fn ip() -> IpAddr {
+    "51.68.252.230".parse().unwrap()
+}
+
+fn here() -> Found {
+    Found::Vmac {
+        mac: "02:00:00:aa:bb:cc".into(),
+        ips: 2,
+    }
+}
+
+fn there() -> Found {
+    Found::Vmac {
+        mac: "02:00:00:11:22:33".into(),
+        ips: 2,
+    }
+}
+
+fn setup() -> (Claims, Instant) {
+    let t0 = Instant::now();
+    (Claims::new([(ip(), g())], ClaimPolicy::default(), t0), t0)
+}
+
+/// Takes the single due job, asserting its kind.
+fn one(c: &mut Claims, now: Instant, kind: JobKind) -> Job {
+    let jobs = c.due(now);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].kind, kind, "{jobs:?}");
+    jobs.into_iter().next().unwrap()
+}
+
+#[test]
+fn backup_only_checks_and_never_claims() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Backup));
+    let j = one(&mut c, t0, JobKind::Check);
+    assert!(c.due(t0).is_empty(), "one job in flight per IP");
+    let v = c.finished(
+        &ip(),
+        j.generation,
+        &Done::Located {
+            found: there(),
+            here: false,
+        },
+        t0,
+    );
+    assert_eq!(v, Verdict::Quiet, "elsewhere is right while BACKUP");
+    assert!(c.due(t0 + 29 * S).is_empty());
+    assert_eq!(c.next_wakeup(t0), Some(t0 + 30 * S));
+    one(&mut c, t0 + 30 * S, JobKind::Check);
+}
+
+#[test]
+fn becoming_master_claims_at_once_with_the_warm_hint() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Backup));
+    let j = one(&mut c, t0, JobKind::Check);
+    c.finished(
+        &ip(),
+        j.generation,
+        &Done::Located {
+            found: there(),
+            here: false,
+        },
+        t0,
+    );
+    let t1 = t0 + 5 * S;
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t1, JobKind::Claim);
+    assert_eq!(j.hint, Some(there()));
+    assert!(c.current(&ip(), j.generation));
+    c.finished(&ip(), j.generation, &Done::Moved { before: None }, t1 + S);
+    assert!(
+        c.due(t1 + S).is_empty(),
+        "claimed: nothing until the re-check"
+    );
+    assert_eq!(c.next_wakeup(t1 + S), Some(t1 + 31 * S));
+    let j = one(&mut c, t1 + 31 * S, JobKind::Check);
+    c.finished(
+        &ip(),
+        j.generation,
+        &Done::Located {
+            found: here(),
+            here: true,
+        },
+        t1 + 31 * S,
+    );
+    assert!(c.due(t1 + 32 * S).is_empty());
+}
+
+#[test]
+fn already_bound_counts_as_claimed() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.finished(
+        &ip(),
+        j.generation,
+        &Done::Located {
+            found: here(),
+            here: true,
+        },
+        t0,
+    );
+    assert_eq!(c.get(&ip()).unwrap().claimed, Some(j.generation));
+    assert!(c.due(t0 + S).is_empty());
+}
+
+#[test]
+fn drift_while_master_is_reported_and_held_down() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
+    // The peer (also MASTER: a split brain) takes it back; the re-check sees it.
+    let t1 = t0 + 30 * S;
+    let j = one(&mut c, t1, JobKind::Check);
+    let v = c.finished(
+        &ip(),
+        j.generation,
+        &Done::Located {
+            found: there(),
+            here: false,
+        },
+        t1,
+    );
+    assert_eq!(
+        v,
+        Verdict::TakenWhileMaster {
+            found: there(),
+            reclaim_at: t0 + 60 * S
+        }
+    );
+    assert!(c.due(t1).is_empty(), "held down");
+    assert!(c.due(t0 + 59 * S).is_empty(), "held down");
+    assert_eq!(c.next_wakeup(t1), Some(t0 + 60 * S));
+    one(&mut c, t0 + 60 * S, JobKind::Claim);
+}
+
+#[test]
+fn drift_long_after_the_last_move_is_repaired_at_once() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
+    let t1 = t0 + 300 * S;
+    let j = one(&mut c, t1, JobKind::Check);
+    let v = c.finished(
+        &ip(),
+        j.generation,
+        &Done::Located {
+            found: Found::Unbound,
+            here: false,
+        },
+        t1,
+    );
+    assert!(matches!(v, Verdict::TakenWhileMaster { reclaim_at, .. } if reclaim_at == t1));
+    one(&mut c, t1, JobKind::Claim);
+}
+
+#[test]
+fn a_local_change_lifts_the_hold_down() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
+    c.local(&g(), Some(CarpState::Backup));
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0 + S, JobKind::Claim);
+    assert_eq!(j.generation, 3);
+}
+
+#[test]
+fn failures_back_off_and_a_new_term_starts_fresh() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let mut now = t0;
+    for wait in [1, 2, 4, 8, 16, 30, 30] {
+        let j = one(&mut c, now, JobKind::Claim);
+        c.finished(&ip(), j.generation, &Done::Failed { mutated: false }, now);
+        assert!(c.due(now + Duration::from_secs(wait) - S / 2).is_empty());
+        assert_eq!(c.next_wakeup(now), Some(now + Duration::from_secs(wait)));
+        now += Duration::from_secs(wait);
+    }
+    let j = one(&mut c, now, JobKind::Claim);
+    c.finished(&ip(), j.generation, &Done::Failed { mutated: true }, now);
+    c.local(&g(), Some(CarpState::Backup));
+    c.local(&g(), Some(CarpState::Master));
+    one(&mut c, now, JobKind::Claim);
+}
+
+#[test]
+fn a_superseded_job_cannot_mark_the_new_term_claimed() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.local(&g(), Some(CarpState::Backup));
+    assert!(!c.current(&ip(), j.generation), "the fence must refuse now");
+    c.local(&g(), Some(CarpState::Master));
+    assert!(
+        !c.current(&ip(), j.generation),
+        "a new term is another generation"
+    );
+    assert!(c.due(t0).is_empty(), "the old job is still in flight");
+    c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
+    assert_eq!(c.get(&ip()).unwrap().claimed, None);
+    let j2 = one(&mut c, t0, JobKind::Claim);
+    assert_eq!(j2.generation, j.generation + 2);
+}
+
+#[test]
+fn a_cancel_the_core_did_not_expect_waits_for_the_next_reading() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.finished(&ip(), j.generation, &Done::Cancelled, t0);
+    assert!(c.due(t0).is_empty(), "no spinning on refused claims");
+    one(&mut c, t0 + S, JobKind::Claim);
+    // A cancel caused by a change the core knows does not delay the new term.
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.local(&g(), Some(CarpState::Backup));
+    c.local(&g(), Some(CarpState::Master));
+    c.finished(&ip(), j.generation, &Done::Cancelled, t0);
+    one(&mut c, t0, JobKind::Claim);
+}
+
+#[test]
+fn reload_keeps_known_ips_and_resets_moved_ones() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master));
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
+    let other: IpAddr = "51.68.252.231".parse().unwrap();
+    c.reconfigure([(ip(), g()), (other, g())], ClaimPolicy::default(), t0);
+    assert_eq!(c.get(&ip()).unwrap().claimed, Some(j.generation));
+    assert_eq!(c.get(&other).unwrap().local, None);
+    c.reconfigure(
+        [(ip(), "3@vmx1".parse().unwrap())],
+        ClaimPolicy::default(),
+        t0,
+    );
+    assert_eq!(c.ips().len(), 1);
+    assert_eq!(c.get(&ip()).unwrap().claimed, None, "another group: fresh");
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Local(Option<CarpState>),
+    Advance(u64),
+    Finish(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        prop_oneof![
+            Just(None),
+            Just(Some(CarpState::Master)),
+            Just(Some(CarpState::Backup)),
+            Just(Some(CarpState::Init)),
+        ]
+        .prop_map(Op::Local),
+        (0u64..120).prop_map(Op::Advance),
+        any::<u8>().prop_map(Op::Finish),
+    ]
+}
+
+proptest! {
+    /// Over any run: a claim is only started while MASTER; one job at a time; two moves in
+    /// one generation are at least the hold-down apart; a MASTER that is not bound here has
+    /// a claim in flight or a wake-up scheduled (nothing is forgotten).
+    #[test]
+    fn invariants_hold(ops in proptest::collection::vec(op(), 1..200)) {
+        let (mut c, t0) = setup();
+        let hold = c.policy().hold_down;
+        let mut now = t0;
+        let mut in_flight: Option<Job> = None;
+        let mut moves: Vec<(Instant, u64)> = Vec::new();
+        for o in ops {
+            match o {
+                Op::Local(s) => c.local(&g(), s),
+                Op::Advance(secs) => now += Duration::from_secs(secs),
+                Op::Finish(pick) => {
+                    if let Some(j) = in_flight.take() {
+                        let done = match (j.kind, pick % 4) {
+                            (JobKind::Claim, 0) if c.current(&ip(), j.generation) => {
+                                moves.push((now, j.generation));
+                                Done::Moved { before: None }
+                            }
+                            (JobKind::Claim, 1) => Done::Cancelled,
+                            (_, 2) => Done::Failed { mutated: pick % 8 == 2 },
+                            (_, _) => Done::Located { found: there(), here: pick % 2 == 0 },
+                        };
+                        c.finished(&ip(), j.generation, &done, now);
+                    }
+                }
+            }
+            for j in c.due(now) {
+                prop_assert!(in_flight.is_none(), "two jobs in flight");
+                if j.kind == JobKind::Claim {
+                    prop_assert!(c.current(&ip(), j.generation), "claim while not MASTER");
+                }
+                in_flight = Some(j);
+            }
+            let s = c.get(&ip()).unwrap();
+            if s.wants_claim() && in_flight.is_none() {
+                prop_assert!(c.next_wakeup(now).is_some(), "a needed claim was forgotten");
+            }
+        }
+        for w in moves.windows(2) {
+            if w[0].1 == w[1].1 {
+                prop_assert!(w[1].0 - w[0].0 >= hold, "moves {:?} closer than the hold-down", w);
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The cloud edge of the daemon: runs the claim scheduler's jobs ([`super::claims`]) against
+//! OVH, and builds the OVH client with its credential source.
+//!
+//! A job is one future, owned (no borrow of the daemon), so the daemon can poll many while
+//! its loop goes on; it reports a [`JobReport`] that the loop hands back to the scheduler.
+//! Claims run through [`crate::ovh::failover`], which calls the fence before each mutating
+//! step; the fence given here is the scheduler's generation (a newer local reading
+//! supersedes the job) plus a fresh kernel read of the group (the truth, not the last
+//! event).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::carp::{CarpState, GroupId};
+use crate::config::Config;
+use crate::config::ovh::{FailoverIp, FailoverMode, OvhConfig, OvhCredentialSource};
+use crate::kernel::Kernel;
+use crate::ovh::conf;
+use crate::ovh::credentials::{
+    BoxFuture, CredentialError, CredentialSource, Credentials, FieldNames,
+};
+use crate::ovh::error::ErrorKind;
+use crate::ovh::failover::{
+    ClaimError, ClaimOptions, ClaimOutcome, ClaimResult, claim_move, claim_vmac, locate,
+};
+use crate::ovh::plan::Found;
+use crate::ovh::{Client, FailoverApi, OvhError};
+use crate::secrets::SecretPolicy;
+use crate::vault::SecretPath;
+use crate::vault::agent::{self, AgentHandle};
+use crate::vault::blocking::Access;
+
+use super::claims::{Done, Job, JobKind};
+
+// --- credentials ---------------------------------------------------------------------------
+
+/// Reads OVH credentials from a python-ovh INI file, each time it is asked (rotation).
+struct ConfFile {
+    path: std::path::PathBuf,
+    endpoint: String,
+    policy: SecretPolicy,
+}
+
+impl CredentialSource for ConfFile {
+    fn load(&self) -> BoxFuture<'_, Result<Credentials, CredentialError>> {
+        Box::pin(async move {
+            let c = conf::load_files(std::slice::from_ref(&self.path), self.policy)?;
+            if c.files.is_empty() {
+                return Err(CredentialError::Source(format!(
+                    "{} does not exist: write the OVH keys there (python-ovh INI: [{}] application_key=... application_secret=... consumer_key=...)",
+                    self.path.display(),
+                    self.endpoint
+                )));
+            }
+            let env = |k: &str| std::env::var(k).ok();
+            c.credentials(&env, Some(&self.endpoint))
+        })
+    }
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// OVH credentials in a kv-v2 secret, read through the Vault agent each time they are asked
+/// for (served from its cache while fresh; re-read after a rotation).
+pub struct VaultCredentials {
+    pub agent: AgentHandle,
+    pub path: SecretPath,
+    pub names: FieldNames,
+}
+
+impl CredentialSource for VaultCredentials {
+    fn load(&self) -> BoxFuture<'_, Result<Credentials, CredentialError>> {
+        Box::pin(async move {
+            let cached = self
+                .agent
+                .read(self.path.clone())
+                .await
+                .map_err(CredentialError::Source)?;
+            if let Some(e) = &cached.stale {
+                tracing::warn!(path = %self.path, "Vault read failed, using the last good OVH credentials: {e}");
+            }
+            Credentials::from_fields(
+                cached.fields.as_map(),
+                &self.names,
+                format!("vault {}", self.path),
+            )
+        })
+    }
+    fn describe(&self) -> String {
+        format!("vault {}", self.path)
+    }
+}
+
+/// A credential source for `ovh.credentials`. A Vault source uses `agent` when given (the
+/// daemon's, which already keeps a token), else starts one — so it must be called inside a
+/// tokio runtime.
+pub fn credential_source(
+    config: &Config,
+    ovh: &OvhConfig,
+    policy: SecretPolicy,
+    agent: Option<AgentHandle>,
+) -> Result<Arc<dyn CredentialSource>, String> {
+    Ok(match &ovh.credentials {
+        OvhCredentialSource::File(path) => Arc::new(ConfFile {
+            path: path.clone(),
+            endpoint: ovh.endpoint.name().to_string(),
+            policy,
+        }),
+        OvhCredentialSource::Vault { path, fields } => {
+            let Some(v) = &config.vault else {
+                return Err(format!(
+                    "{}: ovh.credentials comes from Vault ({path}) but there is no vault: section saying how to reach it",
+                    config.file.display()
+                ));
+            };
+            let path: SecretPath = path
+                .parse()
+                .map_err(|e| format!("ovh.credentials: vault {path}: {e}"))?;
+            let agent =
+                agent.unwrap_or_else(|| agent::spawn(Access::from_config(v, policy).session()));
+            Arc::new(VaultCredentials {
+                agent,
+                path,
+                names: fields.clone(),
+            })
+        }
+    })
+}
+
+// --- jobs ----------------------------------------------------------------------------------
+
+/// "Still MASTER?" for one IP: the scheduler's generation for it, shared with running jobs.
+/// [`NOT_MASTER`] when the group is not MASTER here.
+pub type Generation = Arc<AtomicU64>;
+
+/// The value of a [`Generation`] while the group is not MASTER.
+pub const NOT_MASTER: u64 = u64::MAX;
+
+/// What one job found and did.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    pub ip: IpAddr,
+    pub group: GroupId,
+    pub generation: u64,
+    pub kind: JobKind,
+    /// What the scheduler learns.
+    pub done: Done,
+    /// For a claim: the operation's record (steps, timings, outage).
+    pub outcome: Option<ClaimOutcome>,
+    /// Where the IP is after the job, when known.
+    pub found: Option<Found>,
+    /// Whether our vMAC exists and holds at least one IP (readiness), when read.
+    pub own_vmac: Option<OwnVmac>,
+    pub error: Option<String>,
+    /// A short class of the error, for metrics and readiness.
+    pub error_kind: Option<&'static str>,
+    pub started: Instant,
+    pub ended: Instant,
+}
+
+/// What a check saw of this node's own vMAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnVmac {
+    pub exists: bool,
+    pub ips: usize,
+}
+
+/// Runs `job` for `f`. `fence` is the IP's generation; `kernel` is re-read before every
+/// mutating step.
+pub async fn run_job(
+    api: Arc<Client>,
+    f: FailoverIp,
+    opts: ClaimOptions,
+    job: Job,
+    fence: Generation,
+    kernel: Arc<dyn Kernel>,
+) -> JobReport {
+    let started = Instant::now();
+    let mut report = JobReport {
+        ip: job.ip,
+        group: job.group.clone(),
+        generation: job.generation,
+        kind: job.kind,
+        done: Done::Failed { mutated: false },
+        outcome: None,
+        found: None,
+        own_vmac: None,
+        error: None,
+        error_kind: None,
+        started,
+        ended: started,
+    };
+    match job.kind {
+        JobKind::Check => match check(api.as_ref(), &f).await {
+            Ok((found, here, own)) => {
+                report.done = Done::Located {
+                    found: found.clone(),
+                    here,
+                };
+                report.found = Some(found);
+                report.own_vmac = own;
+            }
+            Err(e) => {
+                report.error_kind = Some(ovh_error_kind(&e));
+                report.error = Some(e.to_string());
+            }
+        },
+        JobKind::Claim => {
+            let generation = job.generation;
+            let group = job.group.clone();
+            let still_master = move || {
+                fence.load(Ordering::SeqCst) == generation
+                    && matches!(
+                        kernel.group(&group.ifname, group.vhid),
+                        Ok(Some(g)) if g.state == CarpState::Master
+                    )
+            };
+            let r = match &f.mode {
+                FailoverMode::VirtualMac(t) => {
+                    claim_vmac(api.as_ref(), t, &opts, job.hint.as_ref(), &still_master).await
+                }
+                FailoverMode::IpMove(t) => claim_move(api.as_ref(), t, &opts, &still_master).await,
+            };
+            let ours = ours_found(&f);
+            match r {
+                Ok(o) => {
+                    report.done = match &o.result {
+                        ClaimResult::AlreadyBound => Done::Located {
+                            found: ours.clone(),
+                            here: true,
+                        },
+                        ClaimResult::Claimed => Done::Moved {
+                            before: o.found.clone(),
+                        },
+                        ClaimResult::Cancelled { .. } | ClaimResult::DryRun { .. } => {
+                            Done::Cancelled
+                        }
+                    };
+                    if matches!(o.result, ClaimResult::AlreadyBound | ClaimResult::Claimed) {
+                        report.found = Some(ours);
+                    }
+                    report.outcome = Some(o);
+                }
+                Err(failure) => {
+                    report.done = Done::Failed {
+                        mutated: !failure.outcome.steps.is_empty(),
+                    };
+                    report.error_kind = Some(claim_error_kind(&failure.error));
+                    report.error = Some(failure.to_string());
+                    report.outcome = Some(failure.outcome);
+                }
+            }
+        }
+    }
+    report.ended = Instant::now();
+    report
+}
+
+/// The binding that means "here".
+pub fn ours_found(f: &FailoverIp) -> Found {
+    match &f.mode {
+        FailoverMode::VirtualMac(t) => Found::Vmac {
+            mac: t.mac.clone(),
+            ips: 1,
+        },
+        FailoverMode::IpMove(t) => Found::Service {
+            service: Some(t.service.clone()),
+        },
+    }
+}
+
+/// Where the IP is, whether that is here, and (vMAC mode) what our own vMAC holds.
+async fn check<A: FailoverApi>(
+    api: &A,
+    f: &FailoverIp,
+) -> Result<(Found, bool, Option<OwnVmac>), OvhError> {
+    match &f.mode {
+        FailoverMode::VirtualMac(t) => {
+            let (obs, _) = locate(api, &t.service, t.ip, &t.mac).await?;
+            let here =
+                matches!(&obs.found, Found::Vmac { mac, .. } if mac.eq_ignore_ascii_case(&t.mac));
+            let own = match (obs.ours_exists, &obs.found) {
+                (Some(false), _) => Some(OwnVmac {
+                    exists: false,
+                    ips: 0,
+                }),
+                (_, Found::Vmac { ips, .. }) if here => Some(OwnVmac {
+                    exists: true,
+                    ips: *ips,
+                }),
+                _ => {
+                    let ips = api.vmac_ips(&t.service, &t.mac).await?;
+                    Some(OwnVmac {
+                        exists: true,
+                        ips: ips.len(),
+                    })
+                }
+            };
+            Ok((obs.found, here, own))
+        }
+        FailoverMode::IpMove(t) => {
+            let info = api.ip_info(t.block).await?;
+            let service = info.service().map(str::to_string);
+            let here = service.as_deref() == Some(t.service.as_str());
+            Ok((Found::Service { service }, here, None))
+        }
+    }
+}
+
+/// A short, fixed class of an OVH error (metric label, readiness reason).
+pub fn ovh_error_kind(e: &OvhError) -> &'static str {
+    match e {
+        OvhError::Api(a) => match a.kind() {
+            ErrorKind::InvalidSignature => "invalid_signature",
+            ErrorKind::QueryTimeOut => "query_time_out",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::NotGranted => "not_granted",
+            ErrorKind::InvalidCredential => "invalid_credential",
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Server => "server",
+            ErrorKind::Client => "client",
+        },
+        OvhError::Network { .. } => "network",
+        OvhError::Decode { .. } => "decode",
+        OvhError::Credentials(_) => "credentials",
+        OvhError::OAuth { .. } => "oauth",
+        OvhError::Config(_) => "config",
+    }
+}
+
+fn claim_error_kind(e: &ClaimError) -> &'static str {
+    match e {
+        ClaimError::LastIp { .. } => "last_ip",
+        ClaimError::OursMissing { .. } => "own_vmac_missing",
+        ClaimError::TaskFailed { .. } => "task_failed",
+        ClaimError::Deadline { .. } => "deadline",
+        ClaimError::TooManyReplans { .. } => "too_many_replans",
+        ClaimError::Api(e) => ovh_error_kind(e),
+    }
+}
+
+/// Claim options from the configuration.
+pub fn claim_options(ovh: &OvhConfig) -> ClaimOptions {
+    ClaimOptions {
+        deadline: ovh.claim_deadline,
+        ..ClaimOptions::default()
+    }
+}
+
+/// How long ago, in milliseconds, for status.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,458 @@
+//! The daemon's failover IPs: the claim scheduler ([`super::claims`]) wired to the OVH client
+//! ([`super::cloud`]), with what `carpd status` and readiness need to know.
+//!
+//! Owned by the daemon loop. The loop tells it every kernel reading of a group
+//! ([`Failover::local`]), asks it to start what is due ([`Failover::start_due`]: each job is
+//! a tokio task that sends its [`JobReport`] back on a channel), hands each report back
+//! ([`Failover::finished`]), and sleeps until [`Failover::next_wakeup`].
+//!
+//! Logging follows the daemon's rule: quiet when healthy (checks that find the IP where it
+//! should be log nothing above debug), one line per claim with its timings, a loud error when
+//! the IP is found taken while this node is MASTER, and a repeated failure logged once.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::carp::{CarpState, GroupId};
+use crate::config::Config;
+use crate::config::ovh::{FailoverIp, FailoverMode};
+use crate::kernel::Kernel;
+use crate::observe::daemon_view::{ClaimView, Clock, FailoverIpView};
+use crate::ovh::failover::{ClaimOptions, ClaimResult};
+use crate::ovh::{Client, ClientOptions};
+use crate::secrets::SecretPolicy;
+use crate::vault::agent::{AgentHandle, AgentView};
+
+use super::claims::{ClaimPolicy, Claims, Done, JobKind, Verdict};
+use super::cloud::{self, Generation, JobReport, NOT_MASTER};
+use super::readiness::{self, Check, Evidence, IpEvidence};
+
+/// Readiness knobs (the `readiness:` section).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadinessSettings {
+    /// While not MASTER: how often each IP is located (and readiness refreshed).
+    pub interval: Duration,
+    pub max_clock_delta: Duration,
+}
+
+impl Default for ReadinessSettings {
+    fn default() -> ReadinessSettings {
+        ReadinessSettings {
+            interval: Duration::from_secs(30),
+            max_clock_delta: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the tasks of [`Failover`] send back to the loop.
+#[derive(Debug)]
+pub enum Report {
+    Job(Box<JobReport>),
+    Vault(AgentView),
+}
+
+/// The last claim of one IP, for status and metrics.
+#[derive(Clone, Debug)]
+struct LastClaim {
+    at: Instant,
+    report: JobReport,
+}
+
+#[derive(Clone, Debug, Default)]
+struct IpRecord {
+    last_claim: Option<LastClaim>,
+    evidence: IpEvidence,
+    /// The last error logged at error level, so a persistent one is logged once.
+    logged_error: Option<String>,
+}
+
+/// What the daemon needs to know to build the OVH side again on reload.
+type SetupKey = String;
+
+/// Failover IPs and the OVH client of a running daemon.
+pub struct Failover {
+    key: SetupKey,
+    api: Arc<Client>,
+    opts: ClaimOptions,
+    ips: BTreeMap<IpAddr, FailoverIp>,
+    claims: Claims,
+    fences: BTreeMap<IpAddr, Generation>,
+    records: BTreeMap<IpAddr, IpRecord>,
+    readiness: ReadinessSettings,
+    kernel: Arc<dyn Kernel>,
+    reports: mpsc::UnboundedSender<Report>,
+    vault: Option<AgentHandle>,
+    vault_view: Option<AgentView>,
+}
+
+/// A short description of the OVH setup: a reload that changes it builds a new client.
+fn setup_key(config: &Config) -> Option<SetupKey> {
+    let ovh = config.ovh.as_ref()?;
+    if config.failover_ips.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}|{:?}|{:?}",
+        ovh.endpoint.base(),
+        ovh.credentials,
+        config.vault
+    ))
+}
+
+fn policy_of(config: &Config, readiness: ReadinessSettings) -> ClaimPolicy {
+    let ovh = config.ovh.as_ref();
+    ClaimPolicy {
+        recheck: ovh.map_or(crate::config::ovh::DEFAULT_RECHECK, |o| o.recheck_interval),
+        refresh: readiness.interval,
+        hold_down: ovh.map_or(crate::config::ovh::DEFAULT_HOLD_DOWN, |o| o.hold_down),
+        ..ClaimPolicy::default()
+    }
+}
+
+impl Failover {
+    /// The failover side of `config`, or `None` when it has no failover IPs. Must be called
+    /// inside a tokio runtime (a Vault credential source may start an agent).
+    pub fn new(
+        config: &Config,
+        policy: SecretPolicy,
+        agent: Option<AgentHandle>,
+        kernel: Arc<dyn Kernel>,
+        readiness: ReadinessSettings,
+        reports: mpsc::UnboundedSender<Report>,
+        client_options: ClientOptions,
+    ) -> Result<Option<Failover>, String> {
+        let (Some(key), Some(ovh)) = (setup_key(config), config.ovh.as_ref()) else {
+            return Ok(None);
+        };
+        let source = cloud::credential_source(config, ovh, policy, agent.clone())?;
+        let api =
+            Client::new(ovh.endpoint.clone(), source, client_options).map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let ips: BTreeMap<IpAddr, FailoverIp> = config
+            .failover_ips
+            .iter()
+            .map(|f| (IpAddr::V4(f.ip), f.clone()))
+            .collect();
+        let claims = Claims::new(
+            ips.iter().map(|(ip, f)| (*ip, f.group.clone())),
+            policy_of(config, readiness),
+            now,
+        );
+        let mut me = Failover {
+            key,
+            api: Arc::new(api),
+            opts: cloud::claim_options(ovh),
+            fences: BTreeMap::new(),
+            records: BTreeMap::new(),
+            ips,
+            claims,
+            readiness,
+            kernel,
+            reports,
+            vault: agent,
+            vault_view: None,
+        };
+        me.sync_fences();
+        me.warm_up();
+        Ok(Some(me))
+    }
+
+    /// Whether `config` needs a new client (endpoint, credentials or Vault changed).
+    pub fn same_setup(&self, config: &Config) -> bool {
+        setup_key(config).as_deref() == Some(self.key.as_str())
+    }
+
+    /// A reload that keeps the client: new IPs, groups or timings.
+    pub fn reconfigure(&mut self, config: &Config, readiness: ReadinessSettings) {
+        let now = Instant::now();
+        self.ips = config
+            .failover_ips
+            .iter()
+            .map(|f| (IpAddr::V4(f.ip), f.clone()))
+            .collect();
+        self.readiness = readiness;
+        if let Some(ovh) = &config.ovh {
+            self.opts = cloud::claim_options(ovh);
+        }
+        self.claims.reconfigure(
+            self.ips.iter().map(|(ip, f)| (*ip, f.group.clone())),
+            policy_of(config, readiness),
+            now,
+        );
+        self.records.retain(|ip, _| self.ips.contains_key(ip));
+        self.sync_fences();
+    }
+
+    /// Loads credentials, the time delta and a connection ahead of the first claim.
+    fn warm_up(&self) {
+        let api = self.api.clone();
+        tokio::spawn(async move {
+            if let Err(e) = api.warm_up().await {
+                tracing::warn!("OVH not reachable yet (carpd keeps trying): {e}");
+            }
+        });
+    }
+
+    /// A kernel reading of `group` (`None`: the vhid does not exist here).
+    pub fn local(&mut self, group: &GroupId, state: Option<CarpState>) {
+        self.claims.local(group, state);
+        self.sync_fences();
+    }
+
+    /// The groups failover IPs follow.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupId> {
+        self.ips.values().map(|f| &f.group)
+    }
+
+    fn sync_fences(&mut self) {
+        let fences = &mut self.fences;
+        fences.retain(|ip, _| self.claims.get(ip).is_some());
+        for (ip, s) in self.claims.ips() {
+            let value = if s.is_master() {
+                s.generation
+            } else {
+                NOT_MASTER
+            };
+            fences
+                .entry(*ip)
+                .or_insert_with(|| Arc::new(AtomicU64::new(NOT_MASTER)))
+                .store(value, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts every job that is due; returns how many started.
+    pub fn start_due(&mut self, xid: impl Fn(&GroupId) -> Option<String>) -> usize {
+        let jobs = self.claims.due(Instant::now());
+        let n = jobs.len();
+        for job in jobs {
+            let Some(f) = self.ips.get(&job.ip).cloned() else {
+                continue;
+            };
+            let fence = self.fences[&job.ip].clone();
+            if job.kind == JobKind::Claim {
+                tracing::info!(
+                    xid = %xid(&job.group).unwrap_or_else(|| "-".into()),
+                    ip = %job.ip,
+                    group = %job.group,
+                    hint = %job.hint.as_ref().map_or("none".to_string(), ToString::to_string),
+                    "MASTER: claiming the failover IP"
+                );
+            }
+            let (api, opts, kernel, tx) = (
+                self.api.clone(),
+                self.opts,
+                self.kernel.clone(),
+                self.reports.clone(),
+            );
+            tokio::spawn(async move {
+                let report = cloud::run_job(api, f, opts, job, fence, kernel).await;
+                let _ = tx.send(Report::Job(Box::new(report)));
+            });
+        }
+        if n > 0 {
+            self.refresh_vault_view();
+        }
+        n
+    }
+
+    /// Asks the Vault agent for its view (readiness); the answer comes back as a
+    /// [`Report::Vault`] on the reports channel, so the loop never waits for it.
+    fn refresh_vault_view(&mut self) {
+        let Some(rx) = self.vault.as_ref().and_then(AgentHandle::try_view) else {
+            return;
+        };
+        let tx = self.reports.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(5), rx).await {
+                let _ = tx.send(Report::Vault(v));
+            }
+        });
+    }
+
+    /// Something a task sent back.
+    pub fn on_report(&mut self, r: Report) -> Option<Verdict> {
+        match r {
+            Report::Job(j) => Some(self.finished(*j)),
+            Report::Vault(v) => {
+                self.vault_view = Some(v);
+                None
+            }
+        }
+    }
+
+    /// A job ended: learn from it, log what deserves it. Returns the verdict.
+    pub fn finished(&mut self, r: JobReport) -> Verdict {
+        let now = Instant::now();
+        let verdict = self.claims.finished(&r.ip, r.generation, &r.done, now);
+        if let (Done::Moved { .. }, Some(found)) = (&r.done, &r.found) {
+            self.claims.bound_here(&r.ip, found.clone(), now);
+        }
+        let rec = self.records.entry(r.ip).or_default();
+        rec.evidence.ip = r.ip.to_string();
+        if r.error.is_none() {
+            rec.evidence.ok_at = Some(r.ended);
+            rec.evidence.error = None;
+            if rec.logged_error.take().is_some() {
+                tracing::info!(ip = %r.ip, "OVH answers again for the failover IP");
+            }
+        } else if let (Some(kind), Some(text)) = (r.error_kind, &r.error) {
+            rec.evidence.error = Some((kind, text.clone()));
+        }
+        if let Some(own) = r.own_vmac
+            && let Some(FailoverMode::VirtualMac(t)) = self.ips.get(&r.ip).map(|f| &f.mode)
+        {
+            rec.evidence.own_vmac = Some((own.exists, own.ips, t.mac.clone()));
+        }
+        let took = r.ended - r.started;
+        match (&r.kind, &r.done) {
+            (JobKind::Claim, Done::Moved { before }) => {
+                let o = r.outcome.as_ref();
+                tracing::info!(
+                    ip = %r.ip,
+                    group = %r.group,
+                    was = %before.as_ref().map_or("unknown".to_string(), ToString::to_string),
+                    took_ms = took.as_millis() as u64,
+                    first_mutation_ms = o.and_then(|o| o.first_mutation_after).map_or(0.0, cloud::ms),
+                    outage_ms = o.and_then(|o| o.outage).map_or(0.0, cloud::ms),
+                    "failover IP claimed: bound here and verified"
+                );
+            }
+            (JobKind::Claim, Done::Located { .. }) => {
+                tracing::info!(ip = %r.ip, group = %r.group, "failover IP already bound here");
+            }
+            (JobKind::Claim, Done::Cancelled) => {
+                let before = match r.outcome.as_ref().map(|o| &o.result) {
+                    Some(ClaimResult::Cancelled { before }) => before.clone(),
+                    _ => "a mutating step".into(),
+                };
+                tracing::info!(ip = %r.ip, group = %r.group, before = %before, "claim stopped: no longer MASTER");
+            }
+            (_, Done::Failed { mutated }) => {
+                let text = r.error.clone().unwrap_or_default();
+                if rec.logged_error.as_deref() == Some(&text) {
+                    tracing::debug!(ip = %r.ip, "still failing: {text}");
+                } else {
+                    tracing::error!(ip = %r.ip, group = %r.group, kind = ?r.kind, changed_something = mutated, "{text}");
+                    rec.logged_error = Some(text);
+                }
+            }
+            (JobKind::Check, _) => {
+                tracing::debug!(ip = %r.ip, found = %r.found.as_ref().map_or("?".to_string(), ToString::to_string), "failover IP located");
+            }
+        }
+        if let Verdict::TakenWhileMaster { found, reclaim_at } = &verdict {
+            let wait = reclaim_at.saturating_duration_since(now);
+            tracing::error!(
+                ip = %r.ip,
+                group = %r.group,
+                found = %found,
+                reclaim_in_s = wait.as_secs(),
+                "failover IP taken from this node while it is MASTER: another node claims it too (split brain? check the CARP link between the routers) or it was moved by hand; claiming it back"
+            );
+        }
+        if r.kind == JobKind::Claim {
+            rec.last_claim = Some(LastClaim { at: now, report: r });
+        }
+        verdict
+    }
+
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        self.claims.next_wakeup(now)
+    }
+
+    /// The readiness checks, now.
+    pub fn readiness(&self) -> Vec<Check> {
+        let ips: Vec<IpEvidence> = self
+            .ips
+            .keys()
+            .map(|ip| {
+                self.records
+                    .get(ip)
+                    .map(|r| r.evidence.clone())
+                    .unwrap_or_else(|| IpEvidence {
+                        ip: ip.to_string(),
+                        ..IpEvidence::default()
+                    })
+            })
+            .collect();
+        readiness::assess(&Evidence {
+            now: Instant::now(),
+            // Two intervals and a grace: one slow or lost check is not "not ready".
+            stale_after: self.readiness.interval * 2 + Duration::from_secs(5),
+            ips: &ips,
+            vault: self.vault.as_ref().and(self.vault_view.as_ref()),
+            clock_delta: self.api.time_delta(),
+            max_clock_delta: self.readiness.max_clock_delta,
+            clock_needed: self.api.signs_with_time().unwrap_or(true),
+        })
+    }
+
+    /// Status of every failover IP.
+    pub fn view(&self, clock: &Clock) -> Vec<FailoverIpView> {
+        let now = clock.mono;
+        let hold_down = self.claims.policy().hold_down;
+        self.ips
+            .iter()
+            .map(|(ip, f)| {
+                let s = self.claims.get(ip);
+                let rec = self.records.get(ip);
+                let (mode, ours) = match &f.mode {
+                    FailoverMode::VirtualMac(t) => ("virtual_mac", t.mac.clone()),
+                    FailoverMode::IpMove(t) => ("ip_move", t.service.clone()),
+                };
+                let local = s.and_then(|s| s.local);
+                FailoverIpView {
+                    ip: ip.to_string(),
+                    group: f.group.to_string(),
+                    mode: mode.to_string(),
+                    ours,
+                    local_state: local.map(|s| s.to_string()),
+                    expected: match local {
+                        Some(CarpState::Master) => "here",
+                        _ => "not this node's business",
+                    }
+                    .to_string(),
+                    actual: s
+                        .and_then(|s| s.binding.as_ref())
+                        .map(|(found, _, _)| found.to_string()),
+                    bound_here: s.and_then(|s| s.binding.as_ref()).map(|(_, here, _)| *here),
+                    checked_at: s
+                        .and_then(|s| s.binding.as_ref())
+                        .map(|(_, _, at)| clock.stamp(*at)),
+                    in_flight: s.and_then(|s| s.in_flight).map(|(_, k)| k),
+                    next_check_ms: s.map(|s| {
+                        u64::try_from(s.next_check.saturating_duration_since(now).as_millis())
+                            .unwrap_or(u64::MAX)
+                    }),
+                    held_down_until: s
+                        .filter(|s| s.wants_claim())
+                        .and_then(|s| s.held_down_until(hold_down, now))
+                        .map(|t| clock.stamp(t)),
+                    failures: s.map_or(0, |s| s.failures),
+                    last_error: rec.and_then(|r| r.evidence.error.as_ref().map(|(_, t)| t.clone())),
+                    last_claim: rec.and_then(|r| r.last_claim.as_ref()).map(|c| ClaimView {
+                        at: clock.stamp(c.at),
+                        result: match &c.report.done {
+                            Done::Moved { .. } => "claimed",
+                            Done::Located { .. } => "already_bound",
+                            Done::Cancelled => "cancelled",
+                            Done::Failed { .. } => "failed",
+                        }
+                        .to_string(),
+                        outcome: c
+                            .report
+                            .outcome
+                            .as_ref()
+                            .and_then(|o| serde_json::to_value(o).ok()),
+                        error: c.report.error.clone(),
+                    }),
+                }
+            })
+            .collect()
+    }
+}

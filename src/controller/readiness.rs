@@ -1,0 +1,338 @@
+//! "Could this node complete a failover right now?": the pure assessment behind the
+//! readiness section of `carpd status`, the `carpd_ready` metrics and the optional demotion.
+//!
+//! Inputs are what the daemon already learns while BACKUP (and MASTER) from its periodic
+//! read-only checks of each failover IP and from the Vault agent; nothing here does I/O.
+//! Each check says what is wrong and what to do, the way errors do.
+
+use std::time::{Duration, Instant};
+
+use crate::vault::agent::AgentView;
+
+/// One readiness check.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    /// `vault`, `ovh_api`, `ovh_credentials`, `own_vmac`, `clock`.
+    pub name: String,
+    pub ok: bool,
+    /// What was seen; when not ok, what to do.
+    pub detail: String,
+}
+
+/// What the last check of one failover IP saw.
+#[derive(Clone, Debug, Default)]
+pub struct IpEvidence {
+    pub ip: String,
+    /// When the last check (or claim) succeeded.
+    pub ok_at: Option<Instant>,
+    /// The last failure's class and text, cleared by a success.
+    pub error: Option<(&'static str, String)>,
+    /// vMAC mode: whether our vMAC exists and how many IPs it holds.
+    pub own_vmac: Option<(bool, usize, String)>,
+}
+
+/// Everything the assessment looks at.
+pub struct Evidence<'a> {
+    pub now: Instant,
+    /// Checks older than this count as missing.
+    pub stale_after: Duration,
+    pub ips: &'a [IpEvidence],
+    /// `None` when Vault is not configured.
+    pub vault: Option<&'a AgentView>,
+    /// OVH's clock minus ours, seconds (`None`: not measured).
+    pub clock_delta: Option<i64>,
+    pub max_clock_delta: Duration,
+    /// OAuth2 credentials do not sign with a timestamp: the clock matters less.
+    pub clock_needed: bool,
+}
+
+/// Error classes that mean the credentials are refused (not the network or OVH).
+const CREDENTIAL_KINDS: &[&str] = &[
+    "credentials",
+    "invalid_credential",
+    "invalid_key",
+    "invalid_signature",
+    "not_granted",
+    "unauthorized",
+    "oauth",
+];
+
+/// The checks, in a stable order. An empty list means there is nothing to be ready for.
+pub fn assess(e: &Evidence<'_>) -> Vec<Check> {
+    let mut out = Vec::new();
+    if let Some(v) = e.vault {
+        out.push(match (&v.last_error, v.token) {
+            (_, true) => Check {
+                name: "vault".into(),
+                ok: true,
+                detail: match v.token_ttl_s {
+                    Some(ttl) => format!("token held ({ttl} s left) from {}", v.server),
+                    None => format!("token held from {}", v.server),
+                },
+            },
+            (Some(err), false) => Check {
+                name: "vault".into(),
+                ok: false,
+                detail: format!("no Vault token: {err}"),
+            },
+            (None, false) => Check {
+                name: "vault".into(),
+                ok: false,
+                detail: format!(
+                    "no Vault token yet from {} (logging in); see `carpd secrets check`",
+                    v.server
+                ),
+            },
+        });
+    }
+    if e.ips.is_empty() {
+        return out;
+    }
+    let fresh = |ip: &IpEvidence| ip.ok_at.is_some_and(|t| e.now < t + e.stale_after);
+    let refused: Vec<String> = e
+        .ips
+        .iter()
+        .filter_map(|ip| match &ip.error {
+            Some((kind, text)) if CREDENTIAL_KINDS.contains(kind) => {
+                Some(format!("{}: {text}", ip.ip))
+            }
+            _ => None,
+        })
+        .collect();
+    out.push(Check {
+        name: "ovh_credentials".into(),
+        ok: refused.is_empty(),
+        detail: if refused.is_empty() {
+            "accepted".into()
+        } else {
+            refused.join("; ")
+        },
+    });
+    let unreachable: Vec<String> = e
+        .ips
+        .iter()
+        .filter(|ip| !fresh(ip))
+        .map(|ip| match &ip.error {
+            Some((_, text)) => format!("{}: {text}", ip.ip),
+            None if ip.ok_at.is_none() => format!("{}: not checked yet", ip.ip),
+            None => format!(
+                "{}: no successful check for more than {}",
+                ip.ip,
+                humantime::format_duration(e.stale_after)
+            ),
+        })
+        .collect();
+    out.push(Check {
+        name: "ovh_api".into(),
+        ok: unreachable.is_empty(),
+        detail: if unreachable.is_empty() {
+            "every failover IP was located recently".into()
+        } else {
+            unreachable.join("; ")
+        },
+    });
+    let vmacs: Vec<&(bool, usize, String)> =
+        e.ips.iter().filter_map(|ip| ip.own_vmac.as_ref()).collect();
+    if !vmacs.is_empty() {
+        let bad: Vec<String> = vmacs
+            .iter()
+            .filter(|(exists, ips, _)| !*exists || *ips == 0)
+            .map(|(exists, _, mac)| {
+                if *exists {
+                    format!("virtual MAC {mac} holds no IP: OVH deletes a vMAC with its last IP; give it this node's own IP")
+                } else {
+                    format!("virtual MAC {mac} does not exist: create it in the OVH manager for this VM's NIC, or correct ovh_virtual_mac.mac")
+                }
+            })
+            .collect();
+        out.push(Check {
+            name: "own_vmac".into(),
+            ok: bad.is_empty(),
+            detail: if bad.is_empty() {
+                "present and holding an IP".into()
+            } else {
+                bad.join("; ")
+            },
+        });
+    }
+    if e.clock_needed {
+        let max = e.max_clock_delta.as_secs();
+        out.push(match e.clock_delta {
+            Some(d) if d.unsigned_abs() <= max => Check {
+                name: "clock".into(),
+                ok: true,
+                detail: format!("{d:+} s from OVH"),
+            },
+            Some(d) => Check {
+                name: "clock".into(),
+                ok: false,
+                detail: format!(
+                    "this clock is {d:+} s from OVH's (more than {max} s): signed calls may be refused; fix NTP (service ntpd status)"
+                ),
+            },
+            None => Check {
+                name: "clock".into(),
+                ok: false,
+                detail: "not measured yet (no successful OVH call)".into(),
+            },
+        });
+    }
+    out
+}
+
+/// Ready when every check passed.
+pub fn ready(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn ok_ip(now: Instant) -> IpEvidence {
+        IpEvidence {
+            ip: "51.68.252.230".into(),
+            ok_at: Some(now),
+            error: None,
+            own_vmac: Some((true, 1, "02:00:00:aa:bb:cc".into())),
+        }
+    }
+
+    fn evidence<'a>(
+        now: Instant,
+        ips: &'a [IpEvidence],
+        vault: Option<&'a AgentView>,
+    ) -> Evidence<'a> {
+        Evidence {
+            now,
+            stale_after: MIN,
+            ips,
+            vault,
+            clock_delta: Some(1),
+            max_clock_delta: Duration::from_secs(10),
+            clock_needed: true,
+        }
+    }
+
+    fn failing(checks: &[Check]) -> Vec<&str> {
+        checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn all_good_is_ready() {
+        let now = Instant::now();
+        let ips = [ok_ip(now)];
+        let v = AgentView {
+            server: "https://vault:8200".into(),
+            token: true,
+            token_ttl_s: Some(3000),
+            ..AgentView::default()
+        };
+        let checks = assess(&evidence(now, &ips, Some(&v)));
+        assert_eq!(checks.len(), 5, "{checks:?}");
+        assert!(ready(&checks), "{checks:?}");
+    }
+
+    #[test]
+    fn each_fault_fails_its_own_check_and_says_why() {
+        let now = Instant::now();
+        let base = ok_ip(now);
+        let table: Vec<(IpEvidence, Option<i64>, &str, &str)> = vec![
+            (
+                IpEvidence {
+                    ok_at: Some(now - 5 * MIN),
+                    error: Some((
+                        "not_granted",
+                        "NOT_GRANTED_CALL on GET /dedicated/server".into(),
+                    )),
+                    ..base.clone()
+                },
+                Some(0),
+                "ovh_credentials",
+                "NOT_GRANTED_CALL",
+            ),
+            (
+                IpEvidence {
+                    ok_at: Some(now - 5 * MIN),
+                    error: Some(("network", "connection refused".into())),
+                    ..base.clone()
+                },
+                Some(0),
+                "ovh_api",
+                "connection refused",
+            ),
+            (
+                IpEvidence {
+                    ok_at: None,
+                    ..base.clone()
+                },
+                None,
+                "ovh_api",
+                "not checked yet",
+            ),
+            (
+                IpEvidence {
+                    own_vmac: Some((false, 0, "02:00:00:aa:bb:cc".into())),
+                    ..base.clone()
+                },
+                Some(0),
+                "own_vmac",
+                "does not exist",
+            ),
+            (
+                IpEvidence {
+                    own_vmac: Some((true, 0, "02:00:00:aa:bb:cc".into())),
+                    ..base.clone()
+                },
+                Some(0),
+                "own_vmac",
+                "holds no IP",
+            ),
+            (base.clone(), Some(-45), "clock", "fix NTP"),
+        ];
+        for (ip, delta, name, says) in table {
+            let ips = [ip];
+            let mut e = evidence(now, &ips, None);
+            e.clock_delta = delta;
+            let checks = assess(&e);
+            let bad = failing(&checks);
+            assert!(bad.contains(&name), "{name}: {checks:?}");
+            let c = checks.iter().find(|c| c.name == name).unwrap();
+            assert!(c.detail.contains(says), "{name}: {}", c.detail);
+            assert!(!ready(&checks));
+        }
+    }
+
+    #[test]
+    fn vault_without_token_is_not_ready_and_nothing_to_claim_is_only_vault() {
+        let now = Instant::now();
+        let v = AgentView {
+            server: "https://vault:8200".into(),
+            token: false,
+            last_error: Some("permission denied (AppRole login)".into()),
+            ..AgentView::default()
+        };
+        let checks = assess(&evidence(now, &[], Some(&v)));
+        assert_eq!(failing(&checks), vec!["vault"]);
+        assert!(checks[0].detail.contains("permission denied"));
+        assert!(assess(&evidence(now, &[], None)).is_empty());
+    }
+
+    #[test]
+    fn oauth2_does_not_need_the_clock() {
+        let now = Instant::now();
+        let ips = [ok_ip(now)];
+        let mut e = evidence(now, &ips, None);
+        e.clock_needed = false;
+        e.clock_delta = None;
+        let checks = assess(&e);
+        assert!(ready(&checks), "{checks:?}");
+        assert!(checks.iter().all(|c| c.name != "clock"));
+    }
+}
