@@ -8,24 +8,23 @@
 //! reconciles); a restart while MASTER (no spurious transition); the periodic re-read;
 //! reload through the control socket (valid and invalid); control-socket abuse.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use carpd::carp::{CarpState, GroupId, Vhid};
+use carpd::carp::{CarpState, Vhid};
 use carpd::control::{self, Reply, Request};
-use carpd::controller::daemon::{Daemon, Note, Settings};
+use carpd::controller::daemon::{Daemon, Note};
 use carpd::controller::{Trigger, Work};
-use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
+use carpd::devd::CarpEvent;
 use carpd::kernel::Kernel;
 use carpd::kernel::sim::{Flavour, SimKernel};
-use carpd::observe::daemon_view::DaemonView;
-use carpd::secrets::SecretPolicy;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
-const LIMIT: Duration = Duration::from_secs(20);
+use support::daemon_lab::{LIMIT, Lab, Running, within};
 
 const CONFIG: &str = "\
 node: test
@@ -34,158 +33,6 @@ groups:
   - { interface: vmx1, vhid: 2, advskew: 0, addresses: [192.0.2.2/32] }
   - { interface: vmx0, vhid: 1, advskew: 100, addresses: [192.0.2.1/24] }
 ";
-
-struct Lab {
-    dir: tempfile::TempDir,
-    /// The test's handle on the simulated kernel: the network's side.
-    kernel: SimKernel,
-    devd: FakeDevd,
-    daemon: Option<Running>,
-}
-
-struct Running {
-    notes: mpsc::UnboundedReceiver<Note>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Lab {
-    async fn new(config: &str) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("carpd.yaml"), config).unwrap();
-        let kernel =
-            SimKernel::open(Flavour::FreeBsd14, Some(dir.path().join("kernel.json"))).unwrap();
-        let devd = FakeDevd::bind(dir.path().join("devd.pipe")).unwrap();
-        let mut lab = Lab {
-            dir,
-            kernel,
-            devd,
-            daemon: None,
-        };
-        lab.start().await;
-        lab
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn settings(&self) -> Settings {
-        Settings {
-            config_path: self.path("carpd.yaml"),
-            policy: SecretPolicy {
-                allow_insecure_files: true,
-            },
-            apply: true,
-            control_socket: self.path("carpd.sock"),
-            devd: ClientConfig {
-                socket: self.path("devd.pipe"),
-                backoff: BackoffPolicy {
-                    initial: Duration::from_millis(5),
-                    max: Duration::from_millis(50),
-                    stable_after: Duration::from_secs(60),
-                },
-            },
-            ovh_client: carpd::ovh::ClientOptions::default(),
-        }
-    }
-
-    /// Starts a daemon and waits until it has read the kernel and connected to devd.
-    async fn start(&mut self) {
-        let k = SimKernel::open(Flavour::FreeBsd14, Some(self.path("kernel.json"))).unwrap();
-        let (tx, notes) = mpsc::unbounded_channel();
-        let daemon = Daemon::start(self.settings(), Box::new(k))
-            .expect("daemon starts")
-            .with_notes(tx);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(daemon.run(async move {
-            let _ = stopped.await;
-        }));
-        self.daemon = Some(Running {
-            notes,
-            stop: Some(stop),
-            task,
-        });
-        self.reconciled("the start-up read", |w, _| {
-            w == &Work::Full(Trigger::Startup)
-        })
-        .await;
-        within(
-            "the daemon connecting to the fake devd",
-            self.devd.wait_for_clients(1),
-        )
-        .await
-        .unwrap();
-        // devd's connect triggers a resync read; let it pass so tests start from quiet.
-        self.reconciled("the resync after connecting to devd", |w, _| {
-            w == &Work::Full(Trigger::Resync)
-        })
-        .await;
-    }
-
-    async fn stop(&mut self) {
-        let mut d = self.daemon.take().expect("running");
-        let _ = d.stop.take().unwrap().send(());
-        within("the daemon shutting down", d.task).await.unwrap();
-    }
-
-    fn notes(&mut self) -> &mut mpsc::UnboundedReceiver<Note> {
-        &mut self.daemon.as_mut().expect("running").notes
-    }
-
-    /// Waits for the next reconcile matching `want`, skipping others; returns its outcome.
-    async fn reconciled(
-        &mut self,
-        what: &str,
-        mut want: impl FnMut(&Work, &carpd::controller::Outcome) -> bool,
-    ) -> (Work, carpd::controller::Outcome, Instant) {
-        let notes = self.notes();
-        within(what, async {
-            loop {
-                match notes.recv().await.expect("daemon running") {
-                    Note::Reconciled { work, outcome, at } if want(&work, &outcome) => {
-                        return (work, outcome, at);
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await
-    }
-
-    /// The network moves `group` to `state` (no event by itself).
-    fn network(&self, group: &str, state: CarpState) {
-        let g: GroupId = group.parse().unwrap();
-        self.kernel.set_state(&g.ifname, g.vhid, state).unwrap();
-    }
-
-    async fn event(&mut self, group: &str, state: CarpState) {
-        let ev = CarpEvent::new(group.parse().unwrap(), state);
-        self.devd.send_event(&ev).await.unwrap();
-    }
-
-    async fn request(&self, req: Request) -> Reply {
-        let path = self.path("carpd.sock");
-        tokio::task::spawn_blocking(move || control::request(&path, &req, LIMIT))
-            .await
-            .unwrap()
-            .expect("control request")
-    }
-
-    async fn status(&self) -> DaemonView {
-        match self.request(Request::Status).await {
-            Reply::Status { daemon } => *daemon,
-            other => panic!("unexpected reply {other:?}"),
-        }
-    }
-}
-
-async fn within<T>(fault: &str, fut: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(LIMIT, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {LIMIT:?} waiting for {fault}"),
-    }
-}
 
 fn reads(work: &Work, group: &str) -> bool {
     matches!(work, Work::Groups(gs) if gs.iter().any(|(g, _)| g.to_string() == group))

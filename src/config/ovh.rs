@@ -110,7 +110,7 @@ pub struct OvhConfig {
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
 /// Default of `ovh.hold_down`.
 pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(60);
-const RECHECK_RANGE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(3600));
+const RECHECK_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 const HOLD_DOWN_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// How a failover IP is bound.
@@ -636,8 +636,8 @@ failover_ips:
             ),
             ("ovh:\n  endpoint: ovh-eu\n", "ovh.credentials: is missing"),
             (
-                "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  recheck_interval: 1s\n",
-                "ovh.recheck_interval: 1s is out of range: allowed 5s to 1h",
+                "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  recheck_interval: 2h\n",
+                "ovh.recheck_interval: 2h is out of range: allowed 1s to 1h",
             ),
             (
                 "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  hold_down: soon\n",

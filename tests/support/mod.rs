@@ -1,3 +1,5 @@
 //! Helpers shared by integration tests.
+#![allow(dead_code)] // each test crate uses its own part
 
 pub mod bao;
+pub mod daemon_lab;

@@ -1,0 +1,230 @@
+//! The daemon's failover IPs, in-process: the daemon on a simulated kernel with a fake devd
+//! (tests/support/daemon_lab.rs) and the OVH simulator on loopback, credentials in a
+//! python-ovh ovh.conf. The test plays the network (the sim kernel's state) and the other
+//! router or an operator (the simulator's world), and checks what OVH ends up holding.
+//!
+//! Covered: BACKUP locates and never claims; MASTER claims at once (event -> DELETE + POST,
+//! verified); status shows expected vs actual, the last claim and readiness; drift while
+//! MASTER is repaired by the re-check, after the hold-down when the IP just moved; a claim
+//! superseded by BACKUP stops before its next mutating step; no vMAC is ever deleted.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use carpd::carp::CarpState;
+use carpd::controller::claims::{Done, JobKind, Verdict};
+use carpd::controller::cloud::JobReport;
+use carpd::controller::daemon::Note;
+use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use support::daemon_lab::{LIMIT, Lab, within};
+
+const SN: &str = "ns1234567.ip-51-68-252.eu";
+const OURS: &str = "02:00:00:aa:bb:cc";
+const PEER: &str = "02:00:00:11:22:33";
+const VIP: &str = "51.68.252.230";
+
+fn vip() -> Ipv4Addr {
+    VIP.parse().unwrap()
+}
+
+/// The simulator with router-002 (PEER) holding the failover IP, and a lab whose config
+/// points at it. `extra` goes into the ovh: section.
+async fn setup(extra: &str) -> (OvhSim, Lab) {
+    let sim = OvhSim::start(SimConfig::default()).await.unwrap();
+    sim.with_world(|w| {
+        w.add_vmac(SN, OURS, &["178.32.70.111".parse().unwrap()]);
+        w.add_vmac(SN, PEER, &["178.32.70.110".parse().unwrap(), vip()]);
+        w.task_delay = Duration::from_millis(200);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ovh.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[{}]\napplication_key={TEST_AK}\napplication_secret={TEST_AS}\nconsumer_key={TEST_CK}\n",
+            sim.base_url()
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "node: router-003
+daemon: {{ resync_interval: 1h, coalesce: 50ms }}
+groups:
+  - {{ interface: vmx1, vhid: 2, advskew: 0, addresses: [{VIP}/32] }}
+ovh:
+  endpoint: {}
+  credentials: {{ file: {} }}
+  claim_deadline: 30
+{extra}
+failover_ips:
+  - ip: {VIP}
+    group: 2@vmx1
+    ovh_virtual_mac: {{ service: {SN}, mac: \"{OURS}\", virtual_machine_name: router-003 }}
+",
+        sim.base_url(),
+        conf.display()
+    );
+    let lab = Lab::new_in(dir, &config).await;
+    (sim, lab)
+}
+
+/// Waits for the next finished failover job matching `want`.
+async fn job(
+    lab: &mut Lab,
+    what: &str,
+    mut want: impl FnMut(&JobReport, &Verdict) -> bool,
+) -> (JobReport, Verdict) {
+    let notes = lab.notes();
+    within(what, async {
+        loop {
+            if let Note::Cloud { report, verdict } = notes.recv().await.expect("daemon running")
+                && want(&report, &verdict)
+            {
+                return (*report, verdict);
+            }
+        }
+    })
+    .await
+}
+
+fn holder(sim: &OvhSim) -> Option<String> {
+    sim.with_world(|w| w.holder(vip())).map(|(_, mac)| mac)
+}
+
+fn vmacs(sim: &OvhSim) -> usize {
+    sim.with_world(|w| w.servers.values().map(|s| s.vmacs.len()).sum())
+}
+
+#[tokio::test]
+async fn backup_locates_master_claims_and_status_tells_both() {
+    let (sim, mut lab) = setup("").await;
+    // BACKUP (the sim kernel's initial state): a read-only check at start, no mutation.
+    let (r, _) = job(&mut lab, "the start-up check", |r, _| {
+        r.kind == JobKind::Check
+    })
+    .await;
+    assert!(matches!(r.done, Done::Located { here: false, .. }), "{r:?}");
+    assert_eq!(sim.mutations(), 0);
+    let st = lab.status().await;
+    let ip = &st.failover_ips[0];
+    assert_eq!(ip.local_state.as_deref(), Some("BACKUP"));
+    assert_eq!(ip.bound_here, Some(false));
+    assert!(ip.actual.as_deref().unwrap().contains(PEER), "{ip:?}");
+    let readiness = st.readiness.expect("readiness with failover IPs");
+    assert!(readiness.ready, "{readiness:?}");
+    assert!(
+        readiness
+            .checks
+            .iter()
+            .any(|c| c.name == "own_vmac" && c.ok),
+        "{readiness:?}"
+    );
+
+    // The election is won: the event leads to a claim, verified.
+    lab.network("2@vmx1", CarpState::Master);
+    let sent = Instant::now();
+    lab.event("2@vmx1", CarpState::Master).await;
+    let (r, _) = job(&mut lab, "the claim", |r, _| r.kind == JobKind::Claim).await;
+    assert!(matches!(r.done, Done::Moved { .. }), "{r:?}");
+    let o = r.outcome.as_ref().unwrap();
+    assert_eq!(o.steps.len(), 2, "{o:?}");
+    assert!(o.steps[0].action.starts_with("DELETE"), "{o:?}");
+    assert!(o.steps[1].action.starts_with("POST"), "{o:?}");
+    assert_eq!(holder(&sim).as_deref(), Some(OURS));
+    assert_eq!(vmacs(&sim), 2, "no vMAC is ever deleted");
+    assert!(sent.elapsed() < LIMIT);
+
+    let st = lab.status().await;
+    let ip = &st.failover_ips[0];
+    assert_eq!(ip.local_state.as_deref(), Some("MASTER"));
+    assert_eq!(ip.expected, "here");
+    let claim = ip.last_claim.as_ref().expect("the last claim is shown");
+    assert_eq!(claim.result, "claimed");
+    let outcome = claim.outcome.as_ref().unwrap();
+    assert!(outcome["outage"].as_f64().unwrap() > 0.0, "{outcome}");
+    assert_eq!(outcome["steps"].as_array().unwrap().len(), 2);
+
+    // A restart while MASTER and bound: the claim finds it already here, changes nothing.
+    let before = sim.mutations();
+    lab.stop().await;
+    lab.start().await;
+    let (r, _) = job(&mut lab, "the claim after restart", |r, _| {
+        r.kind == JobKind::Claim
+    })
+    .await;
+    assert!(matches!(r.done, Done::Located { here: true, .. }), "{r:?}");
+    assert_eq!(sim.mutations(), before);
+}
+
+#[tokio::test]
+async fn drift_while_master_is_repaired_after_the_hold_down() {
+    let (sim, mut lab) = setup("  recheck_interval: 1s\n  hold_down: 3s").await;
+    lab.network("2@vmx1", CarpState::Master);
+    lab.event("2@vmx1", CarpState::Master).await;
+    let (r, _) = job(&mut lab, "the claim", |r, _| r.kind == JobKind::Claim).await;
+    assert!(matches!(r.done, Done::Moved { .. }), "{r:?}");
+    let claimed_at = r.ended;
+
+    // The peer (a split brain) or an operator moves it back at once.
+    sim.with_world(|w| {
+        w.task_delay = Duration::ZERO;
+        let now = Instant::now();
+        w.remove_ip(now, SN, OURS, vip()).unwrap();
+        w.advance(now);
+        w.add_ip(now, SN, PEER, vip(), "router-002").unwrap();
+        w.advance(now);
+    });
+    assert_eq!(holder(&sim).as_deref(), Some(PEER));
+    let (_, verdict) = job(&mut lab, "the re-check seeing the drift", |_, v| {
+        matches!(v, Verdict::TakenWhileMaster { .. })
+    })
+    .await;
+    let Verdict::TakenWhileMaster { reclaim_at, .. } = verdict else {
+        unreachable!()
+    };
+    assert!(reclaim_at >= claimed_at + Duration::from_secs(3) - Duration::from_millis(50));
+    let st = lab.status().await;
+    assert!(
+        st.failover_ips[0].held_down_until.is_some(),
+        "{:?}",
+        st.failover_ips[0]
+    );
+
+    let (r, _) = job(&mut lab, "the repair", |r, _| r.kind == JobKind::Claim).await;
+    assert!(matches!(r.done, Done::Moved { .. }), "{r:?}");
+    assert!(
+        r.started >= claimed_at + Duration::from_secs(3) - Duration::from_millis(50),
+        "the repair waited for the hold-down"
+    );
+    assert_eq!(holder(&sim).as_deref(), Some(OURS));
+    assert_eq!(vmacs(&sim), 2);
+}
+
+#[tokio::test]
+async fn a_claim_superseded_by_backup_stops_before_its_next_mutation() {
+    let (sim, mut lab) = setup("").await;
+    sim.with_world(|w| w.task_delay = Duration::from_secs(2));
+    lab.network("2@vmx1", CarpState::Master);
+    lab.event("2@vmx1", CarpState::Master).await;
+    // Wait for the DELETE to be sent, then lose the election while its task runs.
+    within("the DELETE", async {
+        while !sim.requests().iter().any(|r| r.method == "DELETE") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    lab.network("2@vmx1", CarpState::Backup);
+    lab.event("2@vmx1", CarpState::Backup).await;
+    let (r, _) = job(&mut lab, "the claim ending", |r, _| {
+        r.kind == JobKind::Claim
+    })
+    .await;
+    assert_eq!(r.done, Done::Cancelled, "{r:?}");
+    assert!(
+        !sim.requests().iter().any(|r| r.method == "POST"),
+        "no POST after losing MASTER"
+    );
+    assert_eq!(vmacs(&sim), 2);
+}
