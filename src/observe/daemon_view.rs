@@ -312,5 +312,83 @@ pub fn to_text(v: &DaemonView) -> String {
             );
         }
     }
+    for f in &v.failover_ips {
+        failover_text(&mut o, f);
+    }
+    if let Some(r) = &v.readiness {
+        let _ = writeln!(
+            o,
+            "  readiness: {}",
+            if r.ready { "ready" } else { "NOT READY" }
+        );
+        for c in &r.checks {
+            let _ = writeln!(
+                o,
+                "    {} {}: {}",
+                if c.ok { "ok " } else { "BAD" },
+                c.name,
+                c.detail
+            );
+        }
+    }
     o
+}
+
+/// One failover IP, two to four lines: binding, expectation, last claim, trouble.
+fn failover_text(o: &mut String, f: &FailoverIpView) {
+    let agree = match (f.local_state.as_deref(), f.bound_here) {
+        (Some("MASTER"), Some(true)) => "ok",
+        (Some("MASTER"), Some(false)) => "WRONG: should be here",
+        (Some("MASTER"), None) => "unknown yet",
+        _ => "ok (not this node's business)",
+    };
+    let _ = writeln!(
+        o,
+        "  failover IP {} ({} {}, follows {} {}): {} [{}]",
+        f.ip,
+        f.mode,
+        f.ours,
+        f.group,
+        f.local_state.as_deref().unwrap_or("absent"),
+        f.actual.as_deref().unwrap_or("binding unknown"),
+        agree
+    );
+    let mut next = Vec::new();
+    if let Some(k) = f.in_flight {
+        next.push(format!(
+            "{} running",
+            if k == crate::controller::claims::JobKind::Claim {
+                "claim"
+            } else {
+                "check"
+            }
+        ));
+    } else if let Some(ms) = f.next_check_ms {
+        next.push(format!("next check in {:.1} s", ms as f64 / 1000.0));
+    }
+    if let Some(c) = &f.checked_at {
+        next.push(format!("checked {c}"));
+    }
+    if let Some(h) = &f.held_down_until {
+        next.push(format!("claim HELD DOWN until {h}"));
+    }
+    let _ = writeln!(o, "    {}", next.join("; "));
+    if let Some(c) = &f.last_claim {
+        let o_ = c.outcome.as_ref();
+        let num = |k: &str| o_.and_then(|v| v[k].as_f64());
+        let mut parts = vec![format!("last claim {} {}", c.at, c.result)];
+        if let Some(ms) = num("elapsed") {
+            parts.push(format!("took {ms:.0} ms"));
+        }
+        if let Some(ms) = num("first_mutation_after") {
+            parts.push(format!("first change after {ms:.1} ms"));
+        }
+        if let Some(ms) = num("outage") {
+            parts.push(format!("outage {ms:.0} ms"));
+        }
+        let _ = writeln!(o, "    {}", parts.join(", "));
+    }
+    if let Some(e) = &f.last_error {
+        let _ = writeln!(o, "    error ({} in a row): {e}", f.failures);
+    }
 }
