@@ -13,6 +13,7 @@
 //! - [`vault`]: secretsmith settings, Vault/OpenBao login, kv-v2 reads, token lifecycle.
 //! - [`ovh`]: the OVH API client and failover operations.
 //! - [`sim`]: simulators of external systems (the OVH API) for tests, the lab and benches.
+//! - [`lab`]: `carpd lab`, the two-router drill on simulators.
 //! - [`cli`]: clap definitions and one module per subcommand.
 
 pub mod carp;
@@ -22,6 +23,7 @@ pub mod control;
 pub mod controller;
 pub mod devd;
 pub mod kernel;
+pub mod lab;
 pub mod observe;
 pub mod ovh;
 pub mod plan;

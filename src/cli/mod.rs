@@ -18,6 +18,7 @@ use crate::secrets::SecretPolicy;
 mod check;
 pub mod failover_ip;
 mod hook;
+mod lab;
 mod plan;
 mod reconcile;
 mod reload;
@@ -155,6 +156,20 @@ pub enum Command {
     /// OVH failover IPs: where they are, and claiming them now.
     #[command(name = "failover-ip", subcommand)]
     FailoverIp(FailoverIpCommand),
+    /// The two-router drill on simulators (no FreeBSD, no cloud): election, failure, return
+    /// with preempt, split brain and healing, flap storm; prints a timeline with measured
+    /// latencies and exits 1 if an invariant is violated.
+    Lab {
+        /// Print the report as JSON instead of the timeline.
+        #[arg(long)]
+        json: bool,
+        /// Keep the working directory (configurations, kernel state files).
+        #[arg(long)]
+        keep: bool,
+        /// Events per router in the flap storm.
+        #[arg(long, default_value_t = 10_000)]
+        storm_events: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +279,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::FailoverIp(FailoverIpCommand::Claim { ip, dry_run, force }) => {
             failover_ip::claim(&ctx, &ip, dry_run, force, &mut out)
         }
+        Command::Lab {
+            json,
+            keep,
+            storm_events,
+        } => lab::run(json, keep, storm_events),
     };
     if ok {
         ExitCode::SUCCESS

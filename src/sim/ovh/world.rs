@@ -120,6 +120,9 @@ pub struct World {
     pub fresh_task_404: Duration,
     /// Failure statuses for the next tasks created, in order.
     pub next_task_failures: VecDeque<String>,
+    /// Every vMAC deleted (with its last IP), in order: the invariant "no vMAC is ever
+    /// deleted" is `deleted_vmacs.is_empty()`.
+    pub deleted_vmacs: Vec<String>,
 }
 
 /// A serializable picture of the account (inspection API).
@@ -211,6 +214,7 @@ impl World {
                     if empty {
                         // OVH deletes a vMAC with its last IP.
                         s.vmacs.remove(&mac);
+                        self.deleted_vmacs.push(mac.clone());
                     }
                 }
             }
