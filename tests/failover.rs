@@ -147,10 +147,15 @@ async fn backup_locates_master_claims_and_status_tells_both() {
     assert_eq!(outcome["steps"].as_array().unwrap().len(), 2);
     let text = carpd::observe::daemon_view::to_text(&st);
     assert!(
-        text.contains(&format!("failover IP {VIP} (virtual_mac {OURS}, follows 2@vmx1 MASTER): on virtual MAC {OURS}")),
+        text.contains(&format!(
+            "failover IP {VIP} (virtual_mac {OURS}, follows 2@vmx1 MASTER): on virtual MAC {OURS}"
+        )),
         "{text}"
     );
-    assert!(text.contains("[ok]") && text.contains("last claim") && text.contains("outage"), "{text}");
+    assert!(
+        text.contains("[ok]") && text.contains("last claim") && text.contains("outage"),
+        "{text}"
+    );
     assert!(text.contains("readiness: ready"), "{text}");
 
     // A restart while MASTER and bound: the claim finds it already here, changes nothing.

@@ -18,6 +18,10 @@
 //!   `hold_down` unless the local state changed in between: two MASTERs of a split brain
 //!   cannot ping-pong the IP faster than that. Failed claims are retried with backoff (the
 //!   hold-down is about successful moves, so a claim that failed half-way is never stuck).
+//!   The hold-down never delays a claim of an IP bound to no one: nobody can ping-pong it.
+//! - **Flap damping.** The first change to MASTER claims at once (the reaction path). When the
+//!   group keeps flipping ([`FLAPS`] changes within [`FLAP_WINDOW`]), claims wait until its
+//!   state has held for [`SETTLE`]: a flapping link must not drag the IP back and forth.
 //! - **BACKUP and INIT: not this node's business.** Never release; a read-only check every
 //!   `refresh` keeps the binding known (so the claim after the next election starts from a
 //!   warm hint) and feeds readiness.
@@ -28,6 +32,12 @@ use std::time::{Duration, Instant};
 
 use crate::carp::{CarpState, GroupId};
 use crate::ovh::plan::Found;
+
+/// Local changes within [`FLAP_WINDOW`] that make a group "flapping".
+pub const FLAPS: usize = 3;
+pub const FLAP_WINDOW: Duration = Duration::from_secs(2);
+/// How long a flapping group's state must hold before a claim starts.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// Timing rules of the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +128,8 @@ pub struct IpState {
     pub retry_at: Option<Instant>,
     /// When the next read-only check is due.
     pub next_check: Instant,
+    /// When the last [`FLAPS`] changes of "MASTER here" happened (flap damping).
+    pub flips: std::collections::VecDeque<Instant>,
 }
 
 impl IpState {
@@ -134,6 +146,7 @@ impl IpState {
             retry_at: None,
             // The first check runs at once: it warms the hint before any election.
             next_check: now,
+            flips: std::collections::VecDeque::new(),
         }
     }
 
@@ -148,13 +161,42 @@ impl IpState {
                 || matches!(self.binding, Some((_, false, _))))
     }
 
-    /// Until when a claim that would move the IP is held down, if it is now.
+    /// Until when a claim that would move the IP is held down, if it is now. An IP known to
+    /// be bound to no one is never held down.
     pub fn held_down_until(&self, hold_down: Duration, now: Instant) -> Option<Instant> {
+        let unbound = matches!(
+            self.binding,
+            Some((Found::Unbound | Found::Service { service: None }, _, _))
+        );
         match self.last_move {
-            Some((at, generation)) if generation == self.generation && now < at + hold_down => {
+            Some((at, generation))
+                if !unbound && generation == self.generation && now < at + hold_down =>
+            {
                 Some(at + hold_down)
             }
             _ => None,
+        }
+    }
+
+    /// Until when a claim waits for a flapping group to settle, if it does now.
+    pub fn settling_until(&self, now: Instant) -> Option<Instant> {
+        let last = *self.flips.back()?;
+        let flapping = self.flips.len() >= FLAPS
+            && self
+                .flips
+                .front()
+                .is_some_and(|first| last.saturating_duration_since(*first) <= FLAP_WINDOW);
+        (flapping && now < last + SETTLE).then_some(last + SETTLE)
+    }
+
+    /// Until when a needed claim must wait (hold-down or settling), if it must now.
+    pub fn claim_waits_until(&self, hold_down: Duration, now: Instant) -> Option<Instant> {
+        match (
+            self.held_down_until(hold_down, now),
+            self.settling_until(now),
+        ) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -211,13 +253,17 @@ impl Claims {
         self.ips.get(ip)
     }
 
-    /// A reading of `group`: `None` when the vhid does not exist here.
-    pub fn local(&mut self, group: &GroupId, state: Option<CarpState>) {
+    /// A reading of `group` at `now`: `None` when the vhid does not exist here.
+    pub fn local(&mut self, group: &GroupId, state: Option<CarpState>, now: Instant) {
         for s in self.ips.values_mut().filter(|s| &s.group == group) {
             let was = s.is_master();
             s.local = state;
             if s.is_master() != was {
                 s.generation += 1;
+                if s.flips.len() == FLAPS {
+                    s.flips.pop_front();
+                }
+                s.flips.push_back(now);
                 // A new term: earlier failures say nothing about this one.
                 s.failures = 0;
                 s.retry_at = None;
@@ -242,7 +288,7 @@ impl Claims {
                 continue;
             }
             let kind = if s.wants_claim() {
-                if s.held_down_until(policy.hold_down, now).is_some() {
+                if s.claim_waits_until(policy.hold_down, now).is_some() {
                     continue;
                 }
                 JobKind::Claim
@@ -362,7 +408,7 @@ impl Claims {
             .filter(|s| s.in_flight.is_none())
             .map(|s| {
                 let at = if s.wants_claim() {
-                    s.held_down_until(policy.hold_down, now).unwrap_or(now)
+                    s.claim_waits_until(policy.hold_down, now).unwrap_or(now)
                 } else {
                     s.next_check
                 };

@@ -44,7 +44,7 @@ fn one(c: &mut Claims, now: Instant, kind: JobKind) -> Job {
 #[test]
 fn backup_only_checks_and_never_claims() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Backup));
+    c.local(&g(), Some(CarpState::Backup), t0);
     let j = one(&mut c, t0, JobKind::Check);
     assert!(c.due(t0).is_empty(), "one job in flight per IP");
     let v = c.finished(
@@ -65,7 +65,7 @@ fn backup_only_checks_and_never_claims() {
 #[test]
 fn becoming_master_claims_at_once_with_the_warm_hint() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Backup));
+    c.local(&g(), Some(CarpState::Backup), t0);
     let j = one(&mut c, t0, JobKind::Check);
     c.finished(
         &ip(),
@@ -77,7 +77,7 @@ fn becoming_master_claims_at_once_with_the_warm_hint() {
         t0,
     );
     let t1 = t0 + 5 * S;
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t1, JobKind::Claim);
     assert_eq!(j.hint, Some(there()));
     assert!(c.current(&ip(), j.generation));
@@ -103,7 +103,7 @@ fn becoming_master_claims_at_once_with_the_warm_hint() {
 #[test]
 fn already_bound_counts_as_claimed() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(
         &ip(),
@@ -121,7 +121,7 @@ fn already_bound_counts_as_claimed() {
 #[test]
 fn drift_while_master_is_reported_and_held_down() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
     // The peer (also MASTER: a split brain) takes it back; the re-check sees it.
@@ -152,7 +152,7 @@ fn drift_while_master_is_reported_and_held_down() {
 #[test]
 fn drift_long_after_the_last_move_is_repaired_at_once() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
     let t1 = t0 + 300 * S;
@@ -173,11 +173,11 @@ fn drift_long_after_the_last_move_is_repaired_at_once() {
 #[test]
 fn a_local_change_lifts_the_hold_down() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
-    c.local(&g(), Some(CarpState::Backup));
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Backup), t0);
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0 + S, JobKind::Claim);
     assert_eq!(j.generation, 3);
 }
@@ -185,7 +185,7 @@ fn a_local_change_lifts_the_hold_down() {
 #[test]
 fn failures_back_off_and_a_new_term_starts_fresh() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let mut now = t0;
     for wait in [1, 2, 4, 8, 16, 30, 30] {
         let j = one(&mut c, now, JobKind::Claim);
@@ -196,19 +196,19 @@ fn failures_back_off_and_a_new_term_starts_fresh() {
     }
     let j = one(&mut c, now, JobKind::Claim);
     c.finished(&ip(), j.generation, &Done::Failed { mutated: true }, now);
-    c.local(&g(), Some(CarpState::Backup));
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Backup), t0);
+    c.local(&g(), Some(CarpState::Master), t0);
     one(&mut c, now, JobKind::Claim);
 }
 
 #[test]
 fn a_superseded_job_cannot_mark_the_new_term_claimed() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
-    c.local(&g(), Some(CarpState::Backup));
+    c.local(&g(), Some(CarpState::Backup), t0);
     assert!(!c.current(&ip(), j.generation), "the fence must refuse now");
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     assert!(
         !c.current(&ip(), j.generation),
         "a new term is another generation"
@@ -216,32 +216,34 @@ fn a_superseded_job_cannot_mark_the_new_term_claimed() {
     assert!(c.due(t0).is_empty(), "the old job is still in flight");
     c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
     assert_eq!(c.get(&ip()).unwrap().claimed, None);
-    let j2 = one(&mut c, t0, JobKind::Claim);
+    // Three changes at once is a flap: the new term claims once the state has held.
+    assert!(c.due(t0).is_empty());
+    let j2 = one(&mut c, t0 + SETTLE, JobKind::Claim);
     assert_eq!(j2.generation, j.generation + 2);
 }
 
 #[test]
 fn a_cancel_the_core_did_not_expect_waits_for_the_next_reading() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(&ip(), j.generation, &Done::Cancelled, t0);
     assert!(c.due(t0).is_empty(), "no spinning on refused claims");
     one(&mut c, t0 + S, JobKind::Claim);
     // A cancel caused by a change the core knows does not delay the new term.
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
-    c.local(&g(), Some(CarpState::Backup));
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Backup), t0);
+    c.local(&g(), Some(CarpState::Master), t0);
     c.finished(&ip(), j.generation, &Done::Cancelled, t0);
-    one(&mut c, t0, JobKind::Claim);
+    one(&mut c, t0 + SETTLE, JobKind::Claim);
 }
 
 #[test]
 fn reload_keeps_known_ips_and_resets_moved_ones() {
     let (mut c, t0) = setup();
-    c.local(&g(), Some(CarpState::Master));
+    c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
     let other: IpAddr = "51.68.252.231".parse().unwrap();
@@ -291,7 +293,7 @@ proptest! {
         let mut moves: Vec<(Instant, u64)> = Vec::new();
         for o in ops {
             match o {
-                Op::Local(s) => c.local(&g(), s),
+                Op::Local(s) => c.local(&g(), s, now),
                 Op::Advance(secs) => now += Duration::from_secs(secs),
                 Op::Finish(pick) => {
                     if let Some(j) = in_flight.take() {
@@ -326,4 +328,48 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_flapping_group_claims_once_settled_and_the_first_change_at_once() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master), t0);
+    let j = one(&mut c, t0, JobKind::Claim);
+    // It flips back and forth while the first claim runs.
+    let ms = Duration::from_millis(1);
+    let mut now = t0;
+    for i in 1..=10 {
+        now = t0 + 10 * i * ms;
+        let s = if i % 2 == 1 {
+            CarpState::Backup
+        } else {
+            CarpState::Master
+        };
+        c.local(&g(), Some(s), now);
+    }
+    c.finished(&ip(), j.generation, &Done::Cancelled, now);
+    assert!(c.get(&ip()).unwrap().is_master());
+    assert!(c.due(now).is_empty(), "flapping: wait");
+    assert_eq!(c.next_wakeup(now), Some(now + SETTLE));
+    assert!(c.due(now + SETTLE - ms).is_empty());
+    one(&mut c, now + SETTLE, JobKind::Claim);
+}
+
+#[test]
+fn an_unbound_ip_is_never_held_down() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master), t0);
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
+    let j = one(&mut c, t0 + 30 * S, JobKind::Check);
+    c.finished(
+        &ip(),
+        j.generation,
+        &Done::Located {
+            found: Found::Unbound,
+            here: false,
+        },
+        t0 + 30 * S,
+    );
+    one(&mut c, t0 + 30 * S, JobKind::Claim);
 }

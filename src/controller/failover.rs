@@ -200,7 +200,7 @@ impl Failover {
 
     /// A kernel reading of `group` (`None`: the vhid does not exist here).
     pub fn local(&mut self, group: &GroupId, state: Option<CarpState>) {
-        self.claims.local(group, state);
+        self.claims.local(group, state, Instant::now());
         self.sync_fences();
     }
 
@@ -431,7 +431,7 @@ impl Failover {
                     }),
                     held_down_until: s
                         .filter(|s| s.wants_claim())
-                        .and_then(|s| s.held_down_until(hold_down, now))
+                        .and_then(|s| s.claim_waits_until(hold_down, now))
                         .map(|t| clock.stamp(t)),
                     failures: s.map_or(0, |s| s.failures),
                     last_error: rec.and_then(|r| r.evidence.error.as_ref().map(|(_, t)| t.clone())),

@@ -103,8 +103,14 @@ mod tests {
                     for sb in states {
                         for preempt in [false, true] {
                             let nodes = [
-                                Node { up: a == 1, advskew: 0 },
-                                Node { up: b == 1, advskew: 100 },
+                                Node {
+                                    up: a == 1,
+                                    advskew: 0,
+                                },
+                                Node {
+                                    up: b == 1,
+                                    advskew: 100,
+                                },
                             ];
                             let out = elect(&nodes, &[sa, sb], false, preempt);
                             let masters = out.iter().filter(|s| **s == Master).count();

@@ -344,11 +344,7 @@ pub async fn run(opts: &LabOptions, mut out: Box<dyn Write + Send>) -> Result<bo
         w.task_delay = TASK;
         // router-003's vMAC holds the failover IP at start: the preferred router must claim.
         w.add_vmac(SERVICE, plan[0].1, &[plan[0].2.parse().expect("ip")]);
-        w.add_vmac(
-            SERVICE,
-            plan[1].1,
-            &[plan[1].2.parse().expect("ip"), vip()],
-        );
+        w.add_vmac(SERVICE, plan[1].1, &[plan[1].2.parse().expect("ip"), vip()]);
     });
     let mut routers = Vec::new();
     for (name, mac, _, advskew) in plan {
@@ -481,14 +477,20 @@ async fn script(d: &mut Drill, opts: &LabOptions) -> Result<(), String> {
     d.routers[A].stop().await;
     d.routers[A].up = false;
     d.routers[A].set(CarpState::Init, false).await?;
-    d.log("fail", "router-002 goes down (carpd stopped, vhid INIT)".into());
+    d.log(
+        "fail",
+        "router-002 goes down (carpd stopped, vhid INIT)".into(),
+    );
     let at = d.elect(true).await?;
     d.expect_bound(B, at, "failover").await;
 
     // 4. It returns and preempts.
     d.routers[A].start().await?;
     d.routers[A].set(CarpState::Backup, true).await?;
-    d.log("return", "router-002 is back (carpd started, BACKUP)".into());
+    d.log(
+        "return",
+        "router-002 is back (carpd started, BACKUP)".into(),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let at = d.elect(true).await?;
     d.expect_bound(A, at, "preempt").await;
@@ -496,7 +498,10 @@ async fn script(d: &mut Drill, opts: &LabOptions) -> Result<(), String> {
     // 5. Split brain: the routers stop hearing each other; both are MASTER and both claim.
     let mutations_before = d.sim.mutations();
     d.partitioned = true;
-    d.log("partition", "the CARP link between the routers is cut".into());
+    d.log(
+        "partition",
+        "the CARP link between the routers is cut".into(),
+    );
     let _ = d.elect(true).await?;
     let split = Duration::from_secs(7);
     tokio::time::sleep(split).await;
