@@ -64,13 +64,16 @@ def requisites(args, kind):
 class Salt:
     """One throwaway minion configuration (file roots = the formula) per minion id."""
 
-    def __init__(self, base, minion_id, pillar_extra=None):
+    def __init__(self, base, minion_id, pillar_extra=None, pillar_base=None):
         self.base = base / minion_id
         conf = self.base / "conf"
         pillar = self.base / "pillar"
         conf.mkdir(parents=True)
         pillar.mkdir()
-        shutil.copy(PILLAR_EXAMPLE, pillar / "carpd.sls")
+        if pillar_base is None:
+            shutil.copy(PILLAR_EXAMPLE, pillar / "carpd.sls")
+        else:
+            (pillar / "carpd.sls").write_text(json.dumps(pillar_base))
         extra = {
             "carpd": {"secretsmith": {"role_id": ROLE_ID, "secret_id": SECRET_ID}}
         }
@@ -375,6 +378,48 @@ class FormulaTest(unittest.TestCase):
         self.assertEqual(work.read_text(), once, "a second run must change nothing")
 
     # --- variants ---------------------------------------------------------------------------
+
+    def render_variant(self, minion_id, pillar_base):
+        salt = Salt(self.tmp / "variant", minion_id, pillar_base=pillar_base)
+        states = states_of(salt.show_sls()[0])
+        args = states["/usr/local/etc/carpd.yaml"][2]
+        dest = self.tmp / "variant" / minion_id / "carpd.yaml"
+        return states, salt.render(args["source"], args["context"], dest)
+
+    def test_node_and_secretsmith_path_filled_in(self):
+        states, text = self.render_variant(
+            "router-x",
+            {
+                "carpd": {
+                    "secretsmith": {"path": "/usr/local/etc/secrets/other.yaml", "url": "https://v:8200"},
+                    "config": {
+                        "vault": {},
+                        "groups": [{"interface": "em0", "vhid": 5, "addresses": ["192.0.2.5/32"]}],
+                    },
+                }
+            },
+        )
+        got = yaml.safe_load(text)
+        self.assertEqual(got["node"], "router-x")
+        self.assertEqual(got["vault"], {"secretsmith": "/usr/local/etc/secrets/other.yaml"})
+        self.assertEqual(states["/usr/local/etc/secrets/other.yaml"][2]["mode"], "0400")
+
+    def test_sections_newer_than_the_formula_pass_through_in_order(self):
+        config = {
+            "future": {"knob": 1},
+            "metrics": {"listen": "127.0.0.1:9745"},
+            "groups": [{"interface": "em0", "vhid": 5, "addresses": ["192.0.2.5/32"]}],
+            "readiness": {"interval": "30s", "demotion": 0},
+            "maintenance": {"state_dir": "/var/db/carpd"},
+        }
+        _, text = self.render_variant("router-y", {"carpd": {"config": config}})
+        got = yaml.safe_load(text)
+        self.assertEqual(
+            list(got), ["node", "groups", "readiness", "maintenance", "metrics", "future"]
+        )
+        self.assertEqual(got, dict(config, node="router-y"))
+        # Without a secretsmith role_id, no secretsmith file and no vault section appear.
+        self.assertNotIn("vault", got)
 
     def test_binary_install_without_a_package(self):
         salt = Salt(
