@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import subprocess
 import tempfile
 import unittest
@@ -234,8 +233,9 @@ class FormulaTest(unittest.TestCase):
             self.assertEqual(list(got["groups"][0])[:2], ["interface", "vhid"])
 
     def carpd_check(self, router, interfaces):
-        """Runs `carpd check` on the rendered carpd.yaml, with its secretsmith path pointed at
-        the rendered secretsmith file (mode 0400), against a simulated kernel."""
+        """Runs the state's check_cmd (`carpd check -c <file>`) on the rendered carpd.yaml,
+        with its secretsmith path pointed at the rendered secretsmith file (mode 0400),
+        against a simulated kernel with these interfaces."""
         r = self.rendered[router]
         work = Path(tempfile.mkdtemp(dir=self.tmp))
         secretsmith = work / "carp-secretsmith.yaml"
@@ -252,18 +252,23 @@ class FormulaTest(unittest.TestCase):
         config.write_text(moved)
         kernel = work / "kernel.json"
         kernel.write_text(json.dumps({"interfaces": {i: {} for i in interfaces}}))
-        args = [CARPD_BIN, "-c", str(config), "--kernel", "sim", "--sim-state", str(kernel)]
+        # The state's own check_cmd, as Salt runs it (the new file's path appended), with
+        # the debug binary and the simulated kernel chosen through the environment.
+        check_cmd = r["states"]["/usr/local/etc/carpd.yaml"][2]["check_cmd"].split()
+        self.assertEqual(check_cmd[0], "/usr/local/sbin/carpd")
+        args = [CARPD_BIN, *check_cmd[1:], str(config)]
         if os.getuid() != 0:
             # carpd trusts only root-owned secret files; a non-root run cannot make one.
             args.append("--allow-insecure-files")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CARPD_", "VAULT_"))}
-        return subprocess.run(args + ["check"], capture_output=True, text=True, env=env)
+        env.update(CARPD_KERNEL="sim", CARPD_SIM_STATE=str(kernel))
+        return subprocess.run(args, capture_output=True, text=True, env=env)
 
     def test_carpd_check_accepts_each_rendered_configuration(self):
         for r in ROUTERS:
             p = self.carpd_check(r, ["lo0", "vmx0", "vmx1"])
             self.assertEqual(p.returncode, 0, f"{r}:\n{p.stdout}{p.stderr}")
-            self.assertIn(f"configuration OK", p.stdout)
+            self.assertIn("configuration OK", p.stdout)
             self.assertIn(f"(node {r}, 2 group(s))", p.stdout)
             self.assertNotIn("warning", p.stdout)
 
