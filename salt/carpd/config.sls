@@ -1,0 +1,54 @@
+# -------------------------------------------------------------
+# carpd formula: carpd.yaml and the secretsmith file
+# -------------------------------------------------------------
+# The secretsmith file holds the AppRole secret_id: mode 0400, root,
+# and show_changes off so the secret never reaches Salt's output or
+# job cache. carpd.yaml holds no secret (passwords and OVH credentials
+# come from Vault or root-only files) and is checked by "carpd check"
+# before it replaces the running one.
+{%- from 'carpd/map.jinja' import carpd with context %}
+{%- set ss = carpd.secretsmith %}
+
+include:
+  - carpd.install
+  - carpd.kmod
+
+{%- if ss.role_id %}
+
+{{ ss.path }}:
+  file.managed:
+    - source: salt://carpd/files/carp-secretsmith.yaml.jinja
+    - template: jinja
+    - user: root
+    - group: wheel
+    - mode: '0400'
+    - makedirs: True
+    - show_changes: False
+    - context:
+        url: {{ ss.url | json(sort_keys=False) }}
+        verify: {{ ss.verify | json(sort_keys=False) }}
+        namespace: {{ ss.namespace | json(sort_keys=False) }}
+        role_id: {{ ss.role_id | json(sort_keys=False) }}
+        secret_id: {{ ss.secret_id | json(sort_keys=False) }}
+{%- endif %}
+
+{{ carpd.paths.config }}:
+  file.managed:
+    - source: salt://carpd/files/carpd.yaml.jinja
+    - template: jinja
+    - user: root
+    - group: wheel
+    - mode: '0644'
+    - context:
+        order: [node, carp, groups, daemon, vault, ovh, failover_ips, readiness, maintenance, metrics]
+        config: {{ carpd.config | json(sort_keys=False) }}
+{%- if carpd.service.check_config %}
+    # Salt appends the new file's temporary path: carpd check -c <new file>.
+    - check_cmd: {{ carpd.paths.binary }} check -c
+{%- endif %}
+    - require:
+      - sls: carpd.install
+      - sls: carpd.kmod
+{%- if ss.role_id %}
+      - file: {{ ss.path }}
+{%- endif %}

@@ -1,0 +1,20 @@
+# -------------------------------------------------------------
+# carpd formula: the CARP kernel module, now and at boot
+# -------------------------------------------------------------
+# rc.d/carpd loads it too (required_modules), but "carpd check" runs
+# before the service starts, and CARP groups from rc.conf need it at
+# boot before carpd is up.
+{%- from 'carpd/map.jinja' import carpd with context %}
+
+{{ carpd.paths.loader_conf }}:
+  file.managed:
+    - source: salt://carpd/files/loader.conf
+    - user: root
+    - group: wheel
+    - mode: '0644'
+    - makedirs: True
+
+carp_kernel_module:
+  cmd.run:
+    - name: kldload -n carp
+    - unless: kldstat -q -m carp

@@ -1,0 +1,49 @@
+# -------------------------------------------------------------
+# carpd formula: the carpd service
+# -------------------------------------------------------------
+# Enabled through its rc.conf.d file. A new carpd.yaml or secretsmith
+# file is a reload (SIGHUP after "carpd check": the daemon keeps its
+# state and a bad file never replaces a good one); a new binary or new
+# flags need a restart.
+{%- from 'carpd/map.jinja' import carpd with context %}
+
+include:
+  - carpd.install
+  - carpd.config
+
+{{ carpd.paths.rc_conf }}:
+  file.managed:
+    - source: salt://carpd/files/rc.conf.jinja
+    - template: jinja
+    - user: root
+    - group: wheel
+    - mode: '0644'
+    - makedirs: True
+    - context:
+        config: {{ carpd.paths.config }}
+        flags: {{ carpd.service.flags | json(sort_keys=False) }}
+
+carpd:
+  service.running:
+    - reload: True
+    - require:
+      - file: {{ carpd.paths.rc_conf }}
+      - sls: carpd.install
+    - watch:
+      - file: {{ carpd.paths.config }}
+{%- if carpd.secretsmith.role_id %}
+      - file: {{ carpd.secretsmith.path }}
+{%- endif %}
+
+carpd_restart:
+  cmd.run:
+    - name: service carpd restart
+    - require:
+      - service: carpd
+    - onchanges:
+      - file: {{ carpd.paths.rc_conf }}
+{%- if carpd.install.method == 'pkg' %}
+      - pkg: carpd_package
+{%- else %}
+      - file: {{ carpd.paths.binary }}
+{%- endif %}
