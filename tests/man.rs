@@ -16,7 +16,9 @@
 //!   "expected sequence start" marks a list. Every key found must have a `.It Cm <path>` entry
 //!   in KEYS, and every entry must be a key the parser knows.
 //! - Every complete configuration written in carpd.yaml.5 (a literal block starting with
-//!   `node:`) is accepted by the parser.
+//!   `node:`) or in docs/operations.md (a yaml block starting with `node:`) is accepted by the
+//!   parser, and every key any of their YAML examples uses is documented in carpd.yaml.5.
+//! - Every `carpd ...` line of the guide's sh blocks names a subcommand and flags that exist.
 //!
 //! Interfaces that are specified (issue 6) but not yet in this branch's code are documented
 //! already and listed in PENDING_COMMANDS / PENDING_KEYS. These lists are the only way to
@@ -721,4 +723,204 @@ fn complete_configurations_in_carpd_yaml_5_are_valid() {
             panic!("an example in carpd.yaml.5 is refused:\n{e}\n--- example\n{c}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operations guide (docs/operations.md) and the examples of carpd.yaml.5 use only what
+// exists: configurations parse, keys are documented, carpd command lines name real
+// subcommands and flags (or pending ones).
+
+/// Fenced code blocks of a Markdown file: (info string, text). A block inside a list item
+/// is indented like its fence; that indent is removed (YAML depends on it).
+fn fenced_blocks(md: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(String, String, usize)> = None;
+    for line in md.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let fence = line.trim_start().strip_prefix("```");
+        match (&mut cur, fence) {
+            (None, Some(info)) => cur = Some((info.trim().to_string(), String::new(), indent)),
+            (Some(_), Some(_)) => {
+                let (info, text, _) = cur.take().expect("open block");
+                out.push((info, text));
+            }
+            (Some((_, text, fence_indent)), None) => {
+                let cut = line.len().min(*fence_indent);
+                let (lead, rest) = line.split_at(cut);
+                assert!(lead.trim().is_empty(), "text left of its fence: {line}");
+                text.push_str(rest);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// Key paths used by a YAML text, in carpd.yaml.5's notation (`groups[].vhid`).
+fn yaml_key_paths(yaml: &str) -> BTreeSet<String> {
+    fn walk(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.insert(path.clone());
+                    walk(child, &path, out);
+                }
+            }
+            Value::Array(items) => {
+                for item in items.iter().filter(|i| i.is_object()) {
+                    walk(item, &format!("{prefix}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let v: Value = serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let mut out = BTreeSet::new();
+    walk(&v, "", &mut out);
+    out
+}
+
+fn is_complete_config(yaml: &str) -> bool {
+    yaml.lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .is_some_and(|l| l.starts_with("node:"))
+}
+
+#[test]
+fn yaml_in_the_guide_and_the_man_page_parses_and_uses_documented_keys() {
+    let documented = documented_keys(&read("man/carpd.yaml.5"));
+    let guide = read("docs/operations.md");
+    let mut blocks: Vec<(String, String)> = fenced_blocks(&guide)
+        .into_iter()
+        .filter(|(info, _)| info == "yaml")
+        .map(|(_, t)| ("docs/operations.md".to_string(), t))
+        .collect();
+    let complete_in_guide = blocks.iter().filter(|(_, t)| is_complete_config(t)).count();
+    assert!(
+        complete_in_guide >= 2,
+        "the guide should configure both routers in full"
+    );
+    blocks.extend(
+        literal_blocks(&read("man/carpd.yaml.5"))
+            .into_iter()
+            .map(|t| ("man/carpd.yaml.5".to_string(), t)),
+    );
+    for (file, yaml) in &blocks {
+        for k in yaml_key_paths(yaml) {
+            assert!(
+                documented.contains(&k),
+                "{file} uses the key {k}, which carpd.yaml.5 does not document:\n{yaml}"
+            );
+        }
+        if is_complete_config(yaml)
+            && let Err(e) = carpd::config::parse(yaml, Path::new(file))
+        {
+            panic!("a configuration in {file} is refused:\n{e}\n--- it was\n{yaml}");
+        }
+    }
+}
+
+#[test]
+fn carpd_command_lines_in_the_guide_exist() {
+    let root = carpd::cli::Cli::command();
+    let mut code = Vec::new();
+    leaves(&root, "", &mut code);
+    let mut commands: BTreeMap<String, BTreeSet<String>> = code
+        .iter()
+        .map(|l| {
+            let flags = visible_args(&l.cmd)
+                .filter_map(|a| a.get_long().map(|f| format!("--{f}")))
+                .collect();
+            (l.path.clone(), flags)
+        })
+        .collect();
+    for (path, flags) in PENDING_COMMANDS {
+        commands.insert(
+            path.to_string(),
+            flags.iter().map(|f| f.to_string()).collect(),
+        );
+    }
+    let mut globals = BTreeSet::new();
+    let mut global_with_value = BTreeSet::new();
+    for a in visible_args(&root) {
+        let takes = a.get_action().takes_values();
+        for name in a
+            .get_long()
+            .map(|l| format!("--{l}"))
+            .into_iter()
+            .chain(a.get_short().map(|s| format!("-{s}")))
+        {
+            globals.insert(name.clone());
+            if takes {
+                global_with_value.insert(name);
+            }
+        }
+    }
+    let guide = read("docs/operations.md");
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for (info, text) in fenced_blocks(&guide) {
+        if info != "sh" {
+            continue;
+        }
+        for line in text.lines() {
+            let line = line.split(" #").next().unwrap_or("").trim();
+            let Some(rest) = line.strip_prefix("carpd ") else {
+                continue;
+            };
+            seen += 1;
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let mut path: Vec<&str> = Vec::new();
+            let mut flags = Vec::new();
+            let mut i = 0;
+            while i < words.len() {
+                let w = words[i];
+                if w.starts_with('-') {
+                    let name = w.split('=').next().unwrap_or(w);
+                    flags.push(name.to_string());
+                    if global_with_value.contains(name) && !w.contains('=') {
+                        i += 1;
+                    }
+                } else {
+                    let candidate = if path.is_empty() {
+                        w.to_string()
+                    } else {
+                        format!("{} {w}", path.join(" "))
+                    };
+                    if commands
+                        .keys()
+                        .any(|c| c == &candidate || c.starts_with(&format!("{candidate} ")))
+                    {
+                        path.push(w);
+                    }
+                }
+                i += 1;
+            }
+            let path = path.join(" ");
+            let Some(own) = commands.get(&path) else {
+                problems.push(format!("`{line}`: `{path}` is not a carpd command"));
+                continue;
+            };
+            for f in flags {
+                if !own.contains(&f) && !globals.contains(&f) {
+                    problems.push(format!("`{line}`: {f} is not a flag of `carpd {path}`"));
+                }
+            }
+        }
+    }
+    assert!(
+        seen >= 10,
+        "too few carpd command lines found: the scan is broken"
+    );
+    assert!(
+        problems.is_empty(),
+        "docs/operations.md runs carpd in ways the CLI does not know:\n{}",
+        problems.join("\n")
+    );
 }
