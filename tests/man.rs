@@ -23,7 +23,7 @@
 //! Interfaces that are specified (issue 6) but not yet in this branch's code are documented
 //! already and listed in PENDING_COMMANDS / PENDING_KEYS. These lists are the only way to
 //! skip a check; a pending item the code now has makes the test fail until it is removed from
-//! the list, so the lists empty themselves on merge.
+//! the list, so merging the code forces emptying the lists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
