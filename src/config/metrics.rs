@@ -181,6 +181,24 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_is_valid() {
+        let example = include_str!("../../examples/carpd.yaml");
+        let block: Vec<&str> = example
+            .lines()
+            .skip_while(|l| *l != "# metrics:")
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| &l[2..])
+            .collect();
+        assert!(
+            block.len() == 4,
+            "examples/carpd.yaml lost its metrics: block: {block:?}"
+        );
+        let c = parse_str(&format!("node: n\n{}\n", block.join("\n"))).unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9745".parse().unwrap()));
+        assert_eq!(c.metrics.textfile_interval, DEFAULT_TEXTFILE_INTERVAL);
+    }
+
+    #[test]
     fn problems_name_key_line_and_fix() {
         let table = [
             (

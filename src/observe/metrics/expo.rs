@@ -241,7 +241,7 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
         if s.label("le").is_some() != s.name.ends_with("_bucket") || s.label("quantile").is_some() {
             return Err(at(format!("misused le/quantile label on {}", s.name)));
         }
-        if fam.kind == "counter" && !(s.value >= 0.0) {
+        if fam.kind == "counter" && (s.value.is_nan() || s.value < 0.0) {
             return Err(at(format!("negative or NaN counter {}", s.name)));
         }
         let mut key_labels = s.labels.clone();
@@ -284,7 +284,7 @@ fn check_histogram(f: &Family) -> Result<(), String> {
     }
     for (key, bs) in &buckets {
         for w in bs.windows(2) {
-            if !(w[0].0 < w[1].0) || w[0].1 > w[1].1 {
+            if w[0].0.partial_cmp(&w[1].0) != Some(std::cmp::Ordering::Less) || w[0].1 > w[1].1 {
                 return Err(format!(
                     "{} {key:?}: buckets not increasing: {bs:?}",
                     f.name

@@ -676,6 +676,11 @@ mod http_server {
             "a scrape waited {:?} behind silent clients",
             t.elapsed()
         );
+        // It did wait for a slot: the connection cap holds.
+        assert!(
+            t.elapsed() >= opts.deadline / 2,
+            "served at once although both slots were taken: max_connections is not enforced"
+        );
     }
 
     #[tokio::test]
@@ -823,8 +828,12 @@ mod textfile_writer {
                 let mut reads = 0u32;
                 while !done.load(Ordering::Relaxed) {
                     let text = std::fs::read_to_string(&path).expect("the file vanished");
-                    if let Err(e) = expo::parse(&text) {
-                        panic!("a reader saw a partial or broken file: {e}");
+                    // Complete means valid and with every family, down to the last one
+                    // (an empty or cut file can still be a valid exposition).
+                    match expo::parse(&text) {
+                        Ok(f) if f.len() == 13 => {}
+                        Ok(f) => panic!("a reader saw a partial file: {} families", f.len()),
+                        Err(e) => panic!("a reader saw a partial or broken file: {e}"),
                     }
                     reads += 1;
                 }
