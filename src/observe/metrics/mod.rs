@@ -14,7 +14,8 @@
 //! surer piece of code.
 //!
 //! Invariants:
-//! - Updates take one mutex for the time of a map insert; nothing here does I/O, awaits or
+//! - Updates take one mutex for the time of a map lookup or insert; `render` holds it while
+//!   it formats (microseconds: the series are bounded, below). Nothing does I/O, awaits or
 //!   logs while holding it. A poisoned mutex is recovered (the data are plain counters).
 //! - Cardinality is bounded: each family holds at most a fixed number of label sets
 //!   ([`MAX_GROUPS`], [`MAX_IPS`], [`MAX_KINDS`], [`MAX_CHECKS`]). Label values come from the
