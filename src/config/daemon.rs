@@ -71,7 +71,7 @@ pub fn validate_daemon(raw: Option<&RawDaemon>, p: &mut Problems) -> DaemonConfi
     out
 }
 
-/// Reads a duration key, checking its range; problems name `key`.
+/// Checks a duration key against its range; shared by the sections that take durations.
 pub(crate) fn duration(
     p: &mut Problems,
     key: &str,

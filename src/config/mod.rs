@@ -19,12 +19,14 @@ use crate::carp::{CarpKey, GroupId, Sysctl};
 
 pub mod daemon;
 pub mod error;
+pub mod metrics;
 pub mod ovh;
 pub mod raw;
 pub mod validate;
 
 pub use daemon::DaemonConfig;
 pub use error::{ConfigError, Pos, Problem};
+pub use metrics::MetricsConfig;
 
 /// Where carpd looks when neither `-c` nor `CARPD_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/usr/local/etc/carpd.yaml";
@@ -48,6 +50,8 @@ pub struct Config {
     pub ovh: Option<ovh::OvhConfig>,
     /// Failover IPs to keep on the MASTER (see `ovh.rs`).
     pub failover_ips: Vec<ovh::FailoverIp>,
+    /// Prometheus metrics outputs (`metrics:`); both off by default.
+    pub metrics: MetricsConfig,
     /// Things that work but deserve attention (inline passwords, ...).
     pub warnings: Vec<Problem>,
 }

@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub ovh: Option<super::ovh::RawOvh>,
     #[serde(default)]
     pub failover_ips: Vec<super::ovh::RawFailoverIp>,
+    pub metrics: Option<super::metrics::RawMetrics>,
 }
 
 /// `vault:`: how carpd reaches Vault/OpenBao. Every key is optional; `vault: {}` means the

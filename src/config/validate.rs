@@ -210,6 +210,8 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         &mut warnings,
     );
 
+    let metrics = super::metrics::validate_metrics(raw.metrics.as_ref(), &mut p, &mut warnings);
+
     if !p.is_empty() {
         return Err(p.into_error());
     }
@@ -222,6 +224,7 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         vault,
         ovh,
         failover_ips,
+        metrics,
         warnings: warnings.list,
     })
 }

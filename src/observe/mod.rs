@@ -1,5 +1,7 @@
-//! What carpd shows operators: the status model and its renderings.
+//! What carpd shows operators: the status model and its renderings, and the Prometheus
+//! metrics (HTTP listener and node_exporter textfile).
 
 pub mod daemon_view;
 pub mod logging;
+pub mod metrics;
 pub mod status;
