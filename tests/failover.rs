@@ -32,6 +32,12 @@ fn vip() -> Ipv4Addr {
 /// The simulator with router-002 (PEER) holding the failover IP, and a lab whose config
 /// points at it. `extra` goes into the ovh: section.
 async fn setup(extra: &str) -> (OvhSim, Lab) {
+    setup_with(extra, "").await
+}
+
+/// [`setup`], with `top` added at the top level of the configuration (`DIR` is replaced by
+/// the lab's directory).
+async fn setup_with(extra: &str, top: &str) -> (OvhSim, Lab) {
     let sim = OvhSim::start(SimConfig::default()).await.unwrap();
     sim.with_world(|w| {
         w.add_vmac(SN, OURS, &["178.32.70.111".parse().unwrap()]);
@@ -48,8 +54,10 @@ async fn setup(extra: &str) -> (OvhSim, Lab) {
         ),
     )
     .unwrap();
+    let top = top.replace("DIR", &dir.path().display().to_string());
     let config = format!(
-        "node: router-003
+        "{top}
+node: router-003
 daemon: {{ resync_interval: 1h, coalesce: 50ms }}
 groups:
   - {{ interface: vmx1, vhid: 2, advskew: 0, addresses: [{VIP}/32] }}
@@ -99,7 +107,11 @@ fn vmacs(sim: &OvhSim) -> usize {
 
 #[tokio::test]
 async fn backup_locates_master_claims_and_status_tells_both() {
-    let (sim, mut lab) = setup("").await;
+    let (sim, mut lab) = setup_with(
+        "",
+        "metrics: { textfile: DIR/carpd.prom, textfile_interval: 1s }",
+    )
+    .await;
     // BACKUP (the sim kernel's initial state): a read-only check at start, no mutation.
     let (r, _) = job(&mut lab, "the start-up check", |r, _| {
         r.kind == JobKind::Check
@@ -157,6 +169,31 @@ async fn backup_locates_master_claims_and_status_tells_both() {
         "{text}"
     );
     assert!(text.contains("readiness: ready"), "{text}");
+
+    // The metrics say the same (node_exporter textfile, rewritten every second).
+    let prom = lab.path("carpd.prom");
+    let metrics = within("the textfile to show the claim", async {
+        loop {
+            if let Ok(t) = std::fs::read_to_string(&prom)
+                && t.contains(&format!(
+                    "carpd_claims_total{{ip=\"{VIP}\",result=\"claimed\"}} 1"
+                ))
+            {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    for line in [
+        "carpd_group_state{group=\"2@vmx1\",state=\"MASTER\"} 1",
+        "carpd_transitions_total{group=\"2@vmx1\",to=\"MASTER\"} 1",
+        "carpd_ready_all 1",
+        &format!("carpd_claim_outage_seconds_count{{ip=\"{VIP}\"}} 1"),
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(!metrics.contains(TEST_AS) && !metrics.contains(TEST_CK));
 
     // A restart while MASTER and bound: the claim finds it already here, changes nothing.
     let before = sim.mutations();

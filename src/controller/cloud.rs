@@ -17,11 +17,11 @@ use crate::carp::{CarpState, GroupId};
 use crate::config::Config;
 use crate::config::ovh::{FailoverIp, FailoverMode, OvhConfig, OvhCredentialSource};
 use crate::kernel::Kernel;
+use crate::observe::metrics::kinds::ovh_error_kind;
 use crate::ovh::conf;
 use crate::ovh::credentials::{
     BoxFuture, CredentialError, CredentialSource, Credentials, FieldNames,
 };
-use crate::ovh::error::ErrorKind;
 use crate::ovh::failover::{
     ClaimError, ClaimOptions, ClaimOutcome, ClaimResult, claim_move, claim_vmac, locate,
 };
@@ -307,30 +307,6 @@ async fn check<A: FailoverApi>(
             let here = service.as_deref() == Some(t.service.as_str());
             Ok((Found::Service { service }, here, None))
         }
-    }
-}
-
-/// A short, fixed class of an OVH error (metric label, readiness reason).
-pub fn ovh_error_kind(e: &OvhError) -> &'static str {
-    match e {
-        OvhError::Api(a) => match a.kind() {
-            ErrorKind::InvalidSignature => "invalid_signature",
-            ErrorKind::QueryTimeOut => "query_time_out",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::NotGranted => "not_granted",
-            ErrorKind::InvalidCredential => "invalid_credential",
-            ErrorKind::InvalidKey => "invalid_key",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::RateLimited => "rate_limited",
-            ErrorKind::Server => "server",
-            ErrorKind::Client => "client",
-        },
-        OvhError::Network { .. } => "network",
-        OvhError::Decode { .. } => "decode",
-        OvhError::Credentials(_) => "credentials",
-        OvhError::OAuth { .. } => "oauth",
-        OvhError::Config(_) => "config",
     }
 }
 

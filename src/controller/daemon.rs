@@ -43,6 +43,7 @@ use crate::secrets::SecretPolicy;
 use crate::vault::agent::{self, AgentHandle};
 use crate::vault::blocking::Access;
 
+use crate::observe::metrics::{self, Metrics};
 use crate::ovh::ClientOptions;
 
 use super::claims::Verdict;
@@ -168,6 +169,8 @@ pub struct Daemon {
     loaded: Loaded,
     /// Failover IPs and the OVH client, when the configuration has any.
     failover: Option<Failover>,
+    /// Prometheus metrics (served or written when `metrics:` says so).
+    metrics: Metrics,
     reports: (
         mpsc::UnboundedSender<Report>,
         Option<mpsc::UnboundedReceiver<Report>>,
@@ -221,6 +224,7 @@ impl Daemon {
             kernel: Arc::from(kernel),
             loaded,
             failover: None,
+            metrics: Metrics::new(),
             reports: (tx, Some(rx)),
             core,
             server: Some(server),
@@ -239,6 +243,11 @@ impl Daemon {
     pub fn with_reload_signal(mut self, hup: Signal) -> Daemon {
         self.hup = Some(hup);
         self
+    }
+
+    /// The daemon's metrics (tests read them directly).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// Sends a [`Note`] for everything the daemon does (tests and benchmarks).
@@ -277,6 +286,7 @@ impl Daemon {
         self.sync_vault_agent();
         self.sync_failover();
         let mut reports = self.reports.1.take().expect("run is called once");
+        let (stop_metrics, metrics_tasks) = self.start_metrics().await;
         tracing::info!(
             node = %self.loaded.config.node,
             config = %self.settings.config_path.display(),
@@ -323,11 +333,55 @@ impl Daemon {
         }
 
         let _ = stop_devd.send(());
+        drop(stop_metrics);
+        for t in metrics_tasks {
+            // The textfile task removes its file on the way out.
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
         ctl_task.abort();
         let _ = tokio::time::timeout(Duration::from_secs(2), devd_task).await;
         // Dropping the server (inside the aborted task) removes the socket file.
         let _ = ctl_task.await;
         tracing::info!("carpd stopped");
+    }
+
+    /// Starts the metrics listener and textfile writer the configuration asks for. They stop
+    /// when the returned sender is dropped. A listener that cannot bind is logged, not fatal:
+    /// metrics must never stand in the way of a failover.
+    async fn start_metrics(
+        &self,
+    ) -> (
+        tokio::sync::watch::Sender<()>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let (tx, rx) = tokio::sync::watch::channel(());
+        let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+            while rx.changed().await.is_ok() {}
+        };
+        let cfg = &self.loaded.config.metrics;
+        let mut tasks = Vec::new();
+        if let Some(addr) = cfg.listen {
+            match metrics::http::bind(addr).await {
+                Ok(listener) => {
+                    tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+                    tasks.push(tokio::spawn(metrics::http::serve(
+                        listener,
+                        self.metrics.clone(),
+                        stopped(rx.clone()),
+                    )));
+                }
+                Err(e) => tracing::error!("metrics not served: {e}"),
+            }
+        }
+        if let Some(path) = cfg.textfile.clone() {
+            tasks.push(tokio::spawn(metrics::textfile::textfile_loop(
+                path,
+                cfg.textfile_interval,
+                self.metrics.clone(),
+                stopped(rx.clone()),
+            )));
+        }
+        (tx, tasks)
     }
 
     fn note(&self, n: Note) {
@@ -585,6 +639,7 @@ impl Daemon {
             readiness,
             self.reports.0.clone(),
             self.settings.ovh_client.clone(),
+            self.metrics.clone(),
         ) {
             Ok(f) => f,
             Err(e) => {
@@ -662,6 +717,11 @@ impl Daemon {
     fn report(&mut self, outcome: &Outcome) {
         for (group, state) in &outcome.initial {
             tracing::info!(%group, %state, "state at start-up");
+            self.metrics.group_state(group, Some(*state));
+        }
+        for t in &outcome.transitions {
+            self.metrics.transition(&t.group, t.to);
+            self.metrics.group_state(&t.group, t.to);
         }
         for t in &outcome.transitions {
             let from = t.from.map_or("NONE", CarpState::as_str);

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::config::ovh::{FailoverIp, FailoverMode};
 use crate::kernel::Kernel;
 use crate::observe::daemon_view::{ClaimView, Clock, FailoverIpView};
+use crate::observe::metrics::{ClaimMetric, Metrics};
 use crate::ovh::failover::{ClaimOptions, ClaimResult};
 use crate::ovh::{Client, ClientOptions};
 use crate::secrets::SecretPolicy;
@@ -88,6 +89,7 @@ pub struct Failover {
     reports: mpsc::UnboundedSender<Report>,
     vault: Option<AgentHandle>,
     vault_view: Option<AgentView>,
+    metrics: Metrics,
 }
 
 /// A short description of the OVH setup: a reload that changes it builds a new client.
@@ -125,6 +127,7 @@ impl Failover {
         readiness: ReadinessSettings,
         reports: mpsc::UnboundedSender<Report>,
         client_options: ClientOptions,
+        metrics: Metrics,
     ) -> Result<Option<Failover>, String> {
         let (Some(key), Some(ovh)) = (setup_key(config), config.ovh.as_ref()) else {
             return Ok(None);
@@ -156,7 +159,11 @@ impl Failover {
             reports,
             vault: agent,
             vault_view: None,
+            metrics,
         };
+        for ip in me.ips.keys() {
+            me.metrics.failover_ip(&ip.to_string());
+        }
         me.sync_fences();
         me.warm_up();
         Ok(Some(me))
@@ -185,6 +192,9 @@ impl Failover {
             now,
         );
         self.records.retain(|ip, _| self.ips.contains_key(ip));
+        for ip in self.ips.keys() {
+            self.metrics.failover_ip(&ip.to_string());
+        }
         self.sync_fences();
     }
 
@@ -280,6 +290,7 @@ impl Failover {
             Report::Job(j) => Some(self.finished(*j)),
             Report::Vault(v) => {
                 self.vault_view = Some(v);
+                self.publish_readiness();
                 None
             }
         }
@@ -355,10 +366,38 @@ impl Failover {
                 "failover IP taken from this node while it is MASTER: another node claims it too (split brain? check the CARP link between the routers) or it was moved by hand; claiming it back"
             );
         }
+        if let Some(kind) = r.error_kind {
+            self.metrics.ovh_error(kind);
+        }
+        let ip_s = r.ip.to_string();
         if r.kind == JobKind::Claim {
+            let result = match &r.done {
+                Done::Moved { .. } => ClaimMetric::Claimed,
+                Done::Located { .. } => ClaimMetric::AlreadyBound,
+                Done::Cancelled => ClaimMetric::Cancelled,
+                Done::Failed { .. } => ClaimMetric::Failed,
+            };
+            let outage = r.outcome.as_ref().and_then(|o| o.outage);
+            self.metrics.claim(&ip_s, result, took, outage);
             rec.last_claim = Some(LastClaim { at: now, report: r });
         }
+        if let Verdict::TakenWhileMaster { reclaim_at, .. } = &verdict
+            && *reclaim_at > now
+        {
+            self.metrics
+                .claim(&ip_s, ClaimMetric::HeldDown, Duration::ZERO, None);
+        }
+        self.publish_readiness();
         verdict
+    }
+
+    /// Readiness into the metrics (`carpd_ready{check}`, `carpd_ready_all`).
+    fn publish_readiness(&self) {
+        let checks = self.readiness();
+        for c in &checks {
+            self.metrics.readiness(&c.name, c.ok);
+        }
+        self.metrics.ready(readiness::ready(&checks));
     }
 
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {

@@ -73,9 +73,12 @@ mod tests {
         advskew: 0,
     };
 
+    /// Nodes, states before, partitioned, preempt, states after.
+    type Case<'a> = (&'a [Node], &'a [CarpState], bool, bool, &'a [CarpState]);
+
     #[test]
     fn table() {
-        let cases: &[(&[Node], &[CarpState], bool, bool, &[CarpState])] = &[
+        let cases: &[Case] = &[
             (&[A, B], &[Init, Init], false, true, &[Master, Backup]),
             (&[DOWN, B], &[Master, Backup], false, true, &[Init, Master]),
             // The preferred node returns: with preempt it takes over, without it waits.
