@@ -37,14 +37,11 @@ const PENDING_COMMANDS: &[(&str, &[&str])] = &[
     ("maintenance enter", &["--wait", "--timeout"]),
     ("maintenance leave", &[]),
     ("maintenance status", &["--json"]),
-    ("lab", &["--json", "--keep"]),
 ];
 
 /// carpd.yaml keys documented in carpd.yaml.5 ahead of the parser (issue 6: OVH recheck and
 /// hold-down, readiness, maintenance, metrics). The lead empties this when they land in main.
 const PENDING_KEYS: &[&str] = &[
-    "ovh.recheck_interval",
-    "ovh.hold_down",
     "readiness",
     "readiness.interval",
     "readiness.max_clock_delta",
@@ -52,10 +49,6 @@ const PENDING_KEYS: &[&str] = &[
     "maintenance",
     "maintenance.state_dir",
     "maintenance.demotion",
-    "metrics",
-    "metrics.listen",
-    "metrics.textfile",
-    "metrics.textfile_interval",
 ];
 
 fn read(rel: &str) -> String {
