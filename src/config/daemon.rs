@@ -71,7 +71,8 @@ pub fn validate_daemon(raw: Option<&RawDaemon>, p: &mut Problems) -> DaemonConfi
     out
 }
 
-fn duration(
+/// Checks a duration against `(min, max)`; shared with `readiness.rs`.
+pub(super) fn duration(
     p: &mut Problems,
     key: &str,
     v: &Spanned<RawDuration>,

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub ovh: Option<super::ovh::RawOvh>,
     #[serde(default)]
     pub failover_ips: Vec<super::ovh::RawFailoverIp>,
+    pub readiness: Option<super::readiness::RawReadiness>,
+    pub maintenance: Option<super::maintenance::RawMaintenance>,
 }
 
 /// `vault:`: how carpd reaches Vault/OpenBao. Every key is optional; `vault: {}` means the

@@ -210,6 +210,9 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         &mut warnings,
     );
 
+    let readiness = super::readiness::validate_readiness(raw.readiness.as_ref(), &mut p);
+    let maintenance = super::maintenance::validate_maintenance(raw.maintenance.as_ref(), &mut p);
+
     if !p.is_empty() {
         return Err(p.into_error());
     }
@@ -222,6 +225,8 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         vault,
         ovh,
         failover_ips,
+        readiness,
+        maintenance,
         warnings: warnings.list,
     })
 }

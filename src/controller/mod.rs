@@ -2,12 +2,16 @@
 //!
 //! - [`core`]: pure state machine: pending groups, coalescing, transitions, decisions;
 //! - [`duties`]: the pure "actions for group X in state S" and the duties config gives;
+//! - [`ledger`]: the demotion ledger: what carpd added to `net.inet.carp.demotion` and why
+//!   (maintenance, not ready), written before the kernel is touched, re-applied after a
+//!   reboot, removed exactly;
 //! - [`daemon`]: the executor: one tokio loop fed by devd, the control socket, signals and
 //!   timers; it reads the kernel, applies the configuration and reports.
 
 pub mod core;
 pub mod daemon;
 pub mod duties;
+pub mod ledger;
 
 pub use core::{Core, Decision, Outcome, Transition, Trigger, Work};
 pub use duties::{Duties, GroupAction, GroupDuties, actions_for};
