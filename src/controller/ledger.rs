@@ -514,9 +514,9 @@ pub fn rfc3339(secs: u64) -> String {
 fn io_fix(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-            "the ledger belongs to root: run carpd as root".to_string()
+            "The ledger belongs to root: run carpd as root".to_string()
         }
-        _ => "check the file system (space, permissions)".to_string(),
+        _ => "Check the file system (space, permissions)".to_string(),
     }
 }
 
