@@ -557,6 +557,30 @@ fn status_of_an_absent_ledger_is_empty_and_shows_the_kernel_part() {
     assert!(text.contains("240, of which 240 not carpd's"), "{text}");
 }
 
+#[test]
+fn concurrent_writers_never_lose_each_others_entries() {
+    // The CLI and the daemon (here: two threads, each with its own open of the lock file,
+    // which flock treats like two processes) change different reasons at the same time.
+    // Without the lock around read-modify-write, one's write would drop the other's entry.
+    let f = fast_fixture();
+    std::thread::scope(|s| {
+        for (reason, delta) in [(Reason::Maintenance, 240), (Reason::NotReady, 50)] {
+            let f = &f;
+            s.spawn(move || {
+                for i in 0..40 {
+                    f.store.add(&f.k, reason, delta, t(i)).unwrap();
+                    f.store.remove(&f.k, reason, t(i)).unwrap();
+                }
+                f.store.add(&f.k, reason, delta, t(99)).unwrap();
+            });
+        }
+    });
+    let l = f.ledger();
+    assert_eq!(l.entries.len(), 2, "{l:?}");
+    assert_eq!(l.in_kernel(&f.boot()), 290);
+    assert_eq!(f.k.demotion(), 290);
+}
+
 // ---------------------------------------------------------------------------------------
 // Property: random sequences of operations, reboots, kernel activity and crashes.
 
