@@ -739,6 +739,12 @@ impl LedgerStore {
         reason: Reason,
         now: SystemTime,
     ) -> Result<RemoveOutcome, LedgerError> {
+        // No ledger, nothing to remove: create nothing (the daemon calls this on every
+        // readiness check that passes). Only a certain "absent": a directory this user
+        // cannot read is reported by the lock below, not taken for an empty ledger.
+        if matches!(self.path().try_exists(), Ok(false)) {
+            return Ok(RemoveOutcome::NotInLedger);
+        }
         let _lock = self.lock()?;
         let boot = kernel.boot_id().map_err(kernel_err)?;
         let on_disk = self.load()?;
@@ -760,6 +766,11 @@ impl LedgerStore {
         kernel: &dyn Kernel,
         now: SystemTime,
     ) -> Result<Vec<(Reason, AddOutcome)>, LedgerError> {
+        // No ledger, nothing to restore: create nothing (a daemon that never demotes never
+        // needs state_dir). Only a certain "absent", as in `remove`.
+        if matches!(self.path().try_exists(), Ok(false)) {
+            return Ok(Vec::new());
+        }
         let _lock = self.lock()?;
         let boot = kernel.boot_id().map_err(kernel_err)?;
         let mut on_disk = self.load()?;

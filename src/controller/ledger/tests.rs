@@ -553,6 +553,16 @@ fn status_of_an_absent_ledger_is_empty_and_shows_the_kernel_part() {
         (0, Some(240), Some(240))
     );
     assert!(!f.store.dir().exists(), "status creates nothing");
+    assert!(f.store.restore(&f.k, t(1)).unwrap().is_empty());
+    assert_eq!(
+        f.store.remove(&f.k, Reason::NotReady, t(1)).unwrap(),
+        RemoveOutcome::NotInLedger
+    );
+    assert!(
+        !f.store.dir().exists(),
+        "restore and remove without a ledger create nothing"
+    );
+    assert_eq!(f.k.demotion(), 240);
     let text = s.to_text();
     assert!(text.contains("240, of which 240 not carpd's"), "{text}");
 }
