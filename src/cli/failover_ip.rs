@@ -38,7 +38,9 @@ pub fn credential_source(
     crate::controller::cloud::credential_source(config, ovh, policy, None)
 }
 
-fn client(
+/// An OVH client for `ovh`, its credential source running on `rt` (shared with
+/// `maintenance enter --wait`).
+pub(crate) fn client(
     ctx: &Context,
     config: &Config,
     ovh: &OvhConfig,
@@ -49,7 +51,7 @@ fn client(
     Client::new(ovh.endpoint.clone(), source, ClientOptions::default()).map_err(|e| e.to_string())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -99,7 +101,12 @@ struct StatusReport {
     failover_ips: Vec<IpStatus>,
 }
 
-async fn observe<A: FailoverApi>(api: &A, f: &FailoverIp) -> Result<(Found, bool), String> {
+/// Where OVH has `f` now, and whether that is this node (shared with `maintenance enter
+/// --wait`, which waits for every IP to be bound away).
+pub(crate) async fn observe<A: FailoverApi>(
+    api: &A,
+    f: &FailoverIp,
+) -> Result<(Found, bool), String> {
     match &f.mode {
         FailoverMode::VirtualMac(t) => {
             let (obs, _) = locate(api, &t.service, t.ip, &t.mac)

@@ -19,6 +19,7 @@ mod check;
 pub mod failover_ip;
 mod hook;
 mod lab;
+mod maintenance;
 mod plan;
 mod reconcile;
 mod reload;
@@ -150,9 +151,20 @@ pub enum Command {
         #[arg(required = true)]
         groups: Vec<String>,
     },
-    /// Simulated kernel only: set a vhid's state as an election would (lab and tests).
+    /// Simulated kernel only: set a vhid's state as an election would (`simulate 2@vmx1
+    /// MASTER`), or reboot it (`simulate reboot`: next boot identity, sysctls and demotion
+    /// back to their defaults). For the lab and tests.
     #[command(hide = true)]
-    Simulate { group: String, state: String },
+    Simulate {
+        /// vhid@ifname, or `reboot`.
+        target: String,
+        /// MASTER, BACKUP or INIT (not with `reboot`).
+        state: Option<String>,
+    },
+    /// Demote this node on purpose so the peer takes over (a ledger in maintenance.state_dir
+    /// records it; it survives reboots), and undo exactly that.
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// OVH failover IPs: where they are, and claiming them now.
     #[command(name = "failover-ip", subcommand)]
     FailoverIp(FailoverIpCommand),
@@ -177,6 +189,30 @@ pub enum SecretsCommand {
     /// Log in to Vault as the daemon would and read every configured secret; report field
     /// names present or missing and the token's TTL and policies, never a value.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Add maintenance.demotion (default 240) to net.inet.carp.demotion, recorded in the
+    /// ledger first. Does nothing if already in maintenance.
+    Enter {
+        /// Then wait until every managed group is BACKUP here and every failover IP is bound
+        /// to another node.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits before failing (exit 1) with what did not happen.
+        #[arg(long, default_value = "60s", value_name = "DURATION",
+              value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Remove exactly the demotion `enter` added (never the kernel's or pfsync's part).
+    Leave,
+    /// The ledger's entries, carpd's part of the demotion, the kernel's level and the rest.
+    Status {
+        /// Machine-readable output (schema carpd.maintenance-status.v1).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,7 +308,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload => reload::run(&ctx, &mut out),
         Command::Hook { group, state } => return hook::run(&ctx, &group, &state),
         Command::Reconcile { groups } => reconcile::run(&ctx, &groups, &mut out),
-        Command::Simulate { group, state } => simulate::run(&ctx, &group, &state, &mut out),
+        Command::Simulate { target, state } => {
+            simulate::run(&ctx, &target, state.as_deref(), &mut out)
+        }
+        Command::Maintenance(MaintenanceCommand::Enter { wait, timeout }) => {
+            maintenance::enter(&ctx, wait, timeout, &mut out)
+        }
+        Command::Maintenance(MaintenanceCommand::Leave) => maintenance::leave(&ctx, &mut out),
+        Command::Maintenance(MaintenanceCommand::Status { json }) => {
+            maintenance::status(&ctx, json, &mut out)
+        }
         Command::FailoverIp(FailoverIpCommand::Status { json }) => {
             failover_ip::status(&ctx, json, &mut out)
         }

@@ -20,13 +20,17 @@ use crate::carp::{CarpKey, GroupId, Sysctl};
 pub mod daemon;
 pub mod error;
 pub mod metrics;
+pub mod maintenance;
 pub mod ovh;
 pub mod raw;
+pub mod readiness;
 pub mod validate;
 
 pub use daemon::DaemonConfig;
 pub use error::{ConfigError, Pos, Problem};
 pub use metrics::MetricsConfig;
+pub use maintenance::MaintenanceConfig;
+pub use readiness::ReadinessConfig;
 
 /// Where carpd looks when neither `-c` nor `CARPD_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/usr/local/etc/carpd.yaml";
@@ -52,6 +56,10 @@ pub struct Config {
     pub failover_ips: Vec<ovh::FailoverIp>,
     /// Prometheus metrics outputs (`metrics:`); both off by default.
     pub metrics: MetricsConfig,
+    /// Readiness checks and the optional demotion while not ready (`readiness:`).
+    pub readiness: ReadinessConfig,
+    /// The demotion ledger's directory and the maintenance demotion (`maintenance:`).
+    pub maintenance: MaintenanceConfig,
     /// Things that work but deserve attention (inline passwords, ...).
     pub warnings: Vec<Problem>,
 }

@@ -24,6 +24,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub failover_ips: Vec<super::ovh::RawFailoverIp>,
     pub metrics: Option<super::metrics::RawMetrics>,
+    pub readiness: Option<super::readiness::RawReadiness>,
+    pub maintenance: Option<super::maintenance::RawMaintenance>,
 }
 
 /// `vault:`: how carpd reaches Vault/OpenBao. Every key is optional; `vault: {}` means the

@@ -455,3 +455,89 @@ fn daemon_section_problems_name_key_line_and_range() {
         assert!(e.contains(want), "{text:?}\n got: {e}\nwant: {want}");
     }
 }
+
+#[test]
+fn maintenance_and_readiness_sections_defaults_and_values() {
+    let c = parse_str("node: n\n").unwrap();
+    assert_eq!(c.maintenance, MaintenanceConfig::default());
+    assert_eq!(
+        c.maintenance.state_dir,
+        std::path::PathBuf::from("/var/db/carpd")
+    );
+    assert_eq!(c.maintenance.demotion, 240);
+    assert_eq!(c.readiness, ReadinessConfig::default());
+    assert_eq!(c.readiness.interval, std::time::Duration::from_secs(30));
+    assert_eq!(
+        c.readiness.max_clock_delta,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(
+        c.readiness.demotion, 0,
+        "readiness demotion is off by default"
+    );
+
+    let c = parse_str(
+        "node: n\nmaintenance:\n  state_dir: /var/db/carpd-test\n  demotion: 100\nreadiness:\n  interval: 1m\n  max_clock_delta: 2\n  demotion: 50\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.maintenance.state_dir,
+        std::path::PathBuf::from("/var/db/carpd-test")
+    );
+    assert_eq!(c.maintenance.demotion, 100);
+    assert_eq!(c.readiness.interval, std::time::Duration::from_secs(60));
+    assert_eq!(
+        c.readiness.max_clock_delta,
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(c.readiness.demotion, 50);
+    // The boundaries are allowed.
+    let c = parse_str(
+        "node: n\nmaintenance: { demotion: 1 }\nreadiness: { demotion: 240, interval: 5s }\n",
+    )
+    .unwrap();
+    assert_eq!((c.maintenance.demotion, c.readiness.demotion), (1, 240));
+}
+
+#[test]
+fn maintenance_and_readiness_problems_name_key_line_and_range() {
+    let table = [
+        (
+            "node: n\nmaintenance:\n  demotion: 0\n",
+            "carpd.yaml:3:13: maintenance.demotion: 0 is out of range: allowed 1..240",
+        ),
+        (
+            "node: n\nmaintenance:\n  demotion: 241\n",
+            "carpd.yaml:3:13: maintenance.demotion: 241 is out of range: allowed 1..240",
+        ),
+        (
+            "node: n\nmaintenance:\n  state_dir: var/db/carpd\n",
+            "carpd.yaml:3:14: maintenance.state_dir: 'var/db/carpd' must be an absolute path",
+        ),
+        ("node: n\nmaintenance:\n  dir: /x\n", "unknown field `dir`"),
+        (
+            "node: n\nreadiness:\n  demotion: -1\n",
+            "carpd.yaml:3:13: readiness.demotion: -1 is out of range: allowed 0 (off, the default) to 240",
+        ),
+        (
+            "node: n\nreadiness:\n  interval: 1s\n",
+            "carpd.yaml:3:13: readiness.interval: 1s is out of range: allowed 5s to 1h",
+        ),
+        (
+            "node: n\nreadiness:\n  max_clock_delta: never\n",
+            "carpd.yaml:3:20: readiness.max_clock_delta: \"never\" is not a duration",
+        ),
+        (
+            "node: n\nreadiness:\n  checks: 5\n",
+            "unknown field `checks`",
+        ),
+    ];
+    for (text, want) in table {
+        let e = parse_str(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}\n got: {e}\nwant: {want}");
+    }
+    // Every problem of both sections is reported in one run.
+    let e = parse_str("node: n\nmaintenance: { demotion: 999 }\nreadiness: { demotion: 999 }\n")
+        .unwrap_err();
+    assert_eq!(e.problems.len(), 2, "{e}");
+}

@@ -211,6 +211,8 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
     );
 
     let metrics = super::metrics::validate_metrics(raw.metrics.as_ref(), &mut p, &mut warnings);
+    let readiness = super::readiness::validate_readiness(raw.readiness.as_ref(), &mut p);
+    let maintenance = super::maintenance::validate_maintenance(raw.maintenance.as_ref(), &mut p);
 
     if !p.is_empty() {
         return Err(p.into_error());
@@ -225,6 +227,8 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         ovh,
         failover_ips,
         metrics,
+        readiness,
+        maintenance,
         warnings: warnings.list,
     })
 }

@@ -7,6 +7,9 @@
 //! - [`cloud`]: runs that work against OVH (claims, checks) with the fence;
 //! - [`failover`]: the daemon's failover IPs: scheduler + OVH jobs + status;
 //! - [`readiness`]: pure "could this node complete a failover now?";
+//! - [`ledger`]: the demotion ledger: what carpd added to `net.inet.carp.demotion` and why
+//!   (maintenance, not ready), written before the kernel is touched, re-applied after a
+//!   reboot, removed exactly;
 //! - [`daemon`]: the executor: one tokio loop fed by devd, the control socket, signals and
 //!   timers; it reads the kernel, applies the configuration and reports.
 
@@ -17,6 +20,7 @@ pub mod daemon;
 pub mod duties;
 pub mod failover;
 pub mod readiness;
+pub mod ledger;
 
 pub use core::{Core, Decision, Outcome, Transition, Trigger, Work};
 pub use duties::{Duties, GroupAction, GroupDuties, actions_for};

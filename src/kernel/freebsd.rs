@@ -19,8 +19,8 @@ use crate::carp::{CarpStats, MULTICAST_V4, MULTICAST_V6, Sysctl, Vhid};
 use super::ioctl::CarpIoctl;
 use super::netlink::{CarpNetlink, CarpRecord};
 use super::{
-    BackendInfo, CARP_NOT_LOADED_HINT, Kernel, KernelChoice, KernelError, KernelGroup, SetRequest,
-    ifaddr, sysctl,
+    BackendInfo, BootId, CARP_NOT_LOADED_HINT, Kernel, KernelChoice, KernelError, KernelGroup,
+    SetRequest, ifaddr, sysctl,
 };
 
 /// How CARP parameters are read and set.
@@ -246,6 +246,10 @@ impl Kernel for FreeBsdKernel {
 
     fn stats(&self) -> Result<CarpStats, KernelError> {
         sysctl::stats()
+    }
+
+    fn boot_id(&self) -> Result<BootId, KernelError> {
+        sysctl::boot_id()
     }
 }
 

@@ -129,6 +129,26 @@ pub trait Kernel: Send + Sync {
 
     /// `net.inet.carp.stats`.
     fn stats(&self) -> Result<CarpStats, KernelError>;
+
+    /// Which boot of the kernel this is. The demotion ledger compares it with the boot each
+    /// of its entries was applied in: the kernel's demotion resets to 0 at every boot, so an
+    /// entry from another boot is no longer in the kernel.
+    fn boot_id(&self) -> Result<BootId, KernelError>;
+}
+
+/// The identity of one boot of the kernel: equal within a boot, different after a reboot.
+///
+/// Opaque text with a prefix naming its source: `boot_id:<hex>` (FreeBSD's `kern.boot_id`,
+/// random at every boot), `boottime:<sec>.<usec>` (`kern.boottime`, on kernels without
+/// `kern.boot_id`), `sim:<n>` (the simulated kernel's boot counter). Only equality matters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct BootId(pub String);
+
+impl fmt::Display for BootId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Which kernel backend to open (`--kernel`).

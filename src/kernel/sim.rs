@@ -8,7 +8,12 @@
 //! - a forced state (BACKUP/MASTER) is honoured only outside INIT; INIT cannot be forced;
 //! - attaching the first address moves a vhid from INIT to BACKUP; removing its last address
 //!   destroys it;
-//! - a demotion write adds; the effective skew is clamped to 0..240 by readers;
+//! - a demotion write adds (a negative write subtracts, and nothing stops the level going
+//!   below 0, as in `carp_demote_adj`); reading gives the current level; the effective skew
+//!   is clamped to 0..240 by readers;
+//! - a boot counter stands for the boot identity; [`SimKernel::reboot`] starts the next boot
+//!   with the `net.inet.carp.*` sysctls (demotion included) back at their defaults and the
+//!   statistics zeroed, as a real reboot does (the vhids stay, as if rc.conf re-created them);
 //! - errnos as FreeBSD returns them: ENXIO (no interface), ENOENT (no vhid), EINVAL (range),
 //!   EPERM (not root), EOPNOTSUPP (loopback), EPROTONOSUPPORT (carp.ko not loaded);
 //! - the 13.x flavour has no unicast peers and reports none.
@@ -35,7 +40,7 @@ use crate::carp::{
     CarpKey, CarpState, CarpStats, KeyView, MAX_VHID, MULTICAST_V4, MULTICAST_V6, Sysctl, Vhid,
 };
 
-use super::{BackendInfo, Kernel, KernelError, KernelGroup, SetRequest};
+use super::{BackendInfo, BootId, Kernel, KernelError, KernelGroup, SetRequest};
 
 /// Which FreeBSD the simulator behaves like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +66,9 @@ pub struct SimState {
     pub sysctls: BTreeMap<Sysctl, i64>,
     #[serde(default)]
     pub stats: CarpStats,
+    /// Which boot this is (the boot identity); [`SimKernel::reboot`] counts up.
+    #[serde(default)]
+    pub boot: u64,
 }
 
 fn yes() -> bool {
@@ -130,6 +138,7 @@ impl Default for SimState {
             interfaces,
             sysctls: default_sysctls(),
             stats: CarpStats::default(),
+            boot: 0,
         }
     }
 }
@@ -193,6 +202,17 @@ impl SimKernel {
                 .ok_or_else(|| KernelError::errno(op.clone(), libc::ENOENT))?;
             v.state = state;
             Ok(())
+        })
+    }
+
+    /// What a reboot does to kernel CARP: the next boot identity, and every
+    /// `net.inet.carp.*` sysctl back to its default (demotion 0), statistics zeroed.
+    pub fn reboot(&self) -> Result<BootId, KernelError> {
+        self.with_state(true, |s| {
+            s.boot += 1;
+            s.sysctls = default_sysctls();
+            s.stats = CarpStats::default();
+            Ok(s.boot_id())
         })
     }
 
@@ -285,6 +305,10 @@ fn store(path: &Path, state: &SimState) -> Result<(), KernelError> {
 }
 
 impl SimState {
+    fn boot_id(&self) -> BootId {
+        BootId(format!("sim:{}", self.boot))
+    }
+
     fn check_loaded(&self, op: &str) -> Result<(), KernelError> {
         if self.carp_loaded {
             Ok(())
@@ -574,6 +598,10 @@ impl Kernel for SimKernel {
             Ok(s.stats)
         })
     }
+
+    fn boot_id(&self) -> Result<BootId, KernelError> {
+        self.with_state(false, |s| Ok(s.boot_id()))
+    }
 }
 
 #[cfg(test)]
@@ -763,6 +791,30 @@ mod tests {
         k.demotion_add(50).unwrap();
         k.demotion_add(-20).unwrap();
         assert_eq!(k.sysctl_get(Sysctl::Demotion).unwrap(), 30);
+        // Like carp_demote_adj: no floor at 0 (which is why the ledger must never subtract
+        // more than it added).
+        k.demotion_add(-40).unwrap();
+        assert_eq!(k.sysctl_get(Sysctl::Demotion).unwrap(), -10);
+    }
+
+    #[test]
+    fn reboot_changes_the_boot_id_and_resets_sysctls_not_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kernel.json");
+        let k = SimKernel::open(Flavour::FreeBsd14, Some(path.clone())).unwrap();
+        k.set_raw("vmx1", &req(2, 0)).unwrap();
+        k.sysctl_set(Sysctl::Preempt, 1).unwrap();
+        k.demotion_add(240).unwrap();
+        let before = k.boot_id().unwrap();
+        assert_eq!(before, k.boot_id().unwrap(), "stable within a boot");
+        let after = k.reboot().unwrap();
+        assert_ne!(before, after);
+        // Another handle on the same file sees the new boot.
+        let k2 = SimKernel::open(Flavour::FreeBsd14, Some(path)).unwrap();
+        assert_eq!(k2.boot_id().unwrap(), after);
+        assert_eq!(k2.sysctl_get(Sysctl::Demotion).unwrap(), 0);
+        assert_eq!(k2.sysctl_get(Sysctl::Preempt).unwrap(), 0);
+        assert!(k2.group("vmx1", v(2)).unwrap().is_some());
     }
 
     #[test]

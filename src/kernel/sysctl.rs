@@ -3,8 +3,9 @@
 //!
 //! What lives here: typed reads and writes of the knobs carpd knows ([`Sysctl`]), each a C
 //! `int` in the kernel; [`demotion_add`], the only way to touch `net.inet.carp.demotion`,
-//! whose writes ADD; [`stats`], the 128-byte `struct carpstats`; and [`carp_loaded`], the
-//! probe `freebsd::open` uses to tell "no netlink" from "no carp at all".
+//! whose writes ADD; [`stats`], the 128-byte `struct carpstats`; [`carp_loaded`], the
+//! probe `freebsd::open` uses to tell "no netlink" from "no carp at all"; and [`boot_id`],
+//! which tells the demotion ledger whether the kernel rebooted (and so reset demotion).
 //!
 //! What it must not do: write demotion as if it were a value (that would add it), or write
 //! `net.inet.carp.stats` (any write zeroes the counters). Errors say which sysctl, and turn
@@ -16,7 +17,7 @@ use std::mem::size_of;
 use crate::carp::{CarpStats, Sysctl};
 
 use super::ioctl::last_errno;
-use super::{CARP_NOT_LOADED_HINT, KernelError};
+use super::{BootId, CARP_NOT_LOADED_HINT, KernelError};
 
 /// The sysctl that exists exactly when CARP is in the kernel (module or `device carp`).
 const CARP_PROBE: &str = "net.inet.carp.allow";
@@ -145,6 +146,54 @@ pub fn stats() -> Result<CarpStats, KernelError> {
         }
     })?;
     CarpStats::decode(&buf[..n]).map_err(|detail| KernelError::new(op, detail))
+}
+
+/// 16 random bytes the kernel draws once per boot (FreeBSD 13+).
+const BOOT_ID: &str = "kern.boot_id";
+/// `struct timeval` of the boot; older kernels' only boot identity.
+const BOOTTIME: &str = "kern.boottime";
+
+/// The identity of this boot: `kern.boot_id` as hex, or, on a kernel without it,
+/// `kern.boottime`.
+///
+/// `kern.boot_id` is preferred because `kern.boottime` is not constant within a boot: a
+/// clock step (ntpd, settimeofday) moves it so that the uptime stays right. With the
+/// boottime fallback such a step looks like a reboot to the ledger, which then errs on the
+/// safe side (it re-applies its demotion, and `leave` no longer subtracts what it believes
+/// the reboot reset): the node stays demoted more than asked until the next reboot, and
+/// `carpd maintenance status` shows it.
+pub fn boot_id() -> Result<BootId, KernelError> {
+    let mut id = [0u8; 16];
+    match read_raw(&cname(BOOT_ID), &mut id) {
+        Ok(n) if n == id.len() => {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            return Ok(BootId(format!("boot_id:{hex}")));
+        }
+        Ok(n) => {
+            return Err(KernelError::new(
+                format!("read {BOOT_ID}"),
+                format!("returned {n} bytes, expected 16"),
+            ));
+        }
+        Err(libc::ENOENT) => {}
+        Err(e) => return Err(KernelError::errno(format!("read {BOOT_ID}"), e)),
+    }
+    let op = format!("read {BOOTTIME}");
+    let mut buf = [0u8; size_of::<libc::timeval>()];
+    let n = read_raw(&cname(BOOTTIME), &mut buf).map_err(|e| KernelError::errno(op.clone(), e))?;
+    if n != buf.len() {
+        return Err(KernelError::new(
+            op,
+            format!(
+                "returned {n} bytes, expected a {}-byte struct timeval",
+                buf.len()
+            ),
+        ));
+    }
+    // SAFETY: `buf` holds exactly size_of::<timeval>() bytes written by the kernel, and every
+    // bit pattern is a valid timeval (two integers); read_unaligned needs no alignment.
+    let tv = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<libc::timeval>()) };
+    Ok(BootId(format!("boottime:{}.{:06}", tv.tv_sec, tv.tv_usec)))
 }
 
 /// Whether CARP is in the kernel at all: `net.inet.carp.allow` exists (as a module or
