@@ -277,3 +277,78 @@ async fn a_claim_superseded_by_backup_stops_before_its_next_mutation() {
     );
     assert_eq!(vmacs(&sim), 2);
 }
+
+fn demotion(lab: &Lab) -> i64 {
+    use carpd::kernel::Kernel;
+    lab.kernel
+        .sysctl_get(carpd::carp::Sysctl::Demotion)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_daemon_restores_the_ledger_after_a_reboot() {
+    use carpd::controller::ledger::{LedgerStore, Reason};
+    let (_sim, mut lab) = setup_with("", "maintenance: { state_dir: DIR/db }").await;
+    lab.stop().await;
+    let store = LedgerStore::new(lab.path("db"));
+    store
+        .add(
+            &lab.kernel,
+            Reason::Maintenance,
+            240,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    assert_eq!(demotion(&lab), 240);
+    lab.kernel.reboot().unwrap();
+    assert_eq!(demotion(&lab), 0, "a reboot resets the kernel's demotion");
+    lab.start().await;
+    assert_eq!(demotion(&lab), 240, "carpd run put its part back");
+    let st = lab.status().await;
+    let m = st.maintenance.clone().expect("the ledger in status");
+    assert_eq!(m["maintenance"], true, "{m}");
+    assert_eq!(m["carpd_demotion"], 240, "{m}");
+    assert_eq!(m["other_demotion"], 0, "{m}");
+    let text = carpd::observe::daemon_view::to_text(&st);
+    assert!(
+        text.contains("demotion: kernel 240 = carpd 240 + other 0; IN MAINTENANCE"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn not_ready_demotes_this_node_until_ready_again() {
+    use carpd::sim::ovh::{Fault, FaultKind};
+    let (sim, mut lab) = setup_with(
+        "",
+        "maintenance: { state_dir: DIR/db }\nreadiness: { interval: 5s, demotion: 50 }",
+    )
+    .await;
+    // The start-up check succeeded (ready, no demotion). Now OVH refuses the next check.
+    sim.inject(Fault::new(
+        Some("GET"),
+        Some("virtualMac"),
+        FaultKind::Status(403),
+        1,
+    ));
+    assert_eq!(demotion(&lab), 0);
+    // The periodic check (readiness.interval) meets the refusal.
+    within("the not-ready demotion", async {
+        while demotion(&lab) != 50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let st = lab.status().await;
+    let r = st.readiness.unwrap();
+    assert!(!r.ready, "{r:?}");
+    assert_eq!(st.maintenance.unwrap()["maintenance"], false);
+    // The next check (retried after 1 s) passes: the demotion goes away, exactly.
+    within("the demotion removed", async {
+        while demotion(&lab) != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(lab.status().await.readiness.unwrap().ready);
+}

@@ -50,6 +50,7 @@ use super::claims::Verdict;
 use super::core::{Core, Outcome, Trigger, Work};
 use super::duties::{Duties, GroupAction, GroupDuties};
 use super::failover::{Failover, ReadinessSettings, Report};
+use super::ledger::{LedgerStore, Reason};
 
 /// What `carpd run` was told on its command line.
 #[derive(Clone, Debug)]
@@ -171,6 +172,10 @@ pub struct Daemon {
     failover: Option<Failover>,
     /// Prometheus metrics (served or written when `metrics:` says so).
     metrics: Metrics,
+    /// Whether carpd's `not_ready` demotion is in the ledger (as far as this run knows).
+    not_ready_demoted: Option<bool>,
+    /// The last ledger problem logged, so a persistent one is logged once.
+    ledger_error: Option<String>,
     reports: (
         mpsc::UnboundedSender<Report>,
         Option<mpsc::UnboundedReceiver<Report>>,
@@ -225,6 +230,8 @@ impl Daemon {
             loaded,
             failover: None,
             metrics: Metrics::new(),
+            not_ready_demoted: None,
+            ledger_error: None,
             reports: (tx, Some(rx)),
             core,
             server: Some(server),
@@ -283,6 +290,7 @@ impl Daemon {
             },
         };
 
+        self.restore_ledger();
         self.sync_vault_agent();
         self.sync_failover();
         let mut reports = self.reports.1.take().expect("run is called once");
@@ -550,6 +558,10 @@ impl Daemon {
                 Ok(reading) => {
                     let outcome = self.core.observe(&work, &reading, at);
                     self.tell_failover(&work, &reading);
+                    if matches!(work, Work::Full(_)) {
+                        // `carpd maintenance` may have changed the ledger meanwhile.
+                        self.publish_demotion();
+                    }
                     self.report(&outcome);
                     if self.records.last_error.take().is_some() {
                         tracing::info!("kernel reads work again");
@@ -618,12 +630,108 @@ impl Daemon {
         if let (Some(verdict), Some(report)) = (f.on_report(r), job) {
             self.note(Note::Cloud { report, verdict });
         }
+        self.demote_if_not_ready();
+    }
+
+    /// The demotion ledger of this configuration.
+    fn ledger(&self) -> LedgerStore {
+        LedgerStore::from_config(&self.loaded.config.maintenance)
+    }
+
+    /// After a reboot the kernel's demotion is 0 again: put back what carpd's ledger says it
+    /// added (maintenance, not ready). Logged loudly on failure, never fatal.
+    fn restore_ledger(&mut self) {
+        match self
+            .ledger()
+            .restore(self.kernel.as_ref(), std::time::SystemTime::now())
+        {
+            Ok(done) => {
+                for (reason, outcome) in done {
+                    if outcome.kernel_delta() != 0 {
+                        tracing::warn!(
+                            reason = reason.as_str(),
+                            delta = outcome.kernel_delta(),
+                            "demotion re-applied from the ledger (the kernel lost it: reboot or interrupted change)"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("the demotion ledger could not be restored: {e}");
+                self.ledger_error = Some(e.to_string());
+            }
+        }
+        self.publish_demotion();
+    }
+
+    /// `carpd_demotion` and `carpd_maintenance` from the ledger and the kernel.
+    fn publish_demotion(&self) {
+        let st = self.ledger().status(self.kernel.as_ref());
+        self.metrics.demotion(st.kernel_demotion, st.carpd_demotion);
+        self.metrics.maintenance(st.maintenance);
+    }
+
+    /// With `readiness.demotion` set: demote this node while it could not complete a
+    /// failover, and stop when it could again. Acts only on a change, and only once every
+    /// failover IP was checked at least once (start-up is not "not ready").
+    fn demote_if_not_ready(&mut self) {
+        let delta = self.loaded.config.readiness.demotion;
+        let Some(f) = self.failover.as_ref() else {
+            return;
+        };
+        let want = if delta == 0 {
+            false
+        } else {
+            let Some(ready) = f.settled_readiness() else {
+                return;
+            };
+            !ready
+        };
+        if self.not_ready_demoted == Some(want) {
+            return;
+        }
+        let store = self.ledger();
+        let now = std::time::SystemTime::now();
+        let r = if want {
+            store
+                .add(self.kernel.as_ref(), Reason::NotReady, delta, now)
+                .map(|o| o.kernel_delta())
+        } else {
+            store
+                .remove(self.kernel.as_ref(), Reason::NotReady, now)
+                .map(|o| -o.kernel_delta())
+        };
+        match r {
+            Ok(changed) => {
+                if want {
+                    tracing::warn!(
+                        delta,
+                        "not ready for a failover: demoting this node (readiness.demotion) until it is"
+                    );
+                } else if changed != 0 {
+                    tracing::info!("ready again: the not-ready demotion is removed");
+                }
+                self.not_ready_demoted = Some(want);
+                self.ledger_error = None;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.ledger_error.as_deref() != Some(&text) {
+                    tracing::error!("readiness demotion not changed: {text}");
+                    self.ledger_error = Some(text);
+                }
+            }
+        }
+        self.publish_demotion();
     }
 
     /// Builds, rebuilds or keeps the failover side to match the configuration.
     fn sync_failover(&mut self) {
         let config = &self.loaded.config;
-        let readiness = ReadinessSettings::default();
+        let readiness = ReadinessSettings {
+            interval: config.readiness.interval,
+            max_clock_delta: config.readiness.max_clock_delta,
+        };
         if let Some(f) = self.failover.as_mut()
             && f.same_setup(config)
         {
@@ -633,13 +741,15 @@ impl Daemon {
         let agent = self.vault.as_ref().map(|(_, a)| a.clone());
         self.failover = match Failover::new(
             config,
-            self.settings.policy,
-            agent,
-            self.kernel.clone(),
             readiness,
-            self.reports.0.clone(),
-            self.settings.ovh_client.clone(),
-            self.metrics.clone(),
+            super::failover::Deps {
+                policy: self.settings.policy,
+                agent,
+                kernel: self.kernel.clone(),
+                reports: self.reports.0.clone(),
+                client_options: self.settings.ovh_client.clone(),
+                metrics: self.metrics.clone(),
+            },
         ) {
             Ok(f) => f,
             Err(e) => {
@@ -854,6 +964,7 @@ impl Daemon {
                 .map(|f| f.view(&clock))
                 .unwrap_or_default(),
             readiness: self.readiness_view(),
+            maintenance: serde_json::to_value(self.ledger().status(self.kernel.as_ref())).ok(),
         }
     }
 

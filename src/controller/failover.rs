@@ -50,6 +50,19 @@ impl Default for ReadinessSettings {
     }
 }
 
+/// What [`Failover`] works with, from the daemon.
+pub struct Deps {
+    pub policy: SecretPolicy,
+    /// The daemon's Vault agent, for OVH credentials kept in Vault.
+    pub agent: Option<AgentHandle>,
+    /// Re-read by the fence before every mutating step.
+    pub kernel: Arc<dyn Kernel>,
+    /// Where job tasks send their reports.
+    pub reports: mpsc::UnboundedSender<Report>,
+    pub client_options: ClientOptions,
+    pub metrics: Metrics,
+}
+
 /// What the tasks of [`Failover`] send back to the loop.
 #[derive(Debug)]
 pub enum Report {
@@ -121,14 +134,17 @@ impl Failover {
     /// inside a tokio runtime (a Vault credential source may start an agent).
     pub fn new(
         config: &Config,
-        policy: SecretPolicy,
-        agent: Option<AgentHandle>,
-        kernel: Arc<dyn Kernel>,
         readiness: ReadinessSettings,
-        reports: mpsc::UnboundedSender<Report>,
-        client_options: ClientOptions,
-        metrics: Metrics,
+        deps: Deps,
     ) -> Result<Option<Failover>, String> {
+        let Deps {
+            policy,
+            agent,
+            kernel,
+            reports,
+            client_options,
+            metrics,
+        } = deps;
         let (Some(key), Some(ovh)) = (setup_key(config), config.ovh.as_ref()) else {
             return Ok(None);
         };
@@ -402,6 +418,18 @@ impl Failover {
 
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         self.claims.next_wakeup(now)
+    }
+
+    /// Whether this node is ready, once every failover IP was checked at least once (and
+    /// Vault, when used, answered); `None` before that.
+    pub fn settled_readiness(&self) -> Option<bool> {
+        let all_checked = self.ips.keys().all(|ip| {
+            self.records
+                .get(ip)
+                .is_some_and(|r| r.evidence.ok_at.is_some() || r.evidence.error.is_some())
+        });
+        let vault_known = self.vault.is_none() || self.vault_view.is_some();
+        (all_checked && vault_known).then(|| readiness::ready(&self.readiness()))
     }
 
     /// The readiness checks, now.

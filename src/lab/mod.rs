@@ -112,6 +112,7 @@ ovh:
   claim_deadline: 30
   recheck_interval: 1s
   hold_down: {hold}s
+maintenance: {{ state_dir: {dir}/db }}
 failover_ips:
   - ip: {VIP}
     group: {GROUP}

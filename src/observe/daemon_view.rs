@@ -51,6 +51,10 @@ pub struct DaemonView {
     /// Could this node complete a failover now? `null` when there is nothing to be ready for.
     #[serde(default)]
     pub readiness: Option<ReadinessView>,
+    /// The demotion ledger and the kernel's demotion (`carpd.maintenance-status.v1`, as
+    /// `carpd maintenance status --json` prints it).
+    #[serde(default)]
+    pub maintenance: Option<serde_json::Value>,
 }
 
 /// One failover IP as the daemon knows it.
@@ -314,6 +318,21 @@ pub fn to_text(v: &DaemonView) -> String {
     }
     for f in &v.failover_ips {
         failover_text(&mut o, f);
+    }
+    if let Some(m) = &v.maintenance {
+        let n = |k: &str| m[k].as_i64().map_or("?".to_string(), |v| v.to_string());
+        let _ = writeln!(
+            o,
+            "  demotion: kernel {} = carpd {} + other {}{}",
+            n("kernel_demotion"),
+            n("carpd_demotion"),
+            n("other_demotion"),
+            if m["maintenance"].as_bool() == Some(true) {
+                "; IN MAINTENANCE (carpd maintenance leave ends it)"
+            } else {
+                ""
+            }
+        );
     }
     if let Some(r) = &v.readiness {
         let _ = writeln!(
