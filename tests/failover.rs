@@ -319,7 +319,7 @@ async fn the_daemon_restores_the_ledger_after_a_reboot() {
 #[tokio::test]
 async fn not_ready_demotes_this_node_until_ready_again() {
     use carpd::sim::ovh::{Fault, FaultKind};
-    let (sim, mut lab) = setup_with(
+    let (sim, lab) = setup_with(
         "",
         "maintenance: { state_dir: DIR/db }\nreadiness: { interval: 5s, demotion: 50 }",
     )
