@@ -321,11 +321,20 @@ fn claim_error_kind(e: &ClaimError) -> &'static str {
     }
 }
 
-/// Claim options from the configuration.
+/// Claim options from the configuration. A daemon's claim is an outage in progress: it
+/// re-plans sooner and more often than the CLI's default (a 5xx storm delays it by seconds,
+/// not minutes), still far inside OVH's rate budget (each re-plan is two or three requests).
 pub fn claim_options(ovh: &OvhConfig) -> ClaimOptions {
+    let d = ClaimOptions::default();
     ClaimOptions {
         deadline: ovh.claim_deadline,
-        ..ClaimOptions::default()
+        replan_backoff: crate::ovh::policy::RetryPolicy {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(4),
+            ..d.replan_backoff
+        },
+        max_replans: 8,
+        ..d
     }
 }
 

@@ -149,6 +149,15 @@ impl Failover {
             return Ok(None);
         };
         let source = cloud::credential_source(config, ovh, policy, agent.clone())?;
+        let mut client_options = client_options;
+        if matches!(
+            ovh.credentials,
+            crate::config::ovh::OvhCredentialSource::Vault { .. }
+        ) {
+            // Follow Vault's read cache: fresh credentials serve through a Vault outage,
+            // stale ones are not used (the claim fails clearly and is retried).
+            client_options.credentials_max_age = config.vault.as_ref().map(|v| v.cache_max_age);
+        }
         let api =
             Client::new(ovh.endpoint.clone(), source, client_options).map_err(|e| e.to_string())?;
         let now = Instant::now();

@@ -47,6 +47,11 @@ pub struct ClientOptions {
     /// Extra trusted certificates (PEM), added to the built-in Mozilla roots: a TLS-inspecting
     /// proxy's CA, or the simulator's certificate.
     pub extra_roots_pem: Vec<String>,
+    /// Credentials older than this are loaded again from their source before the next
+    /// request (`None`: only when OVH refuses them). With a Vault source this is the read
+    /// cache's maximum age: while Vault answers, credentials follow rotations; when it is
+    /// down, the last good ones serve until they are that old, then calls fail clearly.
+    pub credentials_max_age: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -59,6 +64,7 @@ impl Default for ClientOptions {
             rate: RateLimit::default(),
             time_refresh: Duration::from_secs(3600),
             extra_roots_pem: Vec::new(),
+            credentials_max_age: None,
         }
     }
 }
@@ -78,7 +84,8 @@ struct Token {
 
 #[derive(Default)]
 struct State {
-    credentials: Option<Arc<Credentials>>,
+    /// The credentials in use and when they were loaded.
+    credentials: Option<(Arc<Credentials>, Instant)>,
     /// Server time minus local time, seconds, and when it was measured.
     delta: Option<(i64, Instant)>,
     token: Option<Token>,
@@ -170,7 +177,7 @@ impl Client {
         self.lock()
             .credentials
             .as_ref()
-            .map(|c| matches!(c.auth, super::credentials::Auth::Classic { .. }))
+            .map(|(c, _)| matches!(c.auth, super::credentials::Auth::Classic { .. }))
     }
 
     /// HTTP requests sent so far (every attempt, `/auth/time` and tokens included).
@@ -189,12 +196,16 @@ impl Client {
     }
 
     async fn credentials(&self, reload: bool) -> Result<Arc<Credentials>, OvhError> {
-        if !reload && let Some(c) = self.lock().credentials.clone() {
+        let max_age = self.opts.credentials_max_age;
+        if !reload
+            && let Some((c, at)) = self.lock().credentials.clone()
+            && max_age.is_none_or(|m| at.elapsed() < m)
+        {
             return Ok(c);
         }
         let c = Arc::new(self.source.load().await?);
         let mut st = self.lock();
-        st.credentials = Some(c.clone());
+        st.credentials = Some((c.clone(), Instant::now()));
         if reload {
             st.token = None;
         }

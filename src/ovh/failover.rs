@@ -618,7 +618,12 @@ pub async fn claim_vmac<A: FailoverApi>(
                         deleted_at = Some(Instant::now());
                         delete_time = Some(task_time);
                     }
-                    Mutation::Replan => continue,
+                    // Re-read only that vMAC first (one request, not a full listing): a
+                    // 5xx storm must not spend the rate budget on listings.
+                    Mutation::Replan => {
+                        hint = Some(Found::Vmac { mac: from, ips: 0 });
+                        continue;
+                    }
                     Mutation::Ended => return Ok(run.outcome.clone()),
                 }
                 // The IP was just seen leaving: go straight to the POST (the outage runs).
@@ -643,6 +648,12 @@ pub async fn claim_vmac<A: FailoverApi>(
                         if let Some(d) = deleted_at.take() {
                             run.outcome.outage = Some(d.elapsed());
                         }
+                    }
+                    // After our own DELETE the IP was seen unbound: POST again at once (a
+                    // POST that did land is refused, and that re-plan reads everything).
+                    Mutation::Replan if deleted_at.is_some() => {
+                        hint = Some(Found::Unbound);
+                        continue;
                     }
                     Mutation::Replan => continue,
                     Mutation::Ended => return Ok(run.outcome.clone()),
