@@ -43,7 +43,6 @@ fn group() -> GroupId {
 struct Router {
     name: &'static str,
     mac: &'static str,
-    advskew: u32,
     dir: PathBuf,
     kernel: SimKernel,
     devd: FakeDevd,
@@ -226,7 +225,6 @@ failover_ips:
         let mut r = Router {
             name,
             mac,
-            advskew,
             dir: d,
             kernel,
             devd,
