@@ -22,8 +22,8 @@
 //! - **Flap damping.** The first change to MASTER claims at once (the reaction path). When the
 //!   group keeps flipping ([`FLAPS`] changes within [`FLAP_WINDOW`]), claims wait until its
 //!   state has held for [`SETTLE`]: a flapping link must not drag the IP back and forth.
-//! - **BACKUP and INIT: not this node's business.** Never release; a read-only check every
-//!   `refresh` keeps the binding known (so the claim after the next election starts from a
+//! - **BACKUP and INIT: not this node's business.** Never release; a read-only check soon
+//!   after losing MASTER ([`AFTER_LOSS`]) and then every `refresh` keeps the binding known (so the claim after the next election starts from a
 //!   warm hint) and feeds readiness.
 
 use std::collections::BTreeMap;
@@ -38,6 +38,12 @@ pub const FLAPS: usize = 3;
 pub const FLAP_WINDOW: Duration = Duration::from_secs(2);
 /// How long a flapping group's state must hold before a claim starts.
 pub const SETTLE: Duration = Duration::from_secs(1);
+/// After losing MASTER, when to look where the IP went (the new MASTER is claiming it): the
+/// next election then starts from a warm hint instead of a full listing.
+pub const AFTER_LOSS: Duration = Duration::from_secs(2);
+
+/// How long a check waits when the rate budget is kept for claims.
+pub const CHECK_DEFER: Duration = Duration::from_secs(2);
 
 /// Timing rules of the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,6 +270,9 @@ impl Claims {
                     s.flips.pop_front();
                 }
                 s.flips.push_back(now);
+                if was {
+                    s.next_check = s.next_check.min(now + AFTER_LOSS);
+                }
                 // A new term: earlier failures say nothing about this one.
                 s.failures = 0;
                 s.retry_at = None;
@@ -279,8 +288,9 @@ impl Claims {
             .is_some_and(|s| s.generation == generation && s.is_master())
     }
 
-    /// The jobs to start now; each is marked in flight.
-    pub fn due(&mut self, now: Instant) -> Vec<Job> {
+    /// The jobs to start now; each is marked in flight. Without `checks_allowed` (the OVH
+    /// rate budget is kept for claims), due checks are put off by [`CHECK_DEFER`].
+    pub fn due(&mut self, now: Instant, checks_allowed: bool) -> Vec<Job> {
         let policy = self.policy;
         let mut jobs = Vec::new();
         for (ip, s) in &mut self.ips {
@@ -293,6 +303,10 @@ impl Claims {
                 }
                 JobKind::Claim
             } else if now >= s.next_check {
+                if !checks_allowed {
+                    s.next_check = now + CHECK_DEFER;
+                    continue;
+                }
                 JobKind::Check
             } else {
                 continue;
@@ -357,9 +371,11 @@ impl Claims {
                 s.next_check = now + interval(s, &policy);
             }
             Done::Cancelled => {
-                // Superseded: the next term decides; what OVH holds is unknown now.
+                // Superseded: the next term decides; what OVH holds is unknown now. Look
+                // again soon, not at once: a flapping group would otherwise spend the rate
+                // budget on checks that the next flip cancels too.
                 s.binding = None;
-                s.next_check = now;
+                s.next_check = now + AFTER_LOSS;
                 if fresh {
                     // The kernel said no before the core heard of it: the reading that
                     // follows decides; until then do not spin on claims the fence refuses.

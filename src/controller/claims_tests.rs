@@ -35,7 +35,7 @@ fn setup() -> (Claims, Instant) {
 
 /// Takes the single due job, asserting its kind.
 fn one(c: &mut Claims, now: Instant, kind: JobKind) -> Job {
-    let jobs = c.due(now);
+    let jobs = c.due(now, true);
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].kind, kind, "{jobs:?}");
     jobs.into_iter().next().unwrap()
@@ -46,7 +46,7 @@ fn backup_only_checks_and_never_claims() {
     let (mut c, t0) = setup();
     c.local(&g(), Some(CarpState::Backup), t0);
     let j = one(&mut c, t0, JobKind::Check);
-    assert!(c.due(t0).is_empty(), "one job in flight per IP");
+    assert!(c.due(t0, true).is_empty(), "one job in flight per IP");
     let v = c.finished(
         &ip(),
         j.generation,
@@ -57,7 +57,7 @@ fn backup_only_checks_and_never_claims() {
         t0,
     );
     assert_eq!(v, Verdict::Quiet, "elsewhere is right while BACKUP");
-    assert!(c.due(t0 + 29 * S).is_empty());
+    assert!(c.due(t0 + 29 * S, true).is_empty());
     assert_eq!(c.next_wakeup(t0), Some(t0 + 30 * S));
     one(&mut c, t0 + 30 * S, JobKind::Check);
 }
@@ -83,7 +83,7 @@ fn becoming_master_claims_at_once_with_the_warm_hint() {
     assert!(c.current(&ip(), j.generation));
     c.finished(&ip(), j.generation, &Done::Moved { before: None }, t1 + S);
     assert!(
-        c.due(t1 + S).is_empty(),
+        c.due(t1 + S, true).is_empty(),
         "claimed: nothing until the re-check"
     );
     assert_eq!(c.next_wakeup(t1 + S), Some(t1 + 31 * S));
@@ -97,7 +97,7 @@ fn becoming_master_claims_at_once_with_the_warm_hint() {
         },
         t1 + 31 * S,
     );
-    assert!(c.due(t1 + 32 * S).is_empty());
+    assert!(c.due(t1 + 32 * S, true).is_empty());
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn already_bound_counts_as_claimed() {
         t0,
     );
     assert_eq!(c.get(&ip()).unwrap().claimed, Some(j.generation));
-    assert!(c.due(t0 + S).is_empty());
+    assert!(c.due(t0 + S, true).is_empty());
 }
 
 #[test]
@@ -143,8 +143,8 @@ fn drift_while_master_is_reported_and_held_down() {
             reclaim_at: t0 + 60 * S
         }
     );
-    assert!(c.due(t1).is_empty(), "held down");
-    assert!(c.due(t0 + 59 * S).is_empty(), "held down");
+    assert!(c.due(t1, true).is_empty(), "held down");
+    assert!(c.due(t0 + 59 * S, true).is_empty(), "held down");
     assert_eq!(c.next_wakeup(t1), Some(t0 + 60 * S));
     one(&mut c, t0 + 60 * S, JobKind::Claim);
 }
@@ -190,7 +190,10 @@ fn failures_back_off_and_a_new_term_starts_fresh() {
     for wait in [1, 2, 4, 8, 16, 30, 30] {
         let j = one(&mut c, now, JobKind::Claim);
         c.finished(&ip(), j.generation, &Done::Failed { mutated: false }, now);
-        assert!(c.due(now + Duration::from_secs(wait) - S / 2).is_empty());
+        assert!(
+            c.due(now + Duration::from_secs(wait) - S / 2, true)
+                .is_empty()
+        );
         assert_eq!(c.next_wakeup(now), Some(now + Duration::from_secs(wait)));
         now += Duration::from_secs(wait);
     }
@@ -213,11 +216,11 @@ fn a_superseded_job_cannot_mark_the_new_term_claimed() {
         !c.current(&ip(), j.generation),
         "a new term is another generation"
     );
-    assert!(c.due(t0).is_empty(), "the old job is still in flight");
+    assert!(c.due(t0, true).is_empty(), "the old job is still in flight");
     c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
     assert_eq!(c.get(&ip()).unwrap().claimed, None);
     // Three changes at once is a flap: the new term claims once the state has held.
-    assert!(c.due(t0).is_empty());
+    assert!(c.due(t0, true).is_empty());
     let j2 = one(&mut c, t0 + SETTLE, JobKind::Claim);
     assert_eq!(j2.generation, j.generation + 2);
 }
@@ -228,7 +231,7 @@ fn a_cancel_the_core_did_not_expect_waits_for_the_next_reading() {
     c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(&ip(), j.generation, &Done::Cancelled, t0);
-    assert!(c.due(t0).is_empty(), "no spinning on refused claims");
+    assert!(c.due(t0, true).is_empty(), "no spinning on refused claims");
     one(&mut c, t0 + S, JobKind::Claim);
     // A cancel caused by a change the core knows does not delay the new term.
     let (mut c, t0) = setup();
@@ -310,7 +313,7 @@ proptest! {
                     }
                 }
             }
-            for j in c.due(now) {
+            for j in c.due(now, true) {
                 prop_assert!(in_flight.is_none(), "two jobs in flight");
                 if j.kind == JobKind::Claim {
                     prop_assert!(c.current(&ip(), j.generation), "claim while not MASTER");
@@ -349,9 +352,9 @@ fn a_flapping_group_claims_once_settled_and_the_first_change_at_once() {
     }
     c.finished(&ip(), j.generation, &Done::Cancelled, now);
     assert!(c.get(&ip()).unwrap().is_master());
-    assert!(c.due(now).is_empty(), "flapping: wait");
+    assert!(c.due(now, true).is_empty(), "flapping: wait");
     assert_eq!(c.next_wakeup(now), Some(now + SETTLE));
-    assert!(c.due(now + SETTLE - ms).is_empty());
+    assert!(c.due(now + SETTLE - ms, true).is_empty());
     one(&mut c, now + SETTLE, JobKind::Claim);
 }
 
@@ -372,4 +375,31 @@ fn an_unbound_ip_is_never_held_down() {
         t0 + 30 * S,
     );
     one(&mut c, t0 + 30 * S, JobKind::Claim);
+}
+
+#[test]
+fn losing_master_checks_soon_where_the_ip_went() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master), t0);
+    let j = one(&mut c, t0, JobKind::Claim);
+    c.finished(&ip(), j.generation, &Done::Moved { before: None }, t0);
+    let t1 = t0 + 10 * S;
+    c.local(&g(), Some(CarpState::Backup), t1);
+    assert!(c.due(t1 + AFTER_LOSS - S / 2, true).is_empty());
+    assert_eq!(c.next_wakeup(t1), Some(t1 + AFTER_LOSS));
+    one(&mut c, t1 + AFTER_LOSS, JobKind::Check);
+}
+
+#[test]
+fn checks_wait_when_the_budget_is_kept_for_claims_and_claims_never_do() {
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Backup), t0);
+    assert!(c.due(t0, false).is_empty(), "the check is put off");
+    assert_eq!(c.next_wakeup(t0), Some(t0 + CHECK_DEFER));
+    one(&mut c, t0 + CHECK_DEFER, JobKind::Check);
+    let (mut c, t0) = setup();
+    c.local(&g(), Some(CarpState::Master), t0);
+    let jobs = c.due(t0, false);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].kind, JobKind::Claim);
 }

@@ -194,7 +194,7 @@ pub async fn run_job(
         ended: started,
     };
     match job.kind {
-        JobKind::Check => match check(api.as_ref(), &f).await {
+        JobKind::Check => match check(api.as_ref(), &f, job.hint.as_ref()).await {
             Ok((found, here, own)) => {
                 report.done = Done::Located {
                     found: found.clone(),
@@ -273,12 +273,46 @@ pub fn ours_found(f: &FailoverIp) -> Found {
 }
 
 /// Where the IP is, whether that is here, and (vMAC mode) what our own vMAC holds.
+///
+/// A failover IP is on at most one vMAC, so when the last known binding (`hint`) still
+/// holds, reading that vMAC (and ours, for readiness) is the whole check: one request while
+/// MASTER, two while BACKUP, instead of a listing plus every vMAC. That keeps periodic
+/// checks cheap within OVH's rate budget; a stale hint falls back to the full search.
 async fn check<A: FailoverApi>(
     api: &A,
     f: &FailoverIp,
+    hint: Option<&Found>,
 ) -> Result<(Found, bool, Option<OwnVmac>), OvhError> {
     match &f.mode {
         FailoverMode::VirtualMac(t) => {
+            if let Some(Found::Vmac { mac, .. }) = hint
+                && let Ok(ips) = api.vmac_ips(&t.service, mac).await
+                && ips.contains(&t.ip)
+            {
+                let found = Found::Vmac {
+                    mac: mac.to_lowercase(),
+                    ips: ips.len(),
+                };
+                if mac.eq_ignore_ascii_case(&t.mac) {
+                    let own = OwnVmac {
+                        exists: true,
+                        ips: ips.len(),
+                    };
+                    return Ok((found, true, Some(own)));
+                }
+                let own = match api.vmac_ips(&t.service, &t.mac).await {
+                    Ok(ours) => OwnVmac {
+                        exists: true,
+                        ips: ours.len(),
+                    },
+                    Err(e) if e.kind() == Some(crate::ovh::ErrorKind::NotFound) => OwnVmac {
+                        exists: false,
+                        ips: 0,
+                    },
+                    Err(e) => return Err(e),
+                };
+                return Ok((found, false, Some(own)));
+            }
             let (obs, _) = locate(api, &t.service, t.ip, &t.mac).await?;
             let here =
                 matches!(&obs.found, Found::Vmac { mac, .. } if mac.eq_ignore_ascii_case(&t.mac));

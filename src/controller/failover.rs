@@ -50,6 +50,9 @@ impl Default for ReadinessSettings {
     }
 }
 
+/// Requests of the rate budget that periodic checks leave for claims.
+const CLAIM_RESERVE: f64 = 12.0;
+
 /// What [`Failover`] works with, from the daemon.
 pub struct Deps {
     pub policy: SecretPolicy,
@@ -103,6 +106,8 @@ pub struct Failover {
     vault: Option<AgentHandle>,
     vault_view: Option<AgentView>,
     metrics: Metrics,
+    /// The task of each IP's job in flight, with its generation.
+    tasks: BTreeMap<IpAddr, (u64, tokio::task::JoinHandle<()>)>,
 }
 
 /// A short description of the OVH setup: a reload that changes it builds a new client.
@@ -185,6 +190,7 @@ impl Failover {
             vault: agent,
             vault_view: None,
             metrics,
+            tasks: BTreeMap::new(),
         };
         for ip in me.ips.keys() {
             me.metrics.failover_ip(&ip.to_string());
@@ -235,8 +241,25 @@ impl Failover {
 
     /// A kernel reading of `group` (`None`: the vhid does not exist here).
     pub fn local(&mut self, group: &GroupId, state: Option<CarpState>) {
-        self.claims.local(group, state, Instant::now());
+        let now = Instant::now();
+        self.claims.local(group, state, now);
         self.sync_fences();
+        // A job of an older generation is superseded: stop it now rather than at its next
+        // mutating step, so this generation's job starts at once (one writer per IP). What
+        // it may have changed is unknown, so the next job observes before it acts.
+        let stale: Vec<(IpAddr, u64)> = self
+            .tasks
+            .iter()
+            .filter(|(ip, (g, _))| self.claims.get(ip).is_some_and(|s| s.generation != *g))
+            .map(|(ip, (g, _))| (*ip, *g))
+            .collect();
+        for (ip, g) in stale {
+            if let Some((_, handle)) = self.tasks.remove(&ip) {
+                handle.abort();
+                tracing::debug!(%ip, generation = g, "superseded job stopped");
+            }
+            self.claims.finished(&ip, g, &Done::Cancelled, now);
+        }
     }
 
     /// The groups failover IPs follow.
@@ -262,7 +285,10 @@ impl Failover {
 
     /// Starts every job that is due; returns how many started.
     pub fn start_due(&mut self, xid: impl Fn(&GroupId) -> Option<String>) -> usize {
-        let jobs = self.claims.due(Instant::now());
+        // Checks are background work: they leave a reserve of the OVH rate budget so that a
+        // claim (reads, two writes, task polls) never waits behind them.
+        let checks_allowed = self.api.rate_headroom() >= CLAIM_RESERVE;
+        let jobs = self.claims.due(Instant::now(), checks_allowed);
         let n = jobs.len();
         for job in jobs {
             let Some(f) = self.ips.get(&job.ip).cloned() else {
@@ -284,10 +310,12 @@ impl Failover {
                 self.kernel.clone(),
                 self.reports.clone(),
             );
-            tokio::spawn(async move {
+            let (ip, generation) = (job.ip, job.generation);
+            let handle = tokio::spawn(async move {
                 let report = cloud::run_job(api, f, opts, job, fence, kernel).await;
                 let _ = tx.send(Report::Job(Box::new(report)));
             });
+            self.tasks.insert(ip, (generation, handle));
         }
         if n > 0 {
             self.refresh_vault_view();
@@ -324,6 +352,13 @@ impl Failover {
     /// A job ended: learn from it, log what deserves it. Returns the verdict.
     pub fn finished(&mut self, r: JobReport) -> Verdict {
         let now = Instant::now();
+        if self
+            .tasks
+            .get(&r.ip)
+            .is_some_and(|(g, _)| *g == r.generation)
+        {
+            self.tasks.remove(&r.ip);
+        }
         let verdict = self.claims.finished(&r.ip, r.generation, &r.done, now);
         if let (Done::Moved { .. }, Some(found)) = (&r.done, &r.found) {
             self.claims.bound_here(&r.ip, found.clone(), now);

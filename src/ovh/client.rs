@@ -171,6 +171,15 @@ impl Client {
         self.lock().delta.map(|(d, _)| d)
     }
 
+    /// Requests that can go out now without waiting for the rate limiter. Background work
+    /// (periodic checks) leaves a reserve, so a claim never waits behind it.
+    pub fn rate_headroom(&self) -> f64 {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .available(Instant::now())
+    }
+
     /// Whether the credentials in use sign with a timestamp (application keys, not OAuth2),
     /// so the clock matters; `None` before credentials were loaded.
     pub fn signs_with_time(&self) -> Option<bool> {

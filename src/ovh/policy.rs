@@ -142,6 +142,12 @@ impl RateLimiter {
         self.at = Some(now);
     }
 
+    /// Tokens available at `now` (fractional), without taking any.
+    pub fn available(&mut self, now: Instant) -> f64 {
+        self.refill(now);
+        self.tokens
+    }
+
     /// Takes a token at `now`, or says how long to wait for one (and takes nothing).
     pub fn acquire(&mut self, now: Instant) -> Result<(), Duration> {
         self.refill(now);

@@ -1,0 +1,251 @@
+//! Two routers with carpd on simulated kernels and one OVH simulator: the set-up the lab
+//! drill ([`super`]) and the failover benchmark (`benches/failover.rs`) share.
+//!
+//! Each router has its own working directory (carpd.yaml, ovh.conf, kernel state file, devd
+//! and control sockets); its daemon is the same `Daemon` `carpd run` starts, in this process.
+//! router-002 is preferred (advskew 0); router-003's vMAC holds the failover IP at start.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::carp::{CarpState, GroupId};
+use crate::controller::daemon::{Daemon, Settings};
+use crate::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
+use crate::kernel::sim::{Flavour, SimKernel};
+use crate::ovh::ClientOptions;
+use crate::secrets::SecretPolicy;
+use crate::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+
+pub const SERVICE: &str = "ns1234567.ip-51-68-252.eu";
+pub const VIP: &str = "51.68.252.230";
+pub const GROUP: &str = "2@vmx1";
+
+/// Timings of the pair.
+#[derive(Clone, Copy, Debug)]
+pub struct PairOptions {
+    /// Simulated OVH task time.
+    pub task: Duration,
+    pub hold_down: Duration,
+    /// `ovh.recheck_interval`.
+    pub recheck: Duration,
+    /// `readiness.interval`.
+    pub readiness: Duration,
+}
+
+/// The two routers and the simulator.
+pub struct Pair {
+    pub sim: OvhSim,
+    pub routers: Vec<Router>,
+    tmp: Option<tempfile::TempDir>,
+}
+
+/// One router: its simulated kernel, its fake devd, and its daemon when running.
+pub struct Router {
+    pub name: &'static str,
+    pub mac: &'static str,
+    pub advskew: u32,
+    pub dir: PathBuf,
+    pub kernel: SimKernel,
+    pub devd: FakeDevd,
+    daemon: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    pub up: bool,
+    pub state: CarpState,
+}
+
+pub fn group() -> GroupId {
+    GROUP.parse().expect("a valid group")
+}
+
+pub fn vip() -> Ipv4Addr {
+    VIP.parse().expect("a valid IP")
+}
+
+impl Router {
+    fn config(&self, sim: &OvhSim, o: &PairOptions) -> String {
+        format!(
+            "# carpd lab: {name}
+node: {name}
+daemon: {{ resync_interval: 1s, coalesce: 20ms }}
+groups:
+  - {{ interface: vmx1, vhid: 2, advskew: {advskew}, addresses: [{VIP}/32] }}
+ovh:
+  endpoint: {url}
+  credentials: {{ file: {dir}/ovh.conf }}
+  claim_deadline: 30
+  recheck_interval: {recheck}ms
+  hold_down: {hold}ms
+readiness: {{ interval: {readiness}ms }}
+maintenance: {{ state_dir: {dir}/db }}
+failover_ips:
+  - ip: {VIP}
+    group: {GROUP}
+    ovh_virtual_mac: {{ service: {SERVICE}, mac: \"{mac}\", virtual_machine_name: {name} }}
+",
+            name = self.name,
+            advskew = self.advskew,
+            url = sim.base_url(),
+            dir = self.dir.display(),
+            hold = o.hold_down.as_millis(),
+            recheck = o.recheck.as_millis(),
+            readiness = o.readiness.as_millis(),
+            mac = self.mac,
+        )
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            config_path: self.dir.join("carpd.yaml"),
+            policy: SecretPolicy::default(),
+            apply: true,
+            control_socket: self.dir.join("carpd.sock"),
+            devd: ClientConfig {
+                socket: self.dir.join("devd.pipe"),
+                backoff: BackoffPolicy {
+                    initial: Duration::from_millis(5),
+                    max: Duration::from_millis(100),
+                    stable_after: Duration::from_secs(60),
+                },
+            },
+            ovh_client: ClientOptions::default(),
+        }
+    }
+
+    /// Starts the daemon and waits until it is connected to its devd.
+    pub async fn start(&mut self) -> Result<(), String> {
+        let k = SimKernel::open(Flavour::FreeBsd14, Some(self.dir.join("kernel.json")))
+            .map_err(|e| e.to_string())?;
+        let (tx, mut notes) = mpsc::unbounded_channel();
+        let daemon = Daemon::start(self.settings(), Box::new(k))
+            .map_err(|e| format!("{}: {e}", self.name))?
+            .with_notes(tx);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(daemon.run(async move {
+            let _ = stopped.await;
+        }));
+        // Notes are for tests; the lab watches OVH instead. Drain them.
+        tokio::spawn(async move { while notes.recv().await.is_some() {} });
+        self.daemon = Some((stop, task));
+        tokio::time::timeout(Duration::from_secs(10), self.devd.wait_for_clients(1))
+            .await
+            .map_err(|_| format!("{}: the daemon did not connect to devd", self.name))?
+            .map_err(|e| e.to_string())?;
+        self.up = true;
+        Ok(())
+    }
+
+    /// Stops the daemon (as SIGTERM would).
+    pub async fn stop(&mut self) {
+        if let Some((stop, task)) = self.daemon.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// The kernel changes state and devd says so.
+    pub async fn set(&mut self, state: CarpState, event: bool) -> Result<(), String> {
+        let g = group();
+        self.kernel
+            .set_state(&g.ifname, g.vhid, state)
+            .map_err(|e| e.to_string())?;
+        self.state = state;
+        if event && self.daemon.is_some() {
+            self.devd
+                .send_event(&CarpEvent::new(g, state))
+                .await
+                .map_err(|e| format!("{}: devd: {e}", self.name))?;
+        }
+        Ok(())
+    }
+}
+
+impl Pair {
+    /// Creates both routers' files and the simulator's account; no daemon runs yet.
+    pub async fn start(o: PairOptions) -> Result<Pair, String> {
+        let tmp = tempfile::Builder::new()
+            .prefix("carpd-lab.")
+            .tempdir()
+            .map_err(|e| format!("cannot create a working directory: {e}"))?;
+        let base = tmp.path().to_path_buf();
+        let sim = OvhSim::start(SimConfig::default())
+            .await
+            .map_err(|e| format!("cannot start the OVH simulator: {e}"))?;
+        let plan: [(&'static str, &'static str, &'static str, u32); 2] = [
+            ("router-002", "02:00:00:00:00:02", "178.32.70.110", 0),
+            ("router-003", "02:00:00:00:00:03", "178.32.70.111", 100),
+        ];
+        sim.with_world(|w| {
+            w.task_delay = o.task;
+            // router-003's vMAC holds the failover IP at start: the preferred router must claim.
+            w.add_vmac(SERVICE, plan[0].1, &[plan[0].2.parse().expect("ip")]);
+            w.add_vmac(SERVICE, plan[1].1, &[plan[1].2.parse().expect("ip"), vip()]);
+        });
+        let mut routers = Vec::new();
+        for (name, mac, _, advskew) in plan {
+            let dir = base.join(name);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            write_private(
+                &dir.join("ovh.conf"),
+                &format!(
+                    "[{}]\napplication_key={TEST_AK}\napplication_secret={TEST_AS}\nconsumer_key={TEST_CK}\n",
+                    sim.base_url()
+                ),
+            )?;
+            let kernel = SimKernel::open(Flavour::FreeBsd14, Some(dir.join("kernel.json")))
+                .map_err(|e| e.to_string())?;
+            let devd = FakeDevd::bind(dir.join("devd.pipe")).map_err(|e| e.to_string())?;
+            let r = Router {
+                name,
+                mac,
+                advskew,
+                dir,
+                kernel,
+                devd,
+                daemon: None,
+                up: false,
+                state: CarpState::Init,
+            };
+            write_private(&r.dir.join("carpd.yaml"), &r.config(&sim, &o))?;
+            routers.push(r);
+        }
+        Ok(Pair {
+            sim,
+            routers,
+            tmp: Some(tmp),
+        })
+    }
+
+    /// The vMAC holding the failover IP.
+    pub fn holder(&self) -> Option<String> {
+        self.sim.with_world(|w| w.holder(vip())).map(|(_, mac)| mac)
+    }
+
+    /// Keeps the working directory after the pair is dropped; returns its path.
+    pub fn keep(&mut self) -> Option<PathBuf> {
+        self.tmp.take().map(tempfile::TempDir::keep)
+    }
+
+    /// Stops both daemons.
+    pub async fn stop(&mut self) {
+        for r in &mut self.routers {
+            r.stop().await;
+        }
+    }
+}
+
+pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
