@@ -51,7 +51,7 @@ impl Default for ReadinessSettings {
 }
 
 /// Requests of the rate budget that periodic checks leave for claims.
-const CLAIM_RESERVE: f64 = 12.0;
+const CLAIM_RESERVE: f64 = 8.0;
 
 /// What [`Failover`] works with, from the daemon.
 pub struct Deps {
