@@ -16,6 +16,9 @@
 //!
 //! Run: `cargo bench --bench daemon` (release build). Takes about 20 s.
 
+mod common;
+use common::proc_sample;
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -515,47 +518,4 @@ fn process(rt: &Runtime, dir: &Path, rows: &mut Vec<Row>) {
         std::thread::sleep(Duration::from_millis(5));
     }
     drop(fake);
-}
-
-/// What /proc says about a process.
-#[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-struct Sample {
-    rss_kib: u64,
-    hwm_kib: u64,
-    threads: u64,
-    /// Voluntary + involuntary context switches of every thread.
-    switches: u64,
-}
-
-#[cfg(target_os = "linux")]
-fn proc_sample(pid: u32) -> Option<Sample> {
-    fn field(status: &str, key: &str) -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    }
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let mut switches = 0;
-    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path: std::path::PathBuf = task.ok()?.path().join("status");
-        let s = fs::read_to_string(path).ok()?;
-        switches += field(&s, "voluntary_ctxt_switches:")?;
-        switches += field(&s, "nonvoluntary_ctxt_switches:")?;
-    }
-    Some(Sample {
-        rss_kib: field(&status, "VmRSS:")?,
-        hwm_kib: field(&status, "VmHWM:")?,
-        threads: field(&status, "Threads:")?,
-        switches,
-    })
-}
-
-#[cfg(not(target_os = "linux"))]
-fn proc_sample(_pid: u32) -> Option<Sample> {
-    None
 }

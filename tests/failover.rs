@@ -361,3 +361,31 @@ async fn not_ready_demotes_this_node_until_ready_again() {
     .await;
     assert!(lab.status().await.readiness.unwrap().ready);
 }
+
+#[tokio::test]
+async fn no_apply_watches_and_never_claims() {
+    let (sim, mut lab) = setup("").await;
+    lab.stop().await;
+    lab.tweak = Some(|s| s.apply = false);
+    lab.start().await;
+    lab.network("2@vmx1", CarpState::Master);
+    lab.event("2@vmx1", CarpState::Master).await;
+    // The check that follows shows the IP elsewhere; nothing is claimed.
+    let st = within("status to show the wrong binding", async {
+        loop {
+            let st = lab.status().await;
+            let f = &st.failover_ips[0];
+            if f.local_state.as_deref() == Some("MASTER") && f.bound_here == Some(false) {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(!st.apply);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sim.mutations(), 0, "--no-apply must leave OVH alone");
+    assert_eq!(holder(&sim).as_deref(), Some(PEER));
+    let text = carpd::observe::daemon_view::to_text(&lab.status().await);
+    assert!(text.contains("WRONG: should be here"), "{text}");
+}

@@ -126,7 +126,8 @@ pub enum Command {
     /// Run the controller: apply the configuration, then follow devd events and the kernel
     /// until SIGTERM; SIGHUP reloads the configuration.
     Run {
-        /// Only watch and report: do not change the kernel, not even at start-up.
+        /// Only watch and report: change neither the kernel (not even at start-up) nor OVH
+        /// (failover IPs are located and shown, never claimed).
         #[arg(long)]
         no_apply: bool,
         /// devd's SOCK_SEQPACKET socket.

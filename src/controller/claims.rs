@@ -212,6 +212,8 @@ impl IpState {
 pub struct Claims {
     policy: ClaimPolicy,
     ips: BTreeMap<IpAddr, IpState>,
+    /// `carpd run --no-apply`: never claim; checks still run so status shows what is wrong.
+    watch_only: bool,
 }
 
 impl Claims {
@@ -226,7 +228,13 @@ impl Claims {
                 .into_iter()
                 .map(|(ip, g)| (ip, IpState::new(g, now)))
                 .collect(),
+            watch_only: false,
         }
+    }
+
+    /// Watch only (`--no-apply`): claims are never started, checks go on.
+    pub fn set_watch_only(&mut self, on: bool) {
+        self.watch_only = on;
     }
 
     pub fn policy(&self) -> ClaimPolicy {
@@ -297,7 +305,7 @@ impl Claims {
             if s.in_flight.is_some() || s.retry_at.is_some_and(|t| now < t) {
                 continue;
             }
-            let kind = if s.wants_claim() {
+            let kind = if s.wants_claim() && !self.watch_only {
                 if s.claim_waits_until(policy.hold_down, now).is_some() {
                     continue;
                 }
@@ -419,11 +427,12 @@ impl Claims {
     /// daemon when they end).
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let policy = self.policy;
+        let watch_only = self.watch_only;
         self.ips
             .values()
             .filter(|s| s.in_flight.is_none())
             .map(|s| {
-                let at = if s.wants_claim() {
+                let at = if s.wants_claim() && !watch_only {
                     s.claim_waits_until(policy.hold_down, now).unwrap_or(now)
                 } else {
                     s.next_check

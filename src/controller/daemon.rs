@@ -749,6 +749,7 @@ impl Daemon {
                 reports: self.reports.0.clone(),
                 client_options: self.settings.ovh_client.clone(),
                 metrics: self.metrics.clone(),
+                watch_only: !self.settings.apply,
             },
         ) {
             Ok(f) => f,

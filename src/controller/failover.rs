@@ -64,6 +64,8 @@ pub struct Deps {
     pub reports: mpsc::UnboundedSender<Report>,
     pub client_options: ClientOptions,
     pub metrics: Metrics,
+    /// `carpd run --no-apply`: locate and report, never claim.
+    pub watch_only: bool,
 }
 
 /// What the tasks of [`Failover`] send back to the loop.
@@ -108,6 +110,9 @@ pub struct Failover {
     metrics: Metrics,
     /// The task of each IP's job in flight, with its generation.
     tasks: BTreeMap<IpAddr, (u64, tokio::task::JoinHandle<()>)>,
+    watch_only: bool,
+    /// Watch only: the generation in which "would claim" was last said, per IP.
+    told_would_claim: BTreeMap<IpAddr, u64>,
 }
 
 /// A short description of the OVH setup: a reload that changes it builds a new client.
@@ -149,6 +154,7 @@ impl Failover {
             reports,
             client_options,
             metrics,
+            watch_only,
         } = deps;
         let (Some(key), Some(ovh)) = (setup_key(config), config.ovh.as_ref()) else {
             return Ok(None);
@@ -171,11 +177,12 @@ impl Failover {
             .iter()
             .map(|f| (IpAddr::V4(f.ip), f.clone()))
             .collect();
-        let claims = Claims::new(
+        let mut claims = Claims::new(
             ips.iter().map(|(ip, f)| (*ip, f.group.clone())),
             policy_of(config, readiness),
             now,
         );
+        claims.set_watch_only(watch_only);
         let mut me = Failover {
             key,
             api: Arc::new(api),
@@ -191,6 +198,8 @@ impl Failover {
             vault_view: None,
             metrics,
             tasks: BTreeMap::new(),
+            watch_only,
+            told_would_claim: BTreeMap::new(),
         };
         for ip in me.ips.keys() {
             me.metrics.failover_ip(&ip.to_string());
@@ -415,6 +424,15 @@ impl Failover {
             (JobKind::Check, _) => {
                 tracing::debug!(ip = %r.ip, found = %r.found.as_ref().map_or("?".to_string(), ToString::to_string), "failover IP located");
             }
+        }
+        if self.watch_only
+            && let (Done::Located { here: false, found }, Some(s)) =
+                (&r.done, self.claims.get(&r.ip))
+            && s.is_master()
+            && self.told_would_claim.get(&r.ip) != Some(&s.generation)
+        {
+            tracing::warn!(ip = %r.ip, group = %r.group, found = %found, "MASTER here but the failover IP is elsewhere: carpd would claim it, but --no-apply leaves OVH alone");
+            self.told_would_claim.insert(r.ip, s.generation);
         }
         if let Verdict::TakenWhileMaster { found, reclaim_at } = &verdict {
             let wait = reclaim_at.saturating_duration_since(now);

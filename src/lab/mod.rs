@@ -217,6 +217,7 @@ pub async fn run(opts: &LabOptions, mut out: Box<dyn Write + Send>) -> Result<bo
         hold_down: HOLD_DOWN,
         recheck: Duration::from_secs(2),
         readiness: Duration::from_secs(10),
+        rate: crate::ovh::policy::RateLimit::default(),
     })
     .await?;
     if !opts.json {

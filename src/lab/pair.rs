@@ -35,6 +35,9 @@ pub struct PairOptions {
     pub recheck: Duration,
     /// `readiness.interval`.
     pub readiness: Duration,
+    /// The daemons' OVH rate limit (the default keeps under OVH's advice; benchmarks that
+    /// repeat failovers back to back lift it so they measure carpd, not the budget).
+    pub rate: crate::ovh::policy::RateLimit,
 }
 
 /// The two routers and the simulator.
@@ -55,6 +58,7 @@ pub struct Router {
     daemon: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     pub up: bool,
     pub state: CarpState,
+    rate: crate::ovh::policy::RateLimit,
 }
 
 pub fn group() -> GroupId {
@@ -111,7 +115,10 @@ failover_ips:
                     stable_after: Duration::from_secs(60),
                 },
             },
-            ovh_client: ClientOptions::default(),
+            ovh_client: ClientOptions {
+                rate: self.rate,
+                ..ClientOptions::default()
+            },
         }
     }
 
@@ -208,6 +215,7 @@ impl Pair {
                 daemon: None,
                 up: false,
                 state: CarpState::Init,
+                rate: o.rate,
             };
             write_private(&r.dir.join("carpd.yaml"), &r.config(&sim, &o))?;
             routers.push(r);

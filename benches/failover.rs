@@ -1,0 +1,351 @@
+//! Failover benchmark (harness = false): the whole path, devd event to OVH, against the
+//! status quo of a fresh process per event. Run: `cargo bench --bench failover` (or
+//! `scripts/bench`, which runs every benchmark); the report is bench/README.md.
+//!
+//! Two in-process daemons on simulated kernels and the OVH simulator on loopback
+//! (`carpd::lab::pair`, the lab's set-up), with simulated OVH tasks of 300 ms:
+//! 1. reaction: devd MASTER event -> first mutating OVH request received by the simulator,
+//!    warm (credentials, connection and binding known from the checks while BACKUP);
+//! 2. event -> IP bound and verified, beyond the two simulated task times;
+//! 3. flap storm: 10,000 alternating events per router within a second -> OVH mutations;
+//! 4. status quo: the same claim by a fresh `carpd failover-ip claim` process per event (what
+//!    a devd action running a script does: start, read credentials, find the IP, claim);
+//! 5. the idle `carpd run` process with failover IPs: RSS and wake-ups.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use carpd::carp::CarpState;
+use carpd::devd::CarpEvent;
+use carpd::kernel::sim::{Flavour, SimKernel};
+use carpd::lab::pair::{GROUP, Pair, PairOptions, SERVICE, VIP, group};
+use carpd::ovh::policy::RateLimit;
+
+const BIN: &str = env!("CARGO_BIN_EXE_carpd");
+const TASK: Duration = Duration::from_millis(300);
+const RUNS: usize = 30;
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn first_mutation_after(pair: &Pair, t0: Instant) -> Option<Instant> {
+    pair.sim
+        .requests()
+        .iter()
+        .filter(|r| r.mutation && r.at >= t0)
+        .map(|r| r.at)
+        .min()
+}
+
+async fn wait_holder(pair: &Pair, mac: &str, limit: Duration) -> Option<Instant> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if pair.holder().as_deref() == Some(mac) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    None
+}
+
+struct Figures {
+    reaction: Vec<Duration>,
+    beyond: Vec<Duration>,
+    storm_mutations: Vec<usize>,
+}
+
+async fn daemon_path() -> Figures {
+    let mut pair = Pair::start(PairOptions {
+        task: TASK,
+        hold_down: Duration::from_secs(1),
+        recheck: Duration::from_secs(30),
+        readiness: Duration::from_secs(30),
+        // Failovers back to back: lift the budget so the figures are carpd's own.
+        rate: RateLimit {
+            burst: 1000,
+            per_minute: 6000,
+        },
+    })
+    .await
+    .expect("pair");
+    for r in &mut pair.routers {
+        r.start().await.expect("daemon");
+        r.set(CarpState::Backup, true).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut f = Figures {
+        reaction: Vec::new(),
+        beyond: Vec::new(),
+        storm_mutations: Vec::new(),
+    };
+    // Alternate: each run the BACKUP router wins. The loser looks where the IP went 2 s
+    // after losing (AFTER_LOSS), so the next winner starts from a warm binding.
+    for i in 0..RUNS {
+        let (win, lose) = if i % 2 == 0 { (0, 1) } else { (1, 0) };
+        pair.routers[lose]
+            .set(CarpState::Backup, true)
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        pair.routers[win]
+            .set(CarpState::Master, true)
+            .await
+            .unwrap();
+        let mac = pair.routers[win].mac;
+        let Some(bound) = wait_holder(&pair, mac, Duration::from_secs(10)).await else {
+            eprintln!("run {i}: not bound within 10 s");
+            continue;
+        };
+        if let Some(first) = first_mutation_after(&pair, t0) {
+            f.reaction.push(first - t0);
+        }
+        f.beyond.push((bound - t0).saturating_sub(2 * TASK));
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+    }
+    // Flap storms, each ending with the other router MASTER.
+    for k in 0..3 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let before = pair.sim.mutations();
+        let (a, b) = if k % 2 == 0 { (0, 1) } else { (1, 0) };
+        let start = Instant::now();
+        let n = 10_000u32;
+        for i in 0..n {
+            let flip = (i / 50) % 2 == 1;
+            let (sa, sb) = if flip {
+                (CarpState::Backup, CarpState::Master)
+            } else {
+                (CarpState::Master, CarpState::Backup)
+            };
+            if i % 50 == 0 {
+                pair.routers[a].set(sa, true).await.unwrap();
+                pair.routers[b].set(sb, true).await.unwrap();
+            } else {
+                let _ = pair.routers[a]
+                    .devd
+                    .send_event(&CarpEvent::new(group(), sa))
+                    .await;
+                let _ = pair.routers[b]
+                    .devd
+                    .send_event(&CarpEvent::new(group(), sb))
+                    .await;
+            }
+            let due = start + Duration::from_secs(1).mul_f64(f64::from(i) / f64::from(n));
+            if let Some(w) = due.checked_duration_since(Instant::now())
+                && w > Duration::from_millis(1)
+            {
+                tokio::time::sleep(w).await;
+            }
+        }
+        pair.routers[a].set(CarpState::Backup, true).await.unwrap();
+        pair.routers[b].set(CarpState::Master, true).await.unwrap();
+        let mac = pair.routers[b].mac;
+        if wait_holder(&pair, mac, Duration::from_secs(15))
+            .await
+            .is_none()
+        {
+            eprintln!("storm {k}: not bound to the final MASTER");
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        f.storm_mutations.push(pair.sim.mutations() - before);
+    }
+    pair.stop().await;
+    f
+}
+
+/// The status quo: a fresh process per MASTER event, as a devd action would start.
+async fn status_quo(dir: &Path) -> (Vec<Duration>, Vec<Duration>) {
+    let mut pair = Pair::start(PairOptions {
+        task: TASK,
+        hold_down: Duration::from_secs(1),
+        recheck: Duration::from_secs(30),
+        readiness: Duration::from_secs(30),
+        rate: RateLimit::default(),
+    })
+    .await
+    .expect("pair");
+    // The routers' files are reused for the CLI; no daemon runs.
+    let cfg = pair.routers[0].dir.join("carpd.yaml");
+    let state = dir.join("quo-kernel.json");
+    let k = SimKernel::open(Flavour::FreeBsd14, Some(state.clone())).unwrap();
+    let apply = Command::new(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--kernel", "sim", "--sim-state"])
+        .arg(&state)
+        .arg("apply")
+        .output()
+        .unwrap();
+    assert!(apply.status.success(), "{apply:?}");
+    let g: carpd::carp::GroupId = GROUP.parse().unwrap();
+    k.set_state(&g.ifname, g.vhid, CarpState::Master).unwrap();
+    let (ours, peer) = (pair.routers[0].mac, pair.routers[1].mac);
+    let mut reaction = Vec::new();
+    let mut beyond = Vec::new();
+    for _ in 0..10 {
+        // Put the IP back on the peer.
+        pair.sim.with_world(|w| {
+            let now = Instant::now();
+            w.task_delay = Duration::ZERO;
+            let ip = VIP.parse().unwrap();
+            if w.holder(ip).is_some_and(|(_, m)| m == ours) {
+                w.remove_ip(now, SERVICE, ours, ip).unwrap();
+                w.advance(now);
+                w.add_ip(now, SERVICE, peer, ip, "router-003").unwrap();
+                w.advance(now);
+            }
+            w.task_delay = TASK;
+        });
+        let t0 = Instant::now();
+        let out = Command::new(BIN)
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--kernel", "sim", "--sim-state"])
+            .arg(&state)
+            .args(["failover-ip", "claim", VIP])
+            .env_clear()
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let end = Instant::now();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(first) = first_mutation_after(&pair, t0) {
+            reaction.push(first - t0);
+        }
+        beyond.push((end - t0).saturating_sub(2 * TASK));
+    }
+    pair.stop().await;
+    (reaction, beyond)
+}
+
+/// A real `carpd run` with a failover IP, left alone: RSS and wake-ups per second.
+async fn idle(dir: &Path) -> Option<(f64, f64)> {
+    let mut pair = Pair::start(PairOptions {
+        task: TASK,
+        hold_down: Duration::from_secs(60),
+        recheck: Duration::from_secs(30),
+        readiness: Duration::from_secs(30),
+        rate: RateLimit::default(),
+    })
+    .await
+    .ok()?;
+    let r = &mut pair.routers[0];
+    let mut child = Command::new(BIN)
+        .arg("-c")
+        .arg(r.dir.join("carpd.yaml"))
+        .args(["--kernel", "sim", "--sim-state"])
+        .arg(r.dir.join("kernel.json"))
+        .arg("--control-socket")
+        .arg(dir.join("idle.sock"))
+        .args(["--log-target", "stderr", "run", "--devd-socket"])
+        .arg(r.dir.join("devd.pipe"))
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = child.id();
+    let a = common::proc_sample(pid);
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let b = common::proc_sample(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (a, b) = (a?, b?);
+    Some((
+        b.rss_kib as f64 / 1024.0,
+        (b.switches - a.switches) as f64 / window.as_secs_f64(),
+    ))
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "carpd failover benchmark ({BIN}); simulated OVH tasks {} ms",
+        TASK.as_millis()
+    );
+    let f = rt.block_on(daemon_path());
+    let (quo_reaction, quo_beyond) = rt.block_on(status_quo(dir.path()));
+    let idle = rt.block_on(idle(dir.path()));
+
+    let row = |what: &str, v: &[Duration]| {
+        if v.is_empty() {
+            println!("{what:<58} no samples");
+        } else {
+            println!(
+                "{what:<58} p50 {:>8.2} ms  p99 {:>8.2} ms  (n={})",
+                ms(pct(v, 0.5)),
+                ms(pct(v, 0.99)),
+                v.len()
+            );
+        }
+    };
+    println!();
+    row("daemon: devd event -> first OVH change (warm)", &f.reaction);
+    row("daemon: event -> bound, beyond the 2 task times", &f.beyond);
+    row(
+        "status quo: fresh process -> first OVH change",
+        &quo_reaction,
+    );
+    row(
+        "status quo: fresh process -> bound, beyond the 2 tasks",
+        &quo_beyond,
+    );
+    if !f.reaction.is_empty() && !quo_reaction.is_empty() {
+        println!(
+            "{:<58} {:.0}x faster to the first change (p50)",
+            "ratio status quo / daemon",
+            ms(pct(&quo_reaction, 0.5)) / ms(pct(&f.reaction, 0.5))
+        );
+    }
+    if !f.beyond.is_empty() {
+        println!(
+            "{:<58} {:.1}% (p50) of the 2 task times",
+            "daemon: outage beyond the task times",
+            100.0 * ms(pct(&f.beyond, 0.5)) / ms(2 * TASK)
+        );
+    }
+    if !quo_beyond.is_empty() {
+        println!(
+            "{:<58} {:.1}% (p50) of the 2 task times",
+            "status quo: beyond the task times",
+            100.0 * ms(pct(&quo_beyond, 0.5)) / ms(2 * TASK)
+        );
+    }
+    println!(
+        "{:<58} {:?} (max {})",
+        "flap storm (10,000 events/router in 1 s): OVH mutations",
+        f.storm_mutations,
+        f.storm_mutations.iter().max().copied().unwrap_or(0)
+    );
+    match idle {
+        Some((rss, wake)) => println!(
+            "{:<58} RSS {rss:.1} MiB, {wake:.2} wake-ups/s",
+            "idle carpd run with a failover IP"
+        ),
+        None => println!("idle carpd run: not measured (no /proc)"),
+    }
+    if let Ok(m) = std::fs::metadata(BIN) {
+        println!(
+            "{:<58} {:.2} MiB",
+            "binary size (this build)",
+            m.len() as f64 / (1024.0 * 1024.0)
+        );
+    }
+}
