@@ -96,9 +96,16 @@ async fn daemon_path() -> Figures {
             .set(CarpState::Backup, true)
             .await
             .unwrap();
+        // The network's part (the kernel's new state) first; the clock starts with devd's
+        // event, as on a router.
+        pair.routers[win]
+            .set(CarpState::Master, false)
+            .await
+            .unwrap();
         let t0 = Instant::now();
         pair.routers[win]
-            .set(CarpState::Master, true)
+            .devd
+            .send_event(&CarpEvent::new(group(), CarpState::Master))
             .await
             .unwrap();
         let mac = pair.routers[win].mac;
@@ -205,17 +212,23 @@ async fn status_quo(dir: &Path) -> (Vec<Duration>, Vec<Duration>) {
             }
             w.task_delay = TASK;
         });
+        // The simulator runs on this thread's runtime: wait for the child off it.
+        let (cfg2, state2) = (cfg.clone(), state.clone());
         let t0 = Instant::now();
-        let out = Command::new(BIN)
-            .arg("-c")
-            .arg(&cfg)
-            .args(["--kernel", "sim", "--sim-state"])
-            .arg(&state)
-            .args(["failover-ip", "claim", VIP])
-            .env_clear()
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .arg("-c")
+                .arg(&cfg2)
+                .args(["--kernel", "sim", "--sim-state"])
+                .arg(&state2)
+                .args(["failover-ip", "claim", VIP])
+                .env_clear()
+                .stdout(Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
         let end = Instant::now();
         assert!(
             out.status.success(),
@@ -272,7 +285,10 @@ async fn idle(dir: &Path) -> Option<(f64, f64)> {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers: the simulator and the two daemons do not queue behind each other on one
+    // thread (in production each daemon is its own process).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
