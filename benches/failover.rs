@@ -12,6 +12,9 @@
 //!    a devd action running a script does: start, read credentials, find the IP, claim);
 //! 5. the idle `carpd run` process with failover IPs: RSS and wake-ups.
 
+#[path = "../tests/support/bao.rs"]
+#[allow(dead_code)]
+mod bao;
 mod common;
 
 use std::path::Path;
@@ -169,8 +172,22 @@ async fn daemon_path() -> Figures {
     f
 }
 
-/// The status quo: a fresh process per MASTER event, as a devd action would start.
-async fn status_quo(dir: &Path) -> (Vec<Duration>, Vec<Duration>) {
+/// Whether an OpenBao binary is around (CARPD_TEST_BAO, as scripts/test-all sets it, or
+/// `bao` on PATH).
+fn have_bao() -> bool {
+    std::env::var_os("CARPD_TEST_BAO").is_some_and(|p| Path::new(&p).is_file())
+        || Command::new("bao")
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// The status quo: a fresh process per MASTER event, as a devd action would start. With
+/// `vault`, the process logs in to OpenBao (AppRole, secretsmith file) and reads the OVH
+/// credentials first, as the deployment does; else it reads an ovh.conf.
+async fn status_quo(dir: &Path, vault: bool) -> (Vec<Duration>, Vec<Duration>) {
     let mut pair = Pair::start(PairOptions {
         task: TASK,
         hold_down: Duration::from_secs(1),
@@ -181,7 +198,43 @@ async fn status_quo(dir: &Path) -> (Vec<Duration>, Vec<Duration>) {
     .await
     .expect("pair");
     // The routers' files are reused for the CLI; no daemon runs.
-    let cfg = pair.routers[0].dir.join("carpd.yaml");
+    let mut cfg = pair.routers[0].dir.join("carpd.yaml");
+    let _bao = if vault {
+        let b = bao::Bao::start().await;
+        b.setup("300s", "600s").await;
+        b.put(
+            "apps",
+            "network/carp-hyper-001-switch",
+            &[
+                ("application_key", carpd::sim::ovh::TEST_AK),
+                ("application_secret", carpd::sim::ovh::TEST_AS),
+                ("consumer_key", carpd::sim::ovh::TEST_CK),
+            ],
+        )
+        .await;
+        let smith = b.secretsmith(
+            "s.yaml",
+            None,
+            &format!(
+                "    method: approle\n    role_id: {}\n    secret_id: {}\n",
+                b.role_id().await,
+                b.secret_id(&[]).await
+            ),
+        );
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            &format!(
+                "credentials: {{ file: {}/ovh.conf }}",
+                pair.routers[0].dir.display()
+            ),
+            "credentials: { vault: apps/network/carp-hyper-001-switch }",
+        );
+        let text = format!("{text}vault:\n  secretsmith: {}\n", smith.display());
+        cfg = dir.join("quo-vault.yaml");
+        std::fs::write(&cfg, text).unwrap();
+        Some(b)
+    } else {
+        None
+    };
     let state = dir.join("quo-kernel.json");
     let k = SimKernel::open(Flavour::FreeBsd14, Some(state.clone())).unwrap();
     let apply = Command::new(BIN)
@@ -219,7 +272,7 @@ async fn status_quo(dir: &Path) -> (Vec<Duration>, Vec<Duration>) {
             Command::new(BIN)
                 .arg("-c")
                 .arg(&cfg2)
-                .args(["--kernel", "sim", "--sim-state"])
+                .args(["--kernel", "sim", "--allow-insecure-files", "--sim-state"])
                 .arg(&state2)
                 .args(["failover-ip", "claim", VIP])
                 .env_clear()
@@ -297,7 +350,8 @@ fn main() {
         TASK.as_millis()
     );
     let f = rt.block_on(daemon_path());
-    let (quo_reaction, quo_beyond) = rt.block_on(status_quo(dir.path()));
+    let (quo_reaction, quo_beyond) = rt.block_on(status_quo(dir.path(), false));
+    let vault_quo = have_bao().then(|| rt.block_on(status_quo(dir.path(), true)));
     let idle = rt.block_on(idle(dir.path()));
 
     let row = |what: &str, v: &[Duration]| {
@@ -323,6 +377,19 @@ fn main() {
         "status quo: fresh process -> bound, beyond the 2 tasks",
         &quo_beyond,
     );
+    if let Some((r, b)) = &vault_quo {
+        row("status quo + Vault login: fresh process -> first change", r);
+        row("status quo + Vault login: -> bound, beyond the 2 tasks", b);
+        if !f.reaction.is_empty() && !r.is_empty() {
+            println!(
+                "{:<58} {:.0}x faster to the first change (p50)",
+                "ratio status quo with Vault / daemon",
+                ms(pct(r, 0.5)) / ms(pct(&f.reaction, 0.5))
+            );
+        }
+    } else {
+        println!("status quo with a Vault login: not measured (no OpenBao: set CARPD_TEST_BAO)");
+    }
     if !f.reaction.is_empty() && !quo_reaction.is_empty() {
         println!(
             "{:<58} {:.0}x faster to the first change (p50)",
