@@ -13,7 +13,6 @@
 //! 5. the idle `carpd run` process with failover IPs: RSS and wake-ups.
 
 #[path = "../tests/support/bao.rs"]
-#[allow(dead_code)]
 mod bao;
 mod common;
 
