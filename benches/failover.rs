@@ -126,35 +126,7 @@ async fn daemon_path() -> Figures {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let before = pair.sim.mutations();
         let (a, b) = if k % 2 == 0 { (0, 1) } else { (1, 0) };
-        let start = Instant::now();
-        let n = 10_000u32;
-        for i in 0..n {
-            let flip = (i / 50) % 2 == 1;
-            let (sa, sb) = if flip {
-                (CarpState::Backup, CarpState::Master)
-            } else {
-                (CarpState::Master, CarpState::Backup)
-            };
-            if i % 50 == 0 {
-                pair.routers[a].set(sa, true).await.unwrap();
-                pair.routers[b].set(sb, true).await.unwrap();
-            } else {
-                let _ = pair.routers[a]
-                    .devd
-                    .send_event(&CarpEvent::new(group(), sa))
-                    .await;
-                let _ = pair.routers[b]
-                    .devd
-                    .send_event(&CarpEvent::new(group(), sb))
-                    .await;
-            }
-            let due = start + Duration::from_secs(1).mul_f64(f64::from(i) / f64::from(n));
-            if let Some(w) = due.checked_duration_since(Instant::now())
-                && w > Duration::from_millis(1)
-            {
-                tokio::time::sleep(w).await;
-            }
-        }
+        pair.flap_storm(a, b, 10_000).await.unwrap();
         pair.routers[a].set(CarpState::Backup, true).await.unwrap();
         pair.routers[b].set(CarpState::Master, true).await.unwrap();
         let mac = pair.routers[b].mac;

@@ -43,6 +43,13 @@ fn load(ctx: &Context) -> Result<Config, String> {
     ctx.load_config().map_err(|e| e.to_string())
 }
 
+/// The configuration and the kernel `enter` and `leave` act on.
+fn load_with_kernel(ctx: &Context) -> Result<(Config, Box<dyn Kernel>), String> {
+    let config = load(ctx)?;
+    let k = ctx.open_kernel().map_err(|e| e.to_string())?;
+    Ok((config, k))
+}
+
 fn kernel_demotion(k: &dyn Kernel) -> String {
     match k.sysctl_get(Sysctl::Demotion) {
         Ok(v) => v.to_string(),
@@ -51,15 +58,8 @@ fn kernel_demotion(k: &dyn Kernel) -> String {
 }
 
 pub fn enter(ctx: &Context, wait: bool, timeout: Duration, out: &mut dyn Write) -> bool {
-    let config = match load(ctx) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint_error(e);
-            return false;
-        }
-    };
-    let k = match ctx.open_kernel() {
-        Ok(k) => k,
+    let (config, k) = match load_with_kernel(ctx) {
+        Ok(x) => x,
         Err(e) => {
             eprint_error(e);
             return false;
@@ -282,15 +282,8 @@ fn wait_until_away(
 }
 
 pub fn leave(ctx: &Context, out: &mut dyn Write) -> bool {
-    let config = match load(ctx) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint_error(e);
-            return false;
-        }
-    };
-    let k = match ctx.open_kernel() {
-        Ok(k) => k,
+    let (config, k) = match load_with_kernel(ctx) {
+        Ok(x) => x,
         Err(e) => {
             eprint_error(e);
             return false;

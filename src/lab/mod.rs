@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::carp::CarpState;
-use crate::devd::CarpEvent;
 
 use election::Node as ElectionNode;
-use pair::{Pair, PairOptions, VIP, group, vip};
+use pair::{Pair, PairOptions, VIP, vip};
 
 /// Simulated OVH task time: real tasks take seconds; the ratio is what matters.
 const TASK: Duration = Duration::from_millis(300);
@@ -371,36 +370,7 @@ async fn script(d: &mut Drill, opts: &LabOptions) -> Result<(), String> {
     // flip, `storm_events` events per router within about a second.
     let mutations_before = d.pair.sim.mutations();
     let n = opts.storm_events.max(2);
-    let started = Instant::now();
-    for i in 0..n {
-        // The kernel's truth changes every 50 events (every few ms); devd repeats it.
-        let flip = (i / 50) % 2 == 1;
-        let (sa, sb) = if flip {
-            (CarpState::Backup, CarpState::Master)
-        } else {
-            (CarpState::Master, CarpState::Backup)
-        };
-        let kernel_changes = i % 50 == 0;
-        for (r, s) in [(A, sa), (B, sb)] {
-            if kernel_changes {
-                d.pair.routers[r].set(s, true).await?;
-            } else {
-                d.pair.routers[r]
-                    .devd
-                    .send_event(&CarpEvent::new(group(), s))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        // Pace to about a second in all.
-        let due = started + Duration::from_secs(1).mul_f64(f64::from(i) / f64::from(n));
-        if let Some(wait) = due.checked_duration_since(Instant::now())
-            && wait > Duration::from_millis(1)
-        {
-            tokio::time::sleep(wait).await;
-        }
-    }
-    let storm = started.elapsed();
+    let storm = d.pair.flap_storm(A, B, n).await?;
     // The storm ends with router-003 MASTER: the IP must move once, not with every flip.
     for (r, s) in [(A, CarpState::Backup), (B, CarpState::Master)] {
         d.pair.routers[r].set(s, true).await?;

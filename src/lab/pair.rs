@@ -232,6 +232,40 @@ impl Pair {
         self.sim.with_world(|w| w.holder(vip())).map(|(_, mac)| mac)
     }
 
+    /// A flap storm: `n` events per router paced over about a second, the two vhids in
+    /// opposite states flipping every 50 events (the kernel's truth changes every few
+    /// milliseconds, devd repeats it in between). Returns how long it took.
+    pub async fn flap_storm(&mut self, a: usize, b: usize, n: u32) -> Result<Duration, String> {
+        let n = n.max(2);
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            let flip = (i / 50) % 2 == 1;
+            let (sa, sb) = if flip {
+                (CarpState::Backup, CarpState::Master)
+            } else {
+                (CarpState::Master, CarpState::Backup)
+            };
+            for (r, s) in [(a, sa), (b, sb)] {
+                if i % 50 == 0 {
+                    self.routers[r].set(s, true).await?;
+                } else {
+                    self.routers[r]
+                        .devd
+                        .send_event(&CarpEvent::new(group(), s))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            let due = started + Duration::from_secs(1).mul_f64(f64::from(i) / f64::from(n));
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now())
+                && wait > Duration::from_millis(1)
+            {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
     /// Keeps the working directory after the pair is dropped; returns its path.
     pub fn keep(&mut self) -> Option<PathBuf> {
         self.tmp.take().map(tempfile::TempDir::keep)
