@@ -1,6 +1,7 @@
 //! Helpers shared by the benchmarks (not a bench target itself: a module directory).
 #![allow(dead_code)] // each bench uses its own part
 
+#[cfg(target_os = "linux")]
 use std::fs;
 
 /// What /proc says about a process.
