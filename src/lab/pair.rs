@@ -35,6 +35,9 @@ pub struct PairOptions {
     pub recheck: Duration,
     /// `readiness.interval`.
     pub readiness: Duration,
+    /// Keep the OVH credentials in a real OpenBao (AppRole login through a secretsmith file)
+    /// when a `bao` binary is installed; else in each router's ovh.conf.
+    pub vault: bool,
     /// The daemons' OVH rate limit (the default keeps under OVH's advice; benchmarks that
     /// repeat failovers back to back lift it so they measure carpd, not the budget).
     pub rate: crate::ovh::policy::RateLimit,
@@ -44,6 +47,8 @@ pub struct PairOptions {
 pub struct Pair {
     pub sim: OvhSim,
     pub routers: Vec<Router>,
+    /// The OpenBao holding the OVH credentials, when one runs.
+    pub vault: Option<super::vault::DevVault>,
     tmp: Option<tempfile::TempDir>,
 }
 
@@ -59,6 +64,8 @@ pub struct Router {
     pub up: bool,
     pub state: CarpState,
     rate: crate::ovh::policy::RateLimit,
+    /// With a Vault: the URL and this router's secretsmith file.
+    vault: Option<(String, PathBuf)>,
 }
 
 pub fn group() -> GroupId {
@@ -79,12 +86,12 @@ groups:
   - {{ interface: vmx1, vhid: 2, advskew: {advskew}, addresses: [{VIP}/32] }}
 ovh:
   endpoint: {url}
-  credentials: {{ file: {dir}/ovh.conf }}
+  credentials: {credentials}
   claim_deadline: 30
   recheck_interval: {recheck}ms
   hold_down: {hold}ms
 readiness: {{ interval: {readiness}ms }}
-maintenance: {{ state_dir: {dir}/db }}
+{vault}maintenance: {{ state_dir: {dir}/db }}
 failover_ips:
   - ip: {VIP}
     group: {GROUP}
@@ -94,6 +101,17 @@ failover_ips:
             advskew = self.advskew,
             url = sim.base_url(),
             dir = self.dir.display(),
+            credentials = match &self.vault {
+                Some(_) => format!("{{ vault: {} }}", super::vault::OVH_SECRET),
+                None => format!("{{ file: {}/ovh.conf }}", self.dir.display()),
+            },
+            vault = match &self.vault {
+                Some((_, smith)) => format!(
+                    "vault: {{ secretsmith: {}, timeout: 5 }}\n",
+                    smith.display()
+                ),
+                None => String::new(),
+            },
             hold = o.hold_down.as_millis(),
             recheck = o.recheck.as_millis(),
             readiness = o.readiness.as_millis(),
@@ -104,7 +122,10 @@ failover_ips:
     fn settings(&self) -> Settings {
         Settings {
             config_path: self.dir.join("carpd.yaml"),
-            policy: SecretPolicy::default(),
+            // The lab writes its secret files itself (0600); a non-root user owns them.
+            policy: SecretPolicy {
+                allow_insecure_files: unsafe { libc::geteuid() } != 0,
+            },
             apply: true,
             control_socket: self.dir.join("carpd.sock"),
             devd: ClientConfig {
@@ -191,6 +212,11 @@ impl Pair {
             w.add_vmac(SERVICE, plan[0].1, &[plan[0].2.parse().expect("ip")]);
             w.add_vmac(SERVICE, plan[1].1, &[plan[1].2.parse().expect("ip"), vip()]);
         });
+        let vault = if o.vault {
+            super::vault::DevVault::start(&base).await?
+        } else {
+            None
+        };
         let mut routers = Vec::new();
         for (name, mac, _, advskew) in plan {
             let dir = base.join(name);
@@ -216,13 +242,21 @@ impl Pair {
                 up: false,
                 state: CarpState::Init,
                 rate: o.rate,
+                vault: None,
             };
+            let mut r = r;
+            if let Some(v) = &vault {
+                let smith = r.dir.join("secretsmith.yaml");
+                v.secretsmith(&smith).await?;
+                r.vault = Some((v.url.clone(), smith));
+            }
             write_private(&r.dir.join("carpd.yaml"), &r.config(&sim, &o))?;
             routers.push(r);
         }
         Ok(Pair {
             sim,
             routers,
+            vault,
             tmp: Some(tmp),
         })
     }
