@@ -19,8 +19,8 @@ use crate::carp::{CarpKey, GroupId, Sysctl};
 
 pub mod daemon;
 pub mod error;
-pub mod metrics;
 pub mod maintenance;
+pub mod metrics;
 pub mod ovh;
 pub mod raw;
 pub mod readiness;
@@ -28,8 +28,8 @@ pub mod validate;
 
 pub use daemon::DaemonConfig;
 pub use error::{ConfigError, Pos, Problem};
-pub use metrics::MetricsConfig;
 pub use maintenance::MaintenanceConfig;
+pub use metrics::MetricsConfig;
 pub use readiness::ReadinessConfig;
 
 /// Where carpd looks when neither `-c` nor `CARPD_CONFIG` says otherwise.

@@ -19,8 +19,8 @@ pub mod core;
 pub mod daemon;
 pub mod duties;
 pub mod failover;
-pub mod readiness;
 pub mod ledger;
+pub mod readiness;
 
 pub use core::{Core, Decision, Outcome, Transition, Trigger, Work};
 pub use duties::{Duties, GroupAction, GroupDuties, actions_for};

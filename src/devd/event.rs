@@ -140,7 +140,16 @@ fn parse_carp_fields(fields: &[u8]) -> Result<CarpEvent, String> {
     Ok(CarpEvent::new(group, state))
 }
 
+/// Longest explanation kept in a reason. The explanations of parse errors quote the field
+/// they reject (a `type=` of 8 KiB, escaped, would be 32 KiB): the reason is a log line and
+/// a status field, so it is bounded like the excerpt (found by fuzzing, fuzz target `devd`).
+const WHY_MAX: usize = 200;
+
 fn garbage(why: &str, raw: &[u8]) -> Record {
+    let why = match why.char_indices().nth(WHY_MAX) {
+        Some((cut, _)) => format!("{}...", &why[..cut]),
+        None => why.to_string(),
+    };
     Record::Garbage(format!("{why}: {}", excerpt(raw)))
 }
 
@@ -189,6 +198,32 @@ mod tests {
             ),
         ] {
             assert_eq!(parse_record(line), want, "{}", line.escape_ascii());
+        }
+    }
+
+    /// Regression (fuzz target `devd`): a CARP record with an 8 KiB `type=` made a reason of
+    /// 32 KiB, because the state parser quotes the whole field. Every reason is now bounded.
+    #[test]
+    fn reasons_stay_short_whatever_the_field_lengths() {
+        let long = "\u{12}".repeat(8000);
+        for line in [
+            format!("!system=CARP subsystem=255@la0.1.0 type=INI{long}T"),
+            format!("!system=CARP subsystem=2@vmx1 type={}", "é".repeat(4000)),
+            format!(
+                "!system=CARP subsystem={}@vmx1 type=MASTER",
+                "9".repeat(8000)
+            ),
+            format!("!system=CARP subsystem=2@{} type=MASTER", "v".repeat(8000)),
+            format!("!system=CARP sub{long}system=2@vmx1 type=MASTER"),
+        ] {
+            let Record::Garbage(why) = parse_record(line.as_bytes()) else {
+                panic!("accepted {line:?}");
+            };
+            assert!(why.len() <= 1024, "reason of {} bytes: {why}", why.len());
+            assert!(
+                why.contains("bytes)"),
+                "the excerpt says how long the record was: {why}"
+            );
         }
     }
 
