@@ -73,10 +73,11 @@ impl ErrorBody {
     pub fn decode(bytes: &[u8]) -> ErrorBody {
         match serde_json::from_slice::<ErrorBody>(bytes) {
             Ok(mut b) if b.class.is_some() || b.error_code.is_some() || b.message.is_some() => {
-                for code in [&mut b.class, &mut b.error_code, &mut b.http_code] {
-                    if let Some(c) = code {
-                        cut(c, CODE_MAX);
-                    }
+                for code in [&mut b.class, &mut b.error_code, &mut b.http_code]
+                    .into_iter()
+                    .flatten()
+                {
+                    cut(code, CODE_MAX);
                 }
                 if let Some(m) = &mut b.message {
                     cut(m, MESSAGE_MAX);
