@@ -495,3 +495,70 @@ fn a_runaway_ledger_file_is_refused_after_reading_a_bounded_prefix() {
         "reading the ledger grew the process by {grown} bytes"
     );
 }
+
+/// Every file carpd reads is bounded before it is read: a 1 GiB (sparse) carpd.yaml,
+/// secretsmith file, ovh.conf or password file is refused (or, for the password, read only
+/// up to a key's length) with an error naming the file, without the process growing.
+#[test]
+fn gigabyte_input_files_are_refused_before_they_are_read() {
+    use carpd::secrets::SecretPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let sparse = |name: &str| {
+        let p = dir.path().join(name);
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(GIB).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+        p
+    };
+    let policy = SecretPolicy {
+        allow_insecure_files: true,
+    };
+    let before = rss_bytes();
+
+    let p = sparse("carpd.yaml");
+    let e = carpd::config::load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains(&p.display().to_string()) && e.contains("bytes long"),
+        "{e}"
+    );
+
+    let p = sparse("secretsmith.yaml");
+    let opts = carpd::vault::secretsmith::LoadOptions {
+        approle_mount: "approle",
+        policy,
+        env: &|_| None,
+    };
+    let e = carpd::vault::secretsmith::load(Some(&p), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&p.display().to_string()) && e.contains("bytes long"),
+        "{e}"
+    );
+
+    let p = sparse("ovh.conf");
+    let e = carpd::ovh::conf::load_files(std::slice::from_ref(&p), policy)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&p.display().to_string()) && e.contains("bytes long"),
+        "{e}"
+    );
+
+    // A password file is read up to a key's length (20 bytes) and refused as too long.
+    let p = sparse("vhid2.key");
+    let e = carpd::secrets::resolve_password(
+        &"2@vmx1".parse().unwrap(),
+        &carpd::config::PasswordSource::File(p.clone()),
+        policy,
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(e.contains(&p.display().to_string()), "{e}");
+
+    let grown = rss_bytes() as i64 - before as i64;
+    assert!(
+        grown < 8 << 20,
+        "reading the files grew the process by {grown} bytes"
+    );
+}

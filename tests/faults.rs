@@ -93,18 +93,23 @@ fn a_daemon_answering_garbage_or_another_version_is_a_clear_error() {
 /// A TCP server on 127.0.0.1 that reads one request head and answers `answer` (or holds the
 /// connection without a word when `None`).
 fn http_server(answer: Option<&'static str>) -> String {
+    http_server_status(200, answer)
+}
+
+/// [`http_server`] answering with `status`.
+fn http_server_status(status: u16, answer: Option<&'static str>) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { return };
-            std::thread::spawn(move || serve_http(s, answer));
+            std::thread::spawn(move || serve_http(s, status, answer));
         }
     });
     url
 }
 
-fn serve_http(s: TcpStream, answer: Option<&str>) {
+fn serve_http(s: TcpStream, status: u16, answer: Option<&str>) {
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
     loop {
@@ -134,7 +139,7 @@ fn serve_http(s: TcpStream, answer: Option<&str>) {
             }
             Some(a) => {
                 let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{a}",
+                    "HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{a}",
                     a.len()
                 );
                 if w.write_all(reply.as_bytes()).is_err() {
@@ -212,6 +217,24 @@ async fn a_vault_answering_200_with_garbage_is_a_protocol_error_naming_the_serve
             "{body}: {msg}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_sealed_vault_is_a_server_error_saying_unseal() {
+    use carpd::vault::client::VaultStore;
+    use carpd::vault::{Kind, SecretStore};
+    let url = http_server_status(503, Some(r#"{"errors":["Vault is sealed"]}"#));
+    let mut store = VaultStore::new(Duration::from_secs(5));
+    let e = limit(
+        "login against a sealed Vault",
+        store.login(&vault_settings(&url)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), Kind::Server, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("HTTP 503: Vault is sealed"), "{msg}");
+    assert!(msg.contains("unseal it (bao operator unseal)"), "{msg}");
 }
 
 fn ovh_client(base: &str) -> Client {
