@@ -371,3 +371,47 @@ fn a_full_ledger_disk_changes_nothing_in_the_kernel() {
     assert_eq!(l.entries.len(), 1, "{l:?}");
     assert_eq!(l.entries[0].reason, Reason::NotReady);
 }
+
+/// docs/faults.md links tests by `file::name`: each must exist, so a renamed or deleted
+/// test cannot leave a row pointing at nothing. Rows marked `lead:` name tests of
+/// tests/e2e.rs, checked once that file exists.
+#[test]
+fn the_fault_matrix_names_only_tests_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/faults.md")).unwrap();
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for line in doc.lines() {
+        for (i, piece) in line.split('`').enumerate() {
+            // Odd pieces are inside backticks.
+            let Some((file, name)) = piece.split_once("::").filter(|_| i % 2 == 1) else {
+                continue;
+            };
+            if !file.ends_with(".rs")
+                || name.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            {
+                continue;
+            }
+            let path = root.join(file);
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                if file == "tests/e2e.rs" {
+                    continue;
+                }
+                missing.push(format!("{file} (no such file)"));
+                continue;
+            };
+            checked += 1;
+            if !text.contains(&format!("fn {name}(")) {
+                missing.push(format!("{file}::{name}"));
+            }
+        }
+    }
+    assert!(
+        checked > 80,
+        "only {checked} tests found in docs/faults.md: parser broken?"
+    );
+    assert!(
+        missing.is_empty(),
+        "docs/faults.md names tests that do not exist: {missing:#?}"
+    );
+}
