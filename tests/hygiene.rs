@@ -212,6 +212,17 @@ impl World {
         self.dir.path().join(name)
     }
 
+    /// Creates a Vault token with a known id for the deployment's policy. The admin client is
+    /// plain HTTP on a runtime of its own (the servers' runtime is on another thread).
+    fn create_token(&self, id: &str) {
+        let body = serde_json::json!({"id": id, "policies": ["router"], "ttl": "1h"});
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(self.bao.ok("POST", "auth/token/create", Some(body)));
+    }
+
     /// Every secret carpd was given, and the one it was given in error.
     fn secrets(&self) -> Vec<String> {
         vec![
@@ -425,6 +436,15 @@ fn secrets_stay_secret_through_login_claim_and_crashes() {
         (w.holder().as_deref() == Some(OURS)).then_some(())
     });
     w.assert_outputs_clean(&d, "after the claim");
+    // The search above was not of an empty log: the debug log shows the Vault read and the
+    // signed OVH requests whose secrets it must not show.
+    let log = d.log();
+    for line in ["kv-v2 read", "OVH request", "POST"] {
+        assert!(
+            contains(&log, line),
+            "the daemon's debug log lacks {line:?}: the search proves nothing"
+        );
+    }
 
     // SIGKILL: no clean-up ran; a new daemon replaces the stale socket and starts over.
     d.signal(libc::SIGKILL);
@@ -509,6 +529,40 @@ fn refusals_are_reported_without_the_refused_secrets() {
         "claimed with a refused key"
     );
     w.assert_outputs_clean(&d, "after OVH's refusal");
+}
+
+/// The Vault token itself: an AppRole login's token is unknown to the test, so this runs the
+/// daemon with a token of a known id (created by root for the same policy) through token
+/// auth, and searches every output for it.
+#[test]
+fn a_known_vault_token_never_appears_either() {
+    const TOKEN: &str = "hygKnownToken0123456789abcdef";
+    let mut w = World::new();
+    w.create_token(TOKEN);
+    write_private(
+        &w.path("secretsmith.yaml"),
+        &format!(
+            "vault:\n  server:\n    url: {}\n  auth:\n    method: token\n    token: {TOKEN}\n",
+            w.bao.url
+        ),
+    );
+    let d = w.spawn();
+    let key = wait_for("3@em0 with the Vault password", || {
+        let st = w.kernel().snapshot().ok()?;
+        let v = st.interfaces.get("em0")?.vhids.get(&3)?.clone();
+        (!v.key.is_empty()).then_some(v.key)
+    });
+    assert_eq!(key, PW_VAULT.as_bytes());
+    let mut all = w.secrets();
+    all.push(TOKEN.into());
+    for (what, bytes) in [
+        ("status --json", w.carpd(&["status", "--json"]).stdout),
+        ("the daemon's log", d.log()),
+        ("GET /metrics", w.metrics_http()),
+    ] {
+        assert!(!contains(&bytes, TOKEN), "the token leaked into {what}");
+    }
+    w.assert_outputs_clean(&d, "with token auth");
 }
 
 /// The devd hook with no daemon starts a one-shot reconcile: its environment is empty even
