@@ -140,15 +140,25 @@ fn parse_carp_fields(fields: &[u8]) -> Result<CarpEvent, String> {
     Ok(CarpEvent::new(group, state))
 }
 
-/// Longest explanation kept in a reason. The explanations of parse errors quote the field
-/// they reject (a `type=` of 8 KiB, escaped, would be 32 KiB): the reason is a log line and
-/// a status field, so it is bounded like the excerpt (found by fuzzing, fuzz target `devd`).
+/// Longest explanation kept in a reason, in bytes. The explanations of parse errors quote the
+/// field they reject (a `type=` of 8 KiB, escaped, could be 48 KiB): the reason is a log line
+/// and a status field, so it is bounded like the excerpt (found by fuzzing, target `devd`).
 const WHY_MAX: usize = 200;
 
+// A whole reason (explanation, "...", ": ", the escaped excerpt and its length note) stays
+// under 1 KiB: escaping turns one byte into at most 4.
+const _: () = assert!(WHY_MAX + 5 + 4 * EXCERPT_MAX + 32 <= 1024);
+
 fn garbage(why: &str, raw: &[u8]) -> Record {
-    let why = match why.char_indices().nth(WHY_MAX) {
-        Some((cut, _)) => format!("{}...", &why[..cut]),
-        None => why.to_string(),
+    // Cut by bytes, on a character boundary, like the excerpt (see the assertion above).
+    let why = if why.len() > WHY_MAX {
+        let mut cut = WHY_MAX;
+        while !why.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}...", &why[..cut])
+    } else {
+        why.to_string()
     };
     Record::Garbage(format!("{why}: {}", excerpt(raw)))
 }
