@@ -218,6 +218,22 @@ pub fn wipe(buf: &mut Vec<u8>) {
     buf.zeroize();
 }
 
+/// Sets this process's core-file size limit to 0 (soft and hard), so that a crash never
+/// writes its memory (tokens, OVH keys, CARP passwords) to a core file. Called by
+/// `carpd run` at start; children inherit it. A portable setrlimit(2): Linux and FreeBSD.
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct we pass; no other preconditions.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,12 @@ use crate::devd::ClientConfig;
 use super::Context;
 
 pub fn run(ctx: &Context, apply: bool, devd_socket: PathBuf) -> bool {
+    // The daemon holds tokens, OVH keys and CARP passwords in memory for its whole life.
+    if let Err(e) = crate::secrets::forbid_core_dumps() {
+        tracing::warn!(
+            "cannot turn core dumps off (setrlimit RLIMIT_CORE): {e}; a crash may write the daemon's memory, secrets included, to disk"
+        );
+    }
     // One thread: the controller loop, the devd reader and the control socket are all
     // I/O-bound and share state through the loop, never through locks.
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -38,7 +38,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,6 +58,10 @@ pub const SCHEMA: &str = "carpd.ledger.v1";
 /// Largest delta one entry may hold: the kernel caps advskew + demotion at 240, so more
 /// never changes an election.
 pub const MAX_DELTA: u32 = 240;
+/// Largest ledger file carpd reads: a real one holds two entries and a few doubts (under
+/// 2 KiB); anything much bigger is not a ledger carpd wrote, and reading it whole would let
+/// a stray file grow the daemon's memory.
+pub const MAX_FILE_SIZE: u64 = 256 * 1024;
 
 /// Why carpd demotes this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -189,6 +193,21 @@ impl Ledger {
             .filter(|e| e.boot != *boot || e.state == EntryState::Pending)
             .map(|e| e.reason)
             .collect()
+    }
+
+    /// Decodes and checks the file's bytes: the whole of what [`LedgerStore`] believes about
+    /// the disk goes through here (fuzzed: never panics, re-encodes to the same ledger). The
+    /// error says what is wrong, without the file name (the caller adds it).
+    pub fn decode(bytes: &[u8]) -> Result<Ledger, String> {
+        if bytes.len() as u64 > MAX_FILE_SIZE {
+            return Err(format!(
+                "is {} bytes long, more than the {MAX_FILE_SIZE} bytes a ledger can take",
+                bytes.len()
+            ));
+        }
+        let l: Ledger = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        l.check()?;
+        Ok(l)
     }
 
     /// Checks what serde cannot: one entry per reason, deltas in range, a known schema.
@@ -630,7 +649,13 @@ impl LedgerStore {
     /// Reads and checks the ledger; a missing file is an empty ledger.
     fn load(&self) -> Result<Ledger, LedgerError> {
         let path = self.path();
-        let bytes = match fs::read(&path) {
+        // Read at most one byte past the limit: enough for decode to say the file is too
+        // big, never the whole of a runaway file.
+        let bytes = match fs::File::open(&path).and_then(|f| {
+            let mut b = Vec::new();
+            f.take(MAX_FILE_SIZE + 1).read_to_end(&mut b)?;
+            Ok(b)
+        }) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ledger::default()),
             Err(e) => {
@@ -642,13 +667,7 @@ impl LedgerStore {
                 });
             }
         };
-        let l: Ledger = serde_json::from_slice(&bytes).map_err(|e| LedgerError::Corrupt {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
-        l.check()
-            .map_err(|detail| LedgerError::Corrupt { path, detail })?;
-        Ok(l)
+        Ledger::decode(&bytes).map_err(|detail| LedgerError::Corrupt { path, detail })
     }
 
     /// Atomically replaces the ledger: temp file, fsync, rename, fsync of the directory (so

@@ -140,7 +140,26 @@ fn parse_carp_fields(fields: &[u8]) -> Result<CarpEvent, String> {
     Ok(CarpEvent::new(group, state))
 }
 
+/// Longest explanation kept in a reason, in bytes. The explanations of parse errors quote the
+/// field they reject (a `type=` of 8 KiB, escaped, could be 48 KiB): the reason is a log line
+/// and a status field, so it is bounded like the excerpt (found by fuzzing, target `devd`).
+const WHY_MAX: usize = 200;
+
+// A whole reason (explanation, "...", ": ", the escaped excerpt and its length note) stays
+// under 1 KiB: escaping turns one byte into at most 4.
+const _: () = assert!(WHY_MAX + 5 + 4 * EXCERPT_MAX + 32 <= 1024);
+
 fn garbage(why: &str, raw: &[u8]) -> Record {
+    // Cut by bytes, on a character boundary, like the excerpt (see the assertion above).
+    let why = if why.len() > WHY_MAX {
+        let mut cut = WHY_MAX;
+        while !why.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}...", &why[..cut])
+    } else {
+        why.to_string()
+    };
     Record::Garbage(format!("{why}: {}", excerpt(raw)))
 }
 
@@ -189,6 +208,32 @@ mod tests {
             ),
         ] {
             assert_eq!(parse_record(line), want, "{}", line.escape_ascii());
+        }
+    }
+
+    /// Regression (fuzz target `devd`): a CARP record with an 8 KiB `type=` made a reason of
+    /// 32 KiB, because the state parser quotes the whole field. Every reason is now bounded.
+    #[test]
+    fn reasons_stay_short_whatever_the_field_lengths() {
+        let long = "\u{12}".repeat(8000);
+        for line in [
+            format!("!system=CARP subsystem=255@la0.1.0 type=INI{long}T"),
+            format!("!system=CARP subsystem=2@vmx1 type={}", "é".repeat(4000)),
+            format!(
+                "!system=CARP subsystem={}@vmx1 type=MASTER",
+                "9".repeat(8000)
+            ),
+            format!("!system=CARP subsystem=2@{} type=MASTER", "v".repeat(8000)),
+            format!("!system=CARP sub{long}system=2@vmx1 type=MASTER"),
+        ] {
+            let Record::Garbage(why) = parse_record(line.as_bytes()) else {
+                panic!("accepted {line:?}");
+            };
+            assert!(why.len() <= 1024, "reason of {} bytes: {why}", why.len());
+            assert!(
+                why.contains("bytes)"),
+                "the excerpt says how long the record was: {why}"
+            );
         }
     }
 

@@ -294,7 +294,10 @@ impl Client {
             .await
             .map_err(|e| fail(describe_reqwest(&e)))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| fail(describe_reqwest(&e)))?;
+        let body = read_bounded(resp, MAX_BODY).await.map_err(|e| match e {
+            BodyError::Network(e) => fail(describe_reqwest(&e)),
+            too_big => fail(format!("HTTP {status}, {too_big}")),
+        })?;
         if status != 200 {
             let b = ErrorBody::decode(&body);
             return Err(fail(format!(
@@ -553,10 +556,21 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| network(describe_reqwest(&e), false))?;
+        let body = match read_bounded(resp, MAX_BODY).await {
+            Ok(b) => b,
+            Err(BodyError::Network(e)) => return Err(network(describe_reqwest(&e), false)),
+            Err(too_big @ BodyError::TooBig { .. }) => {
+                return Err(OvhError::Decode {
+                    method: method.into(),
+                    endpoint: self.endpoint.name().into(),
+                    path: path.into(),
+                    query_id,
+                    detail: format!(
+                        "HTTP {status}, {too_big}. Fix: check that ovh.endpoint points at the OVH API and that no proxy answers in its place"
+                    ),
+                });
+            }
+        };
         tracing::debug!(
             method,
             path,
@@ -582,6 +596,71 @@ impl Client {
             retry_after,
         })))
     }
+}
+
+/// Largest answer carpd reads from the OVH API or its token endpoint. The biggest real
+/// answers (a server's vMAC list, an IP's details) are a few KiB; a broken proxy or a hostile
+/// server sending more cannot grow the daemon's memory past this: reading stops here.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Why an answer's body was not read.
+#[derive(Debug)]
+enum BodyError {
+    Network(reqwest::Error),
+    /// `declared`: the Content-Length, when the server announced the size.
+    TooBig {
+        declared: Option<u64>,
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Network(e) => write!(f, "{}", describe_reqwest(e)),
+            BodyError::TooBig {
+                declared: Some(n),
+                limit,
+            } => write!(
+                f,
+                "the answer announces {n} bytes, more than the {limit} bytes carpd reads: not read"
+            ),
+            BodyError::TooBig {
+                declared: None,
+                limit,
+            } => write!(
+                f,
+                "the answer is longer than the {limit} bytes carpd reads: reading stopped there"
+            ),
+        }
+    }
+}
+
+/// Reads a body chunk by chunk, refusing it as soon as it is announced or found to be longer
+/// than `limit` (the connection is then dropped, not drained).
+async fn read_bounded(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    if let Some(n) = resp.content_length()
+        && n > limit as u64
+    {
+        return Err(BodyError::TooBig {
+            declared: Some(n),
+            limit,
+        });
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Network)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooBig {
+                declared: None,
+                limit,
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// A reqwest error in words, without the URL (the caller names endpoint and path).

@@ -66,9 +66,24 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// Decodes an error body; anything that is not one of OVH's shapes becomes a message with
     /// the (truncated) text, so a proxy's HTML error page still says something.
+    ///
+    /// Bounded: the message keeps at most [`MESSAGE_MAX`] characters and codes at most
+    /// [`CODE_MAX`], so an error quoted in a log line or in `carpd status` stays a line,
+    /// whatever the server sent.
     pub fn decode(bytes: &[u8]) -> ErrorBody {
         match serde_json::from_slice::<ErrorBody>(bytes) {
-            Ok(b) if b.class.is_some() || b.error_code.is_some() || b.message.is_some() => b,
+            Ok(mut b) if b.class.is_some() || b.error_code.is_some() || b.message.is_some() => {
+                for code in [&mut b.class, &mut b.error_code, &mut b.http_code]
+                    .into_iter()
+                    .flatten()
+                {
+                    cut(code, CODE_MAX);
+                }
+                if let Some(m) = &mut b.message {
+                    cut(m, MESSAGE_MAX);
+                }
+                b
+            }
             _ => {
                 let text = String::from_utf8_lossy(bytes);
                 let text: String = text.chars().take(200).collect();
@@ -78,6 +93,19 @@ impl ErrorBody {
                 }
             }
         }
+    }
+}
+
+/// Longest error message kept from an answer (OVH's are one sentence).
+pub const MESSAGE_MAX: usize = 500;
+/// Longest class or error code kept (OVH's are like `Client::Forbidden`).
+pub const CODE_MAX: usize = 64;
+
+/// Cuts `s` to `max` characters, marking the cut.
+fn cut(s: &mut String, max: usize) {
+    if let Some((i, _)) = s.char_indices().nth(max) {
+        s.truncate(i);
+        s.push('…');
     }
 }
 
@@ -308,6 +336,29 @@ mod tests {
         );
         assert_eq!(err(429, "", "/x", "GET").kind(), ErrorKind::RateLimited);
         assert_eq!(err(400, "{}", "/x", "POST").kind(), ErrorKind::Client);
+    }
+
+    #[test]
+    fn decoded_error_bodies_are_bounded_whatever_the_server_sends() {
+        let huge = "é".repeat(100_000);
+        let body = format!(r#"{{"class":"{huge}","errorCode":"{huge}","message":"{huge}"}}"#);
+        let b = ErrorBody::decode(body.as_bytes());
+        assert_eq!(b.message.as_ref().unwrap().chars().count(), MESSAGE_MAX + 1);
+        assert!(b.message.as_ref().unwrap().ends_with('…'));
+        assert_eq!(b.class.as_ref().unwrap().chars().count(), CODE_MAX + 1);
+        assert_eq!(b.error_code.as_ref().unwrap().chars().count(), CODE_MAX + 1);
+        let e = err(500, &body, "/ip", "GET");
+        assert!(
+            e.to_string().len() < 4 * (MESSAGE_MAX + 2 * CODE_MAX) + 1000,
+            "{}",
+            e.to_string().len()
+        );
+        // A short message is kept as it is.
+        let b = ErrorBody::decode(br#"{"message":"The requested object (ip) does not exist"}"#);
+        assert_eq!(
+            b.message.as_deref(),
+            Some("The requested object (ip) does not exist")
+        );
     }
 
     proptest::proptest! {

@@ -393,6 +393,60 @@ impl<'de> Deserialize<'de> for FieldValue {
     }
 }
 
+/// What carpd itself decodes of Vault's answers, reachable without a server, for the fuzz
+/// target `vault` and the tests: the kv-v2 `data` object into fields (vaultrs hands carpd
+/// that object), the body of a 404 on a deleted version, and the translation of an error
+/// answer into a [`VaultError`]. Everything else of the HTTP exchange is vaultrs's.
+#[doc(hidden)]
+pub mod decoding {
+    use super::*;
+
+    /// The fields of a kv-v2 secret, from the JSON of its `data.data` object.
+    pub fn kv_fields(json: &[u8]) -> Result<Fields, String> {
+        let map: BTreeMap<String, FieldValue> =
+            serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        Ok(Fields::new(
+            map.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        ))
+    }
+
+    /// The version and `deleted`/`destroyed` of a 404 body on a kv-v2 read.
+    pub fn deleted(body: &str) -> Option<(u64, &'static str)> {
+        deleted_version(body)
+    }
+
+    /// An error answer (`{"errors": [...]}` decoded by vaultrs) to a read of `path`, or to
+    /// an AppRole login when `path` is `None`.
+    pub fn api_error(code: u16, errors: Vec<String>, path: Option<&SecretPath>) -> VaultError {
+        let op = match path {
+            Some(p) => Op::Read(p, "approle"),
+            None => Op::Login {
+                method: "approle (role_id from the file)",
+                origin: "secretsmith.yaml",
+            },
+        };
+        translate(
+            ClientError::APIError { code, errors },
+            "https://vault.example:8200",
+            op,
+        )
+    }
+
+    /// An error answer whose body vaultrs could not decode as `{"errors": [...]}`.
+    pub fn raw_error(code: u16, body: Option<String>, path: &SecretPath) -> VaultError {
+        translate(
+            ClientError::RestClientError {
+                source: rustify::errors::ClientError::ServerResponseError {
+                    code,
+                    content: body,
+                },
+            },
+            "https://vault.example:8200",
+            Op::Read(path, "approle"),
+        )
+    }
+}
+
 fn token_info(lease: u64, renewable: bool, policies: Vec<String>) -> TokenInfo {
     TokenInfo {
         ttl: (lease > 0).then(|| Duration::from_secs(lease)),
