@@ -458,3 +458,49 @@ async fn vault_down_fresh_credentials_claim_stale_ones_fail_clearly_and_retry() 
     assert_eq!(w.holder().as_deref(), Some(w.routers[B].mac));
     assert_no_secrets(&w.routers[A].log(), "router-002's log");
 }
+
+#[tokio::test]
+async fn daemon_killed_mid_claim_restarts_and_converges() {
+    let mut w = world("").await;
+    let at = w.elect(A).await;
+    w.expect_bound(A, at, "election").await;
+    // Slow tasks: router-003's claim is caught between its DELETE and its POST.
+    w.sim.with_world(|x| x.task_delay = Duration::from_secs(2));
+    let t = Instant::now();
+    let at = w.elect(B).await;
+    let sim = &w.sim;
+    wait_for("router-003's DELETE", || {
+        sim.requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.mutation && r.at >= t)
+    })
+    .await;
+    w.routers[B].kill();
+    w.routers[B].spawn().await;
+    // The new daemon reads the kernel (MASTER), finds the IP on no vMAC or pending, claims.
+    w.expect_bound(B, at, "restart mid-claim").await;
+}
+
+#[tokio::test]
+async fn ovh_hung_during_a_claim_is_superseded_by_backup() {
+    let mut w = world("").await;
+    let at = w.elect(A).await;
+    w.expect_bound(A, at, "election").await;
+    // OVH never answers router-003's POST; meanwhile router-002 wins again.
+    w.sim
+        .inject(Fault::new(Some("POST"), None, FaultKind::Hang, 1));
+    let t = Instant::now();
+    let _ = w.elect(B).await;
+    let sim = &w.sim;
+    wait_for("router-003's hung POST", || {
+        sim.requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.mutation && r.at >= t)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at = w.elect(A).await;
+    w.expect_bound(A, at, "the hung claim superseded").await;
+    let st = w.routers[B].status().await;
+    assert_eq!(st.failover_ips[0].in_flight, None, "{st:?}");
+}
