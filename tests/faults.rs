@@ -373,8 +373,7 @@ fn a_full_ledger_disk_changes_nothing_in_the_kernel() {
 }
 
 /// docs/faults.md links tests by `file::name`: each must exist, so a renamed or deleted
-/// test cannot leave a row pointing at nothing. Rows marked `lead:` name tests of
-/// tests/e2e.rs, checked once that file exists.
+/// test cannot leave a row pointing at nothing.
 #[test]
 fn the_fault_matrix_names_only_tests_that_exist() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -394,9 +393,6 @@ fn the_fault_matrix_names_only_tests_that_exist() {
             }
             let path = root.join(file);
             let Ok(text) = std::fs::read_to_string(&path) else {
-                if file == "tests/e2e.rs" {
-                    continue;
-                }
                 missing.push(format!("{file} (no such file)"));
                 continue;
             };
