@@ -351,6 +351,18 @@ impl Failover {
         match r {
             Report::Job(j) => Some(self.finished(*j)),
             Report::Vault(v) => {
+                // The agent counts its errors by kind; count what is new since its last view.
+                for (kind, n) in &v.errors {
+                    let seen = self
+                        .vault_view
+                        .as_ref()
+                        .and_then(|old| old.errors.get(kind))
+                        .copied()
+                        .unwrap_or(0);
+                    for _ in seen..*n {
+                        self.metrics.vault_error(kind);
+                    }
+                }
                 self.vault_view = Some(v);
                 self.publish_readiness();
                 None

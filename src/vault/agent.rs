@@ -34,6 +34,9 @@ pub struct AgentView {
     pub last_ok: Option<String>,
     /// The last error, cleared by the next success.
     pub last_error: Option<String>,
+    /// Every failed Vault call since start, by kind (`carpd_vault_errors_total`).
+    #[serde(default)]
+    pub errors: std::collections::BTreeMap<String, u64>,
 }
 
 enum Request {
@@ -105,6 +108,7 @@ pub fn spawn<S: SecretStore + Send + 'static>(session: Session<S>) -> AgentHandl
 struct State {
     last_ok: Option<SystemTime>,
     last_error: Option<String>,
+    errors: std::collections::BTreeMap<String, u64>,
     retry: Duration,
     /// When to try again after a failure.
     retry_at: Option<Instant>,
@@ -114,6 +118,7 @@ async fn run<S: SecretStore>(mut session: Session<S>, mut rx: mpsc::Receiver<Req
     let mut st = State {
         last_ok: None,
         last_error: None,
+        errors: std::collections::BTreeMap::new(),
         retry: RETRY_MIN,
         retry_at: None,
     };
@@ -126,7 +131,7 @@ async fn run<S: SecretStore>(mut session: Session<S>, mut rx: mpsc::Receiver<Req
                 None => return,
                 Some(Request::Read { path, reply }) => {
                     let r = session.get(&path).await;
-                    note(&mut st, r.as_ref().map(|_| ()).map_err(ToString::to_string));
+                    note(&mut st, r.as_ref().map(|_| ()));
                     let _ = reply.send(r);
                 }
                 Some(Request::Reload { reply }) => {
@@ -164,7 +169,7 @@ async fn sleep_until(at: Option<Instant>) {
 async fn keep_alive<S: SecretStore>(session: &mut Session<S>, st: &mut State) {
     let r = session.ensure_token().await.map(|_| ());
     let failed = r.is_err();
-    note(st, r.map_err(|e| e.to_string()));
+    note(st, r.as_ref().map(|_| ()));
     if failed {
         st.retry_at = Some(now() + st.retry);
         st.retry = (st.retry * 2).min(RETRY_MAX);
@@ -173,7 +178,7 @@ async fn keep_alive<S: SecretStore>(session: &mut Session<S>, st: &mut State) {
     }
 }
 
-fn note(st: &mut State, r: Result<(), String>) {
+fn note(st: &mut State, r: Result<(), &VaultError>) {
     match r {
         Ok(()) => {
             if st.last_error.take().is_some() {
@@ -182,6 +187,9 @@ fn note(st: &mut State, r: Result<(), String>) {
             st.last_ok = Some(SystemTime::now());
         }
         Err(e) => {
+            let kind = crate::observe::metrics::kinds::vault_error_kind(e);
+            *st.errors.entry(kind.to_string()).or_insert(0) += 1;
+            let e = e.to_string();
             if st.last_error.as_deref() != Some(&e) {
                 tracing::warn!("Vault: {e}");
             }
@@ -202,5 +210,6 @@ fn view<S: SecretStore>(session: &Session<S>, st: &State) -> AgentView {
             .last_ok
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         last_error: st.last_error.clone(),
+        errors: st.errors.clone(),
     }
 }

@@ -230,6 +230,15 @@ async fn the_agent_keeps_the_token_alive_and_retries_failures() {
     );
     let attempts = lab.calls().len();
     assert!((3..=12).contains(&attempts), "{attempts} attempts in 60 s");
+    // Each failure is counted by kind, for carpd_vault_errors_total.
+    let counted: u64 = view.errors.values().sum();
+    assert!(counted >= 3, "{view:?}");
+    assert!(
+        view.errors
+            .keys()
+            .all(|k| !k.is_empty() && !k.contains(' ')),
+        "{view:?}"
+    );
 
     // Back up: the next retry logs in, the error clears.
     lab.with(|s| s.down = false);
