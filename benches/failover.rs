@@ -12,8 +12,6 @@
 //!    a devd action running a script does: start, read credentials, find the IP, claim);
 //! 5. the idle `carpd run` process with failover IPs: RSS and wake-ups.
 
-#[path = "../tests/support/bao.rs"]
-mod bao;
 mod common;
 
 use std::path::Path;
@@ -144,70 +142,26 @@ async fn daemon_path() -> Figures {
     f
 }
 
-/// Whether an OpenBao binary is around (CARPD_TEST_BAO, as scripts/test-all sets it, or
-/// `bao` on PATH).
-fn have_bao() -> bool {
-    std::env::var_os("CARPD_TEST_BAO").is_some_and(|p| Path::new(&p).is_file())
-        || Command::new("bao")
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
 /// The status quo: a fresh process per MASTER event, as a devd action would start. With
 /// `vault`, the process logs in to OpenBao (AppRole, secretsmith file) and reads the OVH
-/// credentials first, as the deployment does; else it reads an ovh.conf.
-async fn status_quo(dir: &Path, vault: bool) -> (Vec<Duration>, Vec<Duration>) {
+/// credentials first, as the deployment does (the lab's set-up: `None` when no OpenBao is
+/// installed); else it reads an ovh.conf.
+async fn status_quo(dir: &Path, vault: bool) -> Option<(Vec<Duration>, Vec<Duration>)> {
     let mut pair = Pair::start(PairOptions {
         task: TASK,
         hold_down: Duration::from_secs(1),
         recheck: Duration::from_secs(30),
         readiness: Duration::from_secs(30),
-        vault: false,
+        vault,
         rate: RateLimit::default(),
     })
     .await
     .expect("pair");
     // The routers' files are reused for the CLI; no daemon runs.
-    let mut cfg = pair.routers[0].dir.join("carpd.yaml");
-    let _bao = if vault {
-        let b = bao::Bao::start().await;
-        b.setup("300s", "600s").await;
-        b.put(
-            "apps",
-            "network/carp-hyper-001-switch",
-            &[
-                ("application_key", carpd::sim::ovh::TEST_AK),
-                ("application_secret", carpd::sim::ovh::TEST_AS),
-                ("consumer_key", carpd::sim::ovh::TEST_CK),
-            ],
-        )
-        .await;
-        let smith = b.secretsmith(
-            "s.yaml",
-            None,
-            &format!(
-                "    method: approle\n    role_id: {}\n    secret_id: {}\n",
-                b.role_id().await,
-                b.secret_id(&[]).await
-            ),
-        );
-        let text = std::fs::read_to_string(&cfg).unwrap().replace(
-            &format!(
-                "credentials: {{ file: {}/ovh.conf }}",
-                pair.routers[0].dir.display()
-            ),
-            "credentials: { vault: apps/network/carp-hyper-001-switch }",
-        );
-        let text = format!("{text}vault:\n  secretsmith: {}\n", smith.display());
-        cfg = dir.join("quo-vault.yaml");
-        std::fs::write(&cfg, text).unwrap();
-        Some(b)
-    } else {
-        None
-    };
+    let cfg = pair.routers[0].dir.join("carpd.yaml");
+    if vault && pair.vault.is_none() {
+        return None;
+    }
     let state = dir.join("quo-kernel.json");
     let k = SimKernel::open(Flavour::FreeBsd14, Some(state.clone())).unwrap();
     let apply = Command::new(BIN)
@@ -267,7 +221,7 @@ async fn status_quo(dir: &Path, vault: bool) -> (Vec<Duration>, Vec<Duration>) {
         beyond.push((end - t0).saturating_sub(2 * TASK));
     }
     pair.stop().await;
-    (reaction, beyond)
+    Some((reaction, beyond))
 }
 
 /// A real `carpd run` with a failover IP, left alone: RSS and wake-ups per second.
@@ -324,8 +278,10 @@ fn main() {
         TASK.as_millis()
     );
     let f = rt.block_on(daemon_path());
-    let (quo_reaction, quo_beyond) = rt.block_on(status_quo(dir.path(), false));
-    let vault_quo = have_bao().then(|| rt.block_on(status_quo(dir.path(), true)));
+    let (quo_reaction, quo_beyond) = rt
+        .block_on(status_quo(dir.path(), false))
+        .expect("the status quo without Vault always runs");
+    let vault_quo = rt.block_on(status_quo(dir.path(), true));
     let idle = rt.block_on(idle(dir.path()));
 
     let row = |what: &str, v: &[Duration]| {

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::carp::{CarpState, GroupId};
 use crate::controller::daemon::{Daemon, Settings};
 use crate::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
+use crate::kernel::Kernel;
 use crate::kernel::sim::{Flavour, SimKernel};
 use crate::ovh::ClientOptions;
 use crate::secrets::SecretPolicy;
@@ -162,6 +163,16 @@ failover_ips:
             .await
             .map_err(|_| format!("{}: the daemon did not connect to devd", self.name))?
             .map_err(|e| e.to_string())?;
+        // Connecting to devd and applying the configuration run side by side: wait for the
+        // vhid the daemon creates, so the network can set its state.
+        let g = group();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !matches!(self.kernel.group(&g.ifname, g.vhid), Ok(Some(_))) {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{}: the daemon did not create {GROUP}", self.name));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.up = true;
         Ok(())
     }
