@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use carpd::carp::{CarpState, GroupId};
 use carpd::controller::Work;
-use carpd::controller::daemon::{Daemon, Note, Settings};
+use carpd::daemon::{Daemon, Note, Settings};
 use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
 use carpd::kernel::sim::{Flavour, SimKernel};
 use carpd::secrets::SecretPolicy;
@@ -279,7 +279,7 @@ fn in_process(rt: &Runtime, dir: &Path, rows: &mut Vec<Row>) {
         assert_eq!(n, 1, "the daemon is not connected to the fake devd");
         let at = d.wait(rt, "the event's reconcile", |n| match n {
             Note::Reconciled { work, outcome, at }
-                if reads(&work, group) && outcome.decisions.iter().any(|x| &x.group == group) =>
+                if reads(&work, group) && outcome.readings.iter().any(|x| &x.group == group) =>
             {
                 Some(at)
             }

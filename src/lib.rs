@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod daemon;
 pub mod devd;
 pub mod kernel;
 pub mod lab;

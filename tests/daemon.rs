@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use carpd::carp::{CarpState, Vhid};
 use carpd::control::{self, Reply, Request};
-use carpd::controller::daemon::{Daemon, Note};
+use carpd::daemon::{Daemon, Note};
 use carpd::controller::{Trigger, Work};
 use carpd::devd::CarpEvent;
 use carpd::kernel::Kernel;
@@ -57,7 +57,7 @@ async fn start_applies_the_configuration_and_events_are_hints_read_from_the_kern
         .reconciled("the event's read", |w, _| reads(w, "2@vmx1"))
         .await;
     assert!(out.transitions.is_empty(), "{:?}", out.transitions);
-    assert_eq!(out.decisions[0].state, before);
+    assert_eq!(out.readings[0].state, before);
 
     // The network makes us MASTER and devd says so (after the coalescing window).
     lab.network("2@vmx1", CarpState::Master);

@@ -26,16 +26,16 @@ use crate::secrets::SecretPolicy;
 
 use super::{Context, eprint_error};
 
-pub use crate::controller::cloud::VaultCredentials;
+pub use crate::daemon::cloud::VaultCredentials;
 
 /// A credential source for `ovh.credentials` with an agent of its own (see
-/// [`crate::controller::cloud::credential_source`]).
+/// [`crate::daemon::cloud::credential_source`]).
 pub fn credential_source(
     config: &Config,
     ovh: &OvhConfig,
     policy: SecretPolicy,
 ) -> Result<Arc<dyn CredentialSource>, String> {
-    crate::controller::cloud::credential_source(config, ovh, policy, None)
+    crate::daemon::cloud::credential_source(config, ovh, policy, None)
 }
 
 /// An OVH client for `ovh`, its credential source running on `rt` (shared with

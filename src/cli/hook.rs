@@ -18,7 +18,7 @@ use clap::ValueEnum;
 
 use crate::carp::{CarpState, GroupId};
 use crate::control::{self, ClientError, Reply, Request};
-use crate::controller::daemon::duties_of;
+use crate::daemon::duties_of;
 
 use super::{Context, EXIT_FAILURE, EXIT_USAGE, eprint_error};
 

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use crate::carp::GroupId;
 use crate::control::{self, ClientError, Reply, Request};
-use crate::controller::actions_for;
-use crate::controller::daemon::duties_of;
+use crate::carp::CarpState;
+use crate::controller::duties::failover_ips;
+use crate::daemon::duties_of;
 
 use super::{Context, eprint_error};
 
@@ -78,12 +79,16 @@ pub fn run(ctx: &Context, groups: &[String], out: &mut dyn Write) -> bool {
     for id in &ids {
         match k.group(&id.ifname, id.vhid) {
             Ok(Some(g)) => {
-                let actions = actions_for(id, g.state, &duties);
-                let list: Vec<String> = actions.iter().map(ToString::to_string).collect();
-                let what = if list.is_empty() {
-                    "nothing to do".to_string()
+                // This one-shot only reports: claims are the daemon's (one writer per IP).
+                let ips = failover_ips(id, &duties);
+                let what = if g.state == CarpState::Master && !ips.is_empty() {
+                    let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+                    format!(
+                        "failover IP(s) {} follow this group: `carpd run` claims them",
+                        list.join(", ")
+                    )
                 } else {
-                    list.join(", ")
+                    "nothing to do".to_string()
                 };
                 tracing::info!(group = %id, state = %g.state, managed = duties.contains_key(id), "one-shot reconcile: {what}");
                 let _ = writeln!(out, "{id}: {}; {what}", g.state);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::controller::daemon::{Daemon, Settings};
+use crate::daemon::{Daemon, Settings};
 use crate::devd::ClientConfig;
 
 use super::Context;

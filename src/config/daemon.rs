@@ -19,6 +19,12 @@ pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(5);
 /// which runs at once).
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(100);
 
+/// How long `carpd run` may take to stop: a claim inside its open window (the IP released
+/// from the other vMAC, not yet bound here) is finished first. Well inside rc(8)'s
+/// shutdown timeout (`rcshutdown_timeout`, 90 s by default).
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(20);
+
+const STOP_GRACE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(80));
 const RESYNC_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 const COALESCE_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(10));
 
@@ -27,6 +33,7 @@ const COALESCE_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_sec
 pub struct RawDaemon {
     pub resync_interval: Option<Spanned<RawDuration>>,
     pub coalesce: Option<Spanned<RawDuration>>,
+    pub stop_grace: Option<Spanned<RawDuration>>,
 }
 
 /// A duration as written: seconds, or a humantime string.
@@ -42,6 +49,8 @@ pub enum RawDuration {
 pub struct DaemonConfig {
     pub resync_interval: Duration,
     pub coalesce: Duration,
+    /// On SIGTERM: the longest wait for open claims to finish.
+    pub stop_grace: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -49,6 +58,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             coalesce: DEFAULT_COALESCE,
+            stop_grace: DEFAULT_STOP_GRACE,
         }
     }
 }
@@ -67,6 +77,11 @@ pub fn validate_daemon(raw: Option<&RawDaemon>, p: &mut Problems) -> DaemonConfi
         && let Some(d) = duration(p, "daemon.coalesce", v, COALESCE_RANGE)
     {
         out.coalesce = d;
+    }
+    if let Some(v) = &raw.stop_grace
+        && let Some(d) = duration(p, "daemon.stop_grace", v, STOP_GRACE_RANGE)
+    {
+        out.stop_grace = d;
     }
     out
 }

@@ -23,8 +23,17 @@
 //!   group keeps flipping ([`FLAPS`] changes within [`FLAP_WINDOW`]), claims wait until its
 //!   state has held for [`SETTLE`]: a flapping link must not drag the IP back and forth.
 //! - **BACKUP and INIT: not this node's business.** Never release; a read-only check soon
-//!   after losing MASTER ([`AFTER_LOSS`]) and then every `refresh` keeps the binding known (so the claim after the next election starts from a
-//!   warm hint) and feeds readiness.
+//!   after losing MASTER ([`AFTER_LOSS`]) and then every `refresh` keeps the binding known
+//!   (so the claim after the next election starts from a warm hint) and feeds readiness.
+//! - **Reload in place.** An IP whose configuration did not change keeps its state and its
+//!   job. A changed or removed one gets a new configuration *epoch*: its running job is
+//!   cancelled (the executor stops it at a safe point, never inside the window where the IP
+//!   is bound nowhere) and nothing new starts for that IP until it has ended: a reload never
+//!   makes two writers. A result of an older epoch teaches nothing about the new one.
+//! - **Stop.** Once stopping, no job starts; every job in flight is cancelled at its next
+//!   safe point.
+//! - **Repair first.** An IP found mid-claim at start (a marker left by a crash or an
+//!   exhausted stop grace) is claimed without hold-down or settling, from a full observation.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -81,12 +90,18 @@ pub enum JobKind {
     Check,
 }
 
+/// Identifies one job for its whole life (unique within a [`Claims`]).
+pub type JobId = u64;
+
 /// A job the executor must start now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
+    pub id: JobId,
     pub ip: IpAddr,
     pub group: GroupId,
     pub generation: u64,
+    /// The configuration epoch of the IP the job was started for.
+    pub epoch: u64,
     pub kind: JobKind,
     /// The last known binding, when recent enough to save the claim a listing.
     pub hint: Option<Found>,
@@ -115,6 +130,19 @@ pub enum Verdict {
     TakenWhileMaster { found: Found, reclaim_at: Instant },
 }
 
+/// The job running for an IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub id: JobId,
+    pub generation: u64,
+    pub epoch: u64,
+    pub kind: JobKind,
+    /// Asked to stop at its next safe point (reload changed the IP, or carpd stops).
+    pub cancelled: bool,
+    /// Its term ended: asked to stop at once.
+    pub superseded: bool,
+}
+
 /// What is known about one failover IP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IpState {
@@ -122,9 +150,16 @@ pub struct IpState {
     /// The last reading of the group; `None` when the vhid does not exist (yet).
     pub local: Option<CarpState>,
     pub generation: u64,
+    /// Bumped by every reload that changes this IP's configuration.
+    pub epoch: u64,
     /// The generation whose claim succeeded (bound here, verified).
     pub claimed: Option<u64>,
-    pub in_flight: Option<(u64, JobKind)>,
+    /// The job running for this IP, whatever its epoch (one writer across reloads).
+    pub in_flight: Option<InFlight>,
+    /// Removed from the configuration while its job ran: kept only until that job ends.
+    pub retired: bool,
+    /// Found mid-claim at start: claim (or look) first, without hold-down.
+    pub repair: bool,
     /// The last known binding and whether it is ours, with when it was learned.
     pub binding: Option<(Found, bool, Instant)>,
     /// The last claim that moved the IP, and the generation it was made in.
@@ -144,8 +179,11 @@ impl IpState {
             group,
             local: None,
             generation: 0,
+            epoch: 0,
             claimed: None,
             in_flight: None,
+            retired: false,
+            repair: false,
             binding: None,
             last_move: None,
             failures: 0,
@@ -168,8 +206,11 @@ impl IpState {
     }
 
     /// Until when a claim that would move the IP is held down, if it is now. An IP known to
-    /// be bound to no one is never held down.
+    /// be bound to no one, or being repaired, is never held down.
     pub fn held_down_until(&self, hold_down: Duration, now: Instant) -> Option<Instant> {
+        if self.repair {
+            return None;
+        }
         let unbound = matches!(
             self.binding,
             Some((Found::Unbound | Found::Service { service: None }, _, _))
@@ -186,6 +227,9 @@ impl IpState {
 
     /// Until when a claim waits for a flapping group to settle, if it does now.
     pub fn settling_until(&self, now: Instant) -> Option<Instant> {
+        if self.repair {
+            return None;
+        }
         let last = *self.flips.back()?;
         let flapping = self.flips.len() >= FLAPS
             && self
@@ -214,7 +258,16 @@ pub struct Claims {
     ips: BTreeMap<IpAddr, IpState>,
     /// `carpd run --no-apply`: never claim; checks still run so status shows what is wrong.
     watch_only: bool,
+    /// The daemon stops: nothing new starts.
+    stopping: bool,
+    next_job: JobId,
+    /// Jobs whose term ended (MASTER here changed) since the last [`Claims::take_superseded`].
+    superseded: Vec<JobId>,
 }
+
+/// What identifies an IP's configuration: a reload that changes it is a new epoch. Opaque
+/// to the scheduler (the daemon renders the IP's whole configuration into it).
+pub type Fingerprint = String;
 
 impl Claims {
     pub fn new(
@@ -229,6 +282,9 @@ impl Claims {
                 .map(|(ip, g)| (ip, IpState::new(g, now)))
                 .collect(),
             watch_only: false,
+            stopping: false,
+            next_job: 1,
+            superseded: Vec::new(),
         }
     }
 
@@ -241,22 +297,104 @@ impl Claims {
         self.policy
     }
 
-    /// A reload: keeps what is known of IPs that stay on the same group; new IPs start fresh.
+    /// A reload, in place. `ips` is the new configuration, `changed` the IPs whose
+    /// configuration differs from the running one (the caller compares fingerprints). An
+    /// unchanged IP keeps everything, its running job included. A changed IP starts a new
+    /// epoch from what the kernel said of its group; a removed IP with a job running is kept,
+    /// retired, until that job ends. Returns the jobs to cancel at their next safe point.
     pub fn reconfigure(
         &mut self,
         ips: impl IntoIterator<Item = (IpAddr, GroupId)>,
+        changed: &std::collections::BTreeSet<IpAddr>,
         policy: ClaimPolicy,
         now: Instant,
-    ) {
+    ) -> Vec<JobId> {
         let mut old = std::mem::take(&mut self.ips);
+        let mut cancel = Vec::new();
         for (ip, group) in ips {
             let state = match old.remove(&ip) {
-                Some(s) if s.group == group => s,
-                _ => IpState::new(group, now),
+                Some(s) if !s.retired && !changed.contains(&ip) && s.group == group => s,
+                Some(s) => {
+                    let mut fresh = IpState::new(group, now);
+                    fresh.epoch = s.epoch + 1;
+                    if fresh.group == s.group {
+                        // Same group: the local state and its term carry over, so the fence
+                        // of a job that must finish its open window still holds.
+                        fresh.local = s.local;
+                        fresh.generation = s.generation;
+                        fresh.flips = s.flips;
+                    }
+                    fresh.in_flight = s.in_flight.map(|mut f| {
+                        if !f.cancelled {
+                            f.cancelled = true;
+                            cancel.push(f.id);
+                        }
+                        f
+                    });
+                    fresh
+                }
+                None => IpState::new(group, now),
             };
             self.ips.insert(ip, state);
         }
+        for (ip, mut s) in old {
+            if let Some(f) = s.in_flight.as_mut() {
+                if !f.cancelled {
+                    f.cancelled = true;
+                    cancel.push(f.id);
+                }
+                s.retired = true;
+                s.epoch += 1;
+                self.ips.insert(ip, s);
+            }
+        }
         self.policy = policy;
+        cancel
+    }
+
+    /// Stop: nothing new starts from now on. Returns the jobs to cancel at their next safe
+    /// point (a claim inside its open window finishes it first).
+    pub fn stop(&mut self) -> Vec<JobId> {
+        self.stopping = true;
+        let mut cancel = Vec::new();
+        for s in self.ips.values_mut() {
+            if let Some(f) = s.in_flight.as_mut()
+                && !f.cancelled
+            {
+                f.cancelled = true;
+                cancel.push(f.id);
+            }
+        }
+        cancel
+    }
+
+    /// Jobs superseded by a change of "MASTER here" since the last call: the executor stops
+    /// them at once (their fence already refuses every change).
+    pub fn take_superseded(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.superseded)
+    }
+
+    /// Whether [`Claims::stop`] was called.
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Jobs still running.
+    pub fn running(&self) -> impl Iterator<Item = (&IpAddr, &InFlight)> {
+        self.ips
+            .iter()
+            .filter_map(|(ip, s)| s.in_flight.as_ref().map(|f| (ip, f)))
+    }
+
+    /// `ip` was found mid-claim at start: claim it first (no hold-down, no settling, no
+    /// hint) when MASTER, look where it is at once otherwise.
+    pub fn repair(&mut self, ip: &IpAddr, now: Instant) {
+        if let Some(s) = self.ips.get_mut(ip) {
+            s.repair = true;
+            s.binding = None;
+            s.next_check = now;
+            s.retry_at = None;
+        }
     }
 
     pub fn ips(&self) -> &BTreeMap<IpAddr, IpState> {
@@ -274,6 +412,15 @@ impl Claims {
             s.local = state;
             if s.is_master() != was {
                 s.generation += 1;
+                // Its fence refuses every further change: stop it now, not at a safe point
+                // (a window it opened can only be finished by the MASTER, which claims).
+                if let Some(f) = s.in_flight.as_mut()
+                    && f.generation != s.generation
+                    && !f.superseded
+                {
+                    f.superseded = true;
+                    self.superseded.push(f.id);
+                }
                 if s.flips.len() == FLAPS {
                     s.flips.pop_front();
                 }
@@ -301,8 +448,11 @@ impl Claims {
     pub fn due(&mut self, now: Instant, checks_allowed: bool) -> Vec<Job> {
         let policy = self.policy;
         let mut jobs = Vec::new();
+        if self.stopping {
+            return jobs;
+        }
         for (ip, s) in &mut self.ips {
-            if s.in_flight.is_some() || s.retry_at.is_some_and(|t| now < t) {
+            if s.retired || s.in_flight.is_some() || s.retry_at.is_some_and(|t| now < t) {
                 continue;
             }
             let kind = if s.wants_claim() && !self.watch_only {
@@ -319,11 +469,22 @@ impl Claims {
             } else {
                 continue;
             };
-            s.in_flight = Some((s.generation, kind));
+            let id = self.next_job;
+            self.next_job += 1;
+            s.in_flight = Some(InFlight {
+                id,
+                generation: s.generation,
+                epoch: s.epoch,
+                kind,
+                cancelled: false,
+                superseded: false,
+            });
             jobs.push(Job {
+                id,
                 ip: *ip,
                 group: s.group.clone(),
                 generation: s.generation,
+                epoch: s.epoch,
                 kind,
                 hint: s.binding.as_ref().map(|(f, _, _)| f.clone()),
             });
@@ -332,19 +493,35 @@ impl Claims {
     }
 
     /// A job ended.
-    pub fn finished(&mut self, ip: &IpAddr, generation: u64, done: &Done, now: Instant) -> Verdict {
+    pub fn finished(&mut self, job: &Job, done: &Done, now: Instant) -> Verdict {
         let policy = self.policy;
+        let (ip, generation) = (&job.ip, job.generation);
         let Some(s) = self.ips.get_mut(ip) else {
             return Verdict::Quiet;
         };
         let kind = match s.in_flight.take() {
-            Some((g, k)) if g == generation => k,
-            // Not the job in flight (a reload replaced the state): nothing to learn.
+            Some(f) if f.id == job.id => f.kind,
+            // Not the job in flight (cannot happen while the executor reports every job
+            // once): nothing to learn.
             other => {
                 s.in_flight = other;
                 return Verdict::Quiet;
             }
         };
+        if s.retired {
+            self.ips.remove(ip);
+            return Verdict::Quiet;
+        }
+        if job.epoch != s.epoch {
+            // Started for a configuration that is gone: what it found or did concerns the
+            // old one. Look again at once under the new one.
+            s.binding = None;
+            s.next_check = now;
+            return Verdict::Quiet;
+        }
+        if !matches!(done, Done::Failed { .. } | Done::Cancelled) {
+            s.repair = false;
+        }
         let fresh = generation == s.generation;
         let mut verdict = Verdict::Quiet;
         match done {
@@ -428,9 +605,12 @@ impl Claims {
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let policy = self.policy;
         let watch_only = self.watch_only;
+        if self.stopping {
+            return None;
+        }
         self.ips
             .values()
-            .filter(|s| s.in_flight.is_none())
+            .filter(|s| s.in_flight.is_none() && !s.retired)
             .map(|s| {
                 let at = if s.wants_claim() && !watch_only {
                     s.claim_waits_until(policy.hold_down, now).unwrap_or(now)

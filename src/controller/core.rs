@@ -8,8 +8,9 @@
 //! 2. [`Core::due`] says what to read from the kernel now, [`Core::next_wakeup`] when to ask
 //!    again;
 //! 3. the executor reads the kernel and hands the result to [`Core::observe`], which compares
-//!    it with what was known, records transitions and returns them with the [`Decision`]s for
-//!    every group it looked at.
+//!    it with what was known, records transitions and returns them with the [`Reading`] of
+//!    every group it looked at. What a reading obliges carpd to do (claims) is decided by
+//!    [`super::claims`], once, inside [`super::machine::Controller`].
 //!
 //! Invariants (property-tested in `tests.rs`):
 //! - the state of a group only ever comes from a kernel reading, never from an event;
@@ -30,7 +31,7 @@ use serde::Serialize;
 use crate::carp::{CarpState, GroupId};
 use crate::config::DaemonConfig;
 
-use super::duties::{Duties, GroupAction, actions_for};
+use super::duties::Duties;
 
 /// Transitions kept per group for status.
 pub const HISTORY: usize = 16;
@@ -100,14 +101,13 @@ pub struct Transition {
     pub at: Instant,
 }
 
-/// What carpd decided for one group after reading it. Decisions are level-triggered: made on
-/// every reconcile of the group, not only on transitions, so a missed event costs nothing.
+/// One group as a kernel reading found it. Handed to the claim scheduler on every reconcile
+/// of the group, not only on transitions, so a missed event costs nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub struct Reading {
     pub group: GroupId,
     pub state: CarpState,
     pub trigger: Trigger,
-    pub actions: Vec<GroupAction>,
 }
 
 /// The result of [`Core::observe`].
@@ -116,7 +116,7 @@ pub struct Outcome {
     /// The first reading of groups (start-up or first sight): state, not a change.
     pub initial: Vec<(GroupId, CarpState)>,
     pub transitions: Vec<Transition>,
-    pub decisions: Vec<Decision>,
+    pub readings: Vec<Reading>,
 }
 
 /// What carpd knows about one group.
@@ -418,11 +418,10 @@ impl Core {
             }
         }
         if let Some(s) = state {
-            out.decisions.push(Decision {
+            out.readings.push(Reading {
                 group: group.clone(),
                 state: s,
                 trigger,
-                actions: actions_for(group, s, &self.duties),
             });
         }
     }

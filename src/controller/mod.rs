@@ -1,29 +1,28 @@
-//! The controller: `carpd run`'s decision logic and the executor that carries it out.
+//! The controller: `carpd run`'s decisions, pure (no I/O, the clock as an input).
 //!
-//! - [`core`]: pure state machine: pending groups, coalescing, transitions, decisions;
-//! - [`duties`]: the pure "actions for group X in state S" and the duties config gives;
-//! - [`claims`]: pure scheduler of cloud work per failover IP: one writer, generations,
-//!   hold-down, re-checks;
-//! - [`cloud`]: runs that work against OVH (claims, checks) with the fence;
-//! - [`failover`]: the daemon's failover IPs: scheduler + OVH jobs + status;
+//! - [`machine`]: the one decision core, `handle(input, now) -> effects`, built from:
+//! - [`core`]: what carpd believes about each CARP group (only from kernel readings),
+//!   coalescing, transitions, when to read again;
+//! - [`claims`]: the scheduler of cloud work per failover IP: one writer, generations,
+//!   hold-down, re-checks, reload in place, stop, repair;
+//! - [`duties`]: what the configuration makes carpd responsible for (data);
 //! - [`readiness`]: pure "could this node complete a failover now?";
 //! - [`ledger`]: the demotion ledger: what carpd added to `net.inet.carp.demotion` and why
 //!   (maintenance, not ready), written before the kernel is touched, re-applied after a
-//!   reboot, removed exactly;
-//! - [`daemon`]: the executor: one tokio loop fed by devd, the control socket, signals and
-//!   timers; it reads the kernel, applies the configuration and reports.
+//!   reboot, removed exactly.
+//!
+//! The daemon that carries the effects out lives in [`crate::daemon`].
 
 pub mod claims;
-pub mod cloud;
 pub mod core;
-pub mod daemon;
 pub mod duties;
-pub mod failover;
 pub mod ledger;
+pub mod machine;
 pub mod readiness;
 
-pub use core::{Core, Decision, Outcome, Transition, Trigger, Work};
-pub use duties::{Duties, GroupAction, GroupDuties, actions_for};
+pub use core::{Core, Outcome, Reading, Transition, Trigger, Work};
+pub use duties::{Duties, GroupDuties};
+pub use machine::{Controller, Effect, Env, Input};
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use crate::carp::{CarpState, GroupId};
 use crate::config::DaemonConfig;
 
 use super::core::{Core, HISTORY, RECENT_EVENTS, Trigger, Work};
-use super::duties::{Duties, GroupAction, GroupDuties};
+use super::duties::{Duties, GroupDuties};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -22,6 +22,7 @@ fn timing() -> DaemonConfig {
     DaemonConfig {
         resync_interval: Duration::from_secs(5),
         coalesce: Duration::from_millis(100),
+        ..DaemonConfig::default()
     }
 }
 
@@ -71,18 +72,13 @@ fn start_up_reads_everything_and_reports_state_not_transitions() {
     let out = c.observe(&work, &read(&k, &work), t0);
     assert!(out.transitions.is_empty(), "{:?}", out.transitions);
     assert_eq!(out.initial.len(), 2);
-    // Level-triggered: the MASTER group's duty is decided at once, without any event.
-    let d = out
-        .decisions
+    // Level-triggered: every group's state is handed on at once, without any event.
+    let r = out
+        .readings
         .iter()
-        .find(|d| d.group == g("2@vmx1"))
+        .find(|r| r.group == g("2@vmx1"))
         .unwrap();
-    assert_eq!(
-        d.actions,
-        vec![GroupAction::ClaimFailoverIp(
-            "51.68.252.230".parse().unwrap()
-        )]
-    );
+    assert_eq!((r.state, r.trigger), (CarpState::Master, Trigger::Startup));
     assert!(c.due(t0).is_none());
     assert_eq!(c.next_wakeup(t0), t0 + timing().resync_interval);
 }
@@ -98,7 +94,7 @@ fn an_event_is_a_hint_the_kernel_decides() {
     let out = c.observe(&w, &read(&k, &w), t0 + MS);
     assert!(out.transitions.is_empty());
     assert_eq!(c.groups()[&g("2@vmx1")].state, CarpState::Backup);
-    assert!(out.decisions[0].actions.is_empty());
+    assert_eq!(out.readings[0].state, CarpState::Backup);
 
     // Now the kernel changes; the next event's read sees it: one transition, learned by event.
     k.insert(g("2@vmx1"), CarpState::Master);
@@ -117,7 +113,7 @@ fn an_event_is_a_hint_the_kernel_decides() {
         )
     );
     assert_eq!(t.id, "r-1");
-    assert_eq!(out.decisions[0].actions.len(), 1);
+    assert_eq!(out.readings[0].state, CarpState::Master);
 
     // The same reading again reports nothing: a transition is logged once.
     c.nudge(g("2@vmx1"), t1 + MS);
@@ -286,7 +282,7 @@ fn reconfigure_changes_duties_and_reads_everything() {
     assert_eq!(w, Work::Full(Trigger::Reload));
     let out = c.observe(&w, &read(&k, &w), t0 + MS);
     assert!(out.transitions.is_empty());
-    assert!(out.decisions[0].actions.is_empty(), "no duties any more");
+    assert_eq!(out.readings.len(), 1, "still read, with no duties any more");
 }
 
 /// One step of the random scenario.

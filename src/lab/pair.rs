@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::carp::{CarpState, GroupId};
-use crate::controller::daemon::{Daemon, Settings};
+use crate::daemon::{Daemon, Settings};
 use crate::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
 use crate::kernel::Kernel;
 use crate::kernel::sim::{Flavour, SimKernel};

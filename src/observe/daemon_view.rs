@@ -23,6 +23,10 @@ pub struct DaemonView {
     pub kernel: String,
     /// Whether the daemon applies the configuration to the kernel (`--no-apply` clears it).
     pub apply: bool,
+    /// Set once SIGTERM arrived: the daemon finishes open claims (within `daemon.stop_grace`)
+    /// and starts nothing new.
+    #[serde(default)]
+    pub stopping: bool,
     pub started_at: String,
     pub uptime_s: u64,
     pub resync_interval_ms: u64,
@@ -76,6 +80,13 @@ pub struct FailoverIpView {
     pub checked_at: Option<String>,
     /// `claim` or `check` while one runs.
     pub in_flight: Option<crate::controller::claims::JobKind>,
+    /// The running claim's phase (`observe`, `release from …`, `bind`, `verify`, `move`).
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// Whether the running claim is inside its open window (the IP may be bound nowhere
+    /// until it finishes; a stop waits for it).
+    #[serde(default)]
+    pub window_open: bool,
     /// Milliseconds until the next read-only check.
     pub next_check_ms: Option<u64>,
     /// Set while a needed claim waits for the hold-down to pass.
@@ -374,14 +385,16 @@ fn failover_text(o: &mut String, f: &FailoverIpView) {
     );
     let mut next = Vec::new();
     if let Some(k) = f.in_flight {
-        next.push(format!(
-            "{} running",
-            if k == crate::controller::claims::JobKind::Claim {
-                "claim"
-            } else {
-                "check"
-            }
-        ));
+        let what = if k == crate::controller::claims::JobKind::Claim {
+            "claim"
+        } else {
+            "check"
+        };
+        next.push(match (&f.phase, f.window_open) {
+            (Some(p), true) => format!("{what} running ({p}: the IP may be bound nowhere until it ends)"),
+            (Some(p), false) => format!("{what} running ({p})"),
+            (None, _) => format!("{what} running"),
+        });
     } else if let Some(ms) = f.next_check_ms {
         next.push(format!("next check in {:.1} s", ms as f64 / 1000.0));
     }

@@ -5,8 +5,15 @@
 //! Control flow never depends on OVH's message text: any 4xx (or an ambiguous 5xx/timeout) on
 //! a mutation means "re-read the state and re-plan", a bounded number of times.
 //!
-//! Fencing: every operation takes `still_master`, evaluated just before each mutating step;
-//! when it says no, the operation stops and reports what it did.
+//! Fencing: every operation takes a [`Fence`], asked just before each mutating step whether
+//! this node is still MASTER; when it says no, the operation stops and reports what it did.
+//!
+//! Phases: a vMAC claim is a transaction whose phases it reports to the fence as it enters
+//! them ([`Phase`]): observe, release from the other vMAC, bind here, verify. From the moment
+//! the DELETE is sent until the POST's task is done the IP may be bound to no vMAC: that
+//! *open window* ([`Phase::is_open`]) is what the daemon never abandons on a stop, a reload
+//! or a cancellation (only the MASTER fence may end it: a node that is no longer MASTER must
+//! not bind the IP to itself; the new MASTER does).
 //!
 //! Every operation reports a [`ClaimOutcome`]: what it found, each step with its task time,
 //! the outage window (from the DELETE task being done to the POST task being done), and
@@ -28,6 +35,66 @@ use super::plan::{
     Found, MoveObservation, MoveStep, VmacObservation, VmacStep, plan_move, plan_vmac,
 };
 use super::policy::{PollPolicy, RetryPolicy};
+
+/// Where a claim stands.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum Phase {
+    /// Reading where the IP is (and re-reading after an ambiguous step).
+    Observe,
+    /// The DELETE from `from` is about to be sent or its task runs: the window is open.
+    Release { from: String },
+    /// Released (or not known to be bound anywhere after our DELETE): binding here; the
+    /// window is open until the POST's task is done.
+    Bind,
+    /// Bound here by our POST; reading it back. The window is closed.
+    Verify,
+    /// IP move mode: the move request and its task (OVH moves it atomically: no window).
+    Move,
+}
+
+impl Phase {
+    /// Whether the IP may be bound to no one because of this claim: the window a stop,
+    /// reload or cancellation never abandons.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Phase::Release { .. } | Phase::Bind)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Observe => "observe",
+            Phase::Release { .. } => "release",
+            Phase::Bind => "bind",
+            Phase::Verify => "verify",
+            Phase::Move => "move",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Release { from } => write!(f, "release from {from}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// What a claim asks of the one who runs it.
+pub trait Fence: Sync {
+    /// Just before every mutating step: is this node still MASTER of the IP's group?
+    fn still_master(&self) -> bool;
+    /// The claim entered `phase` (status, the open-window marker). Called before the
+    /// request of that phase is sent.
+    fn phase(&self, _phase: &Phase) {}
+}
+
+/// A plain "still MASTER?" closure is a fence (the CLI, tests).
+impl<F: Fn() -> bool + Sync> Fence for F {
+    fn still_master(&self) -> bool {
+        self()
+    }
+}
 
 /// A failover IP bound by virtual MAC on a dedicated server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -322,17 +389,12 @@ impl Run<'_> {
     /// The gate before every mutating step: a dry run stops here saying what it would do; a
     /// node that is no longer MASTER stops here (fencing). Returns when the mutation started,
     /// or `None` when the claim ends here (its outcome is then in `self.outcome`).
-    fn gate(
-        &mut self,
-        action: &str,
-        would: Vec<String>,
-        still_master: &(dyn Fn() -> bool + Sync),
-    ) -> Option<Instant> {
+    fn gate(&mut self, action: &str, would: Vec<String>, fence: &dyn Fence) -> Option<Instant> {
         if self.opts.dry_run {
             self.finish(ClaimResult::DryRun { would });
             return None;
         }
-        if !still_master() {
+        if !fence.still_master() {
             self.finish(ClaimResult::Cancelled {
                 before: action.to_string(),
             });
@@ -358,14 +420,16 @@ impl Run<'_> {
         api: &A,
         action: String,
         would: Vec<String>,
-        still_master: &(dyn Fn() -> bool + Sync),
+        fence: &dyn Fence,
+        phase: Phase,
         request: impl Future<Output = Result<super::api::Task, OvhError>>,
         task_ref: impl FnOnce(u64) -> TaskRef,
         expect: Option<Duration>,
     ) -> Result<Mutation, ClaimFailure> {
-        let Some(sent) = self.gate(&action, would, still_master) else {
+        let Some(sent) = self.gate(&action, would, fence) else {
             return Ok(Mutation::Ended);
         };
+        fence.phase(&phase);
         let r = within(
             self.deadline,
             &self.outcome.ip,
@@ -495,7 +559,7 @@ pub async fn claim_vmac<A: FailoverApi>(
     t: &VmacTarget,
     opts: &ClaimOptions,
     hint: Option<&Found>,
-    still_master: &(dyn Fn() -> bool + Sync),
+    fence: &dyn Fence,
 ) -> Result<ClaimOutcome, ClaimFailure> {
     let start = Instant::now();
     let mut run = Run {
@@ -510,10 +574,15 @@ pub async fn claim_vmac<A: FailoverApi>(
     let mut next: Option<VmacStep> = None;
     let mut deleted_at: Option<Instant> = None;
     let mut delete_time: Option<Duration> = None;
+    // Whether our DELETE may have been applied and the IP not yet bound here since.
+    let mut released = false;
     loop {
         let step = match next.take() {
             Some(s) => s,
             None => {
+                if !released {
+                    fence.phase(&Phase::Observe);
+                }
                 let obs = match hint.take() {
                     Some(Found::Vmac { mac, .. }) => {
                         let ips = within(
@@ -562,6 +631,11 @@ pub async fn claim_vmac<A: FailoverApi>(
                     }
                 };
                 run.outcome.found.get_or_insert(obs.found.clone());
+                if released && !matches!(obs.found, Found::Unbound) {
+                    // Our DELETE did not apply (or someone bound it): bound again, the
+                    // window is closed (the next step opens it again if needed).
+                    fence.phase(&Phase::Observe);
+                }
                 let step = plan_vmac(&obs, &t.mac, allow_last);
                 tracing::debug!(ip = %t.ip, found = %obs.found, ?step, "vMAC claim plan");
                 step
@@ -602,12 +676,15 @@ pub async fn claim_vmac<A: FailoverApi>(
                     format!("POST {} on virtual MAC {}", t.ip, t.mac),
                 ];
                 let service = t.service.clone();
+                // From here until the POST's task is done the IP may be bound nowhere.
+                released = true;
                 match run
                     .mutate(
                         api,
                         action,
                         would,
-                        still_master,
+                        fence,
+                        Phase::Release { from: from.clone() },
                         api.remove_vmac_ip(&t.service, &from, t.ip),
                         |id| TaskRef::Server { service, id },
                         None,
@@ -630,6 +707,9 @@ pub async fn claim_vmac<A: FailoverApi>(
                 next = Some(VmacStep::Add);
             }
             VmacStep::Add => {
+                // The IP is bound nowhere (released by us, or found so): binding it is an
+                // open window too, finished even by a stopping daemon.
+                released = true;
                 let action = format!("POST {} on virtual MAC {}", t.ip, t.mac);
                 let service = t.service.clone();
                 match run
@@ -637,7 +717,8 @@ pub async fn claim_vmac<A: FailoverApi>(
                         api,
                         action.clone(),
                         vec![action],
-                        still_master,
+                        fence,
+                        Phase::Bind,
                         api.add_vmac_ip(&t.service, &t.mac, t.ip, &t.virtual_machine_name),
                         |id| TaskRef::Server { service, id },
                         delete_time,
@@ -648,6 +729,8 @@ pub async fn claim_vmac<A: FailoverApi>(
                         if let Some(d) = deleted_at.take() {
                             run.outcome.outage = Some(d.elapsed());
                         }
+                        released = false;
+                        fence.phase(&Phase::Verify);
                     }
                     // After our own DELETE the IP was seen unbound: POST again at once (a
                     // POST that did land is refused, and that re-plan reads everything).
@@ -692,7 +775,7 @@ pub async fn claim_move<A: FailoverApi>(
     api: &A,
     t: &MoveTarget,
     opts: &ClaimOptions,
-    still_master: &(dyn Fn() -> bool + Sync),
+    fence: &dyn Fence,
 ) -> Result<ClaimOutcome, ClaimFailure> {
     let start = Instant::now();
     let mut run = Run {
@@ -764,7 +847,8 @@ pub async fn claim_move<A: FailoverApi>(
                         api,
                         action.clone(),
                         vec![action],
-                        still_master,
+                        fence,
+                        Phase::Move,
                         api.ip_move(t.block, &t.service),
                         |id| TaskRef::Ip { block, id },
                         None,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use carpd::carp::{CarpState, GroupId};
 use carpd::control::{self, Reply, Request};
-use carpd::controller::daemon::{Daemon, Note, Settings};
+use carpd::daemon::{Daemon, Note, Settings};
 use carpd::controller::{Trigger, Work};
 use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
 use carpd::kernel::sim::{Flavour, SimKernel};

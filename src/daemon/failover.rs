@@ -1,10 +1,9 @@
-//! The daemon's failover IPs: the claim scheduler ([`super::claims`]) wired to the OVH client
-//! ([`super::cloud`]), with what `carpd status` and readiness need to know.
+//! The daemon's failover IPs: the OVH client, the fence of each IP, and what `carpd status`,
+//! the metrics and readiness need to know about them.
 //!
-//! Owned by the daemon loop. The loop tells it every kernel reading of a group
-//! ([`Failover::local`]), asks it to start what is due ([`Failover::start_due`]: each job is
-//! a tokio task that sends its [`JobReport`] back on a channel), hands each report back
-//! ([`Failover::finished`]), and sleeps until [`Failover::next_wakeup`].
+//! It decides nothing: the controller ([`crate::controller::machine`]) says which job to
+//! start; [`Failover::start`] builds it (client, fence, progress) and hands it to the
+//! supervisor ([`super::jobs`]); [`Failover::finished`] records and logs what it did.
 //!
 //! Logging follows the daemon's rule: quiet when healthy (checks that find the IP where it
 //! should be log nothing above debug), one line per claim with its timings, a loud error when
@@ -20,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::carp::{CarpState, GroupId};
 use crate::config::Config;
+use crate::controller::claims::{ClaimPolicy, Claims, Done, Job, JobKind, Verdict};
 use crate::config::ovh::{FailoverIp, FailoverMode};
 use crate::kernel::Kernel;
 use crate::observe::daemon_view::{ClaimView, Clock, FailoverIpView};
@@ -29,9 +29,11 @@ use crate::ovh::{Client, ClientOptions};
 use crate::secrets::SecretPolicy;
 use crate::vault::agent::{AgentHandle, AgentView};
 
-use super::claims::{ClaimPolicy, Claims, Done, JobKind, Verdict};
-use super::cloud::{self, Generation, JobReport, NOT_MASTER};
-use super::readiness::{self, Check, Evidence, IpEvidence};
+use crate::controller::readiness::{self, Check, Evidence, IpEvidence};
+
+use super::cloud::{self, Generation, JobFence, JobReport, NOT_MASTER};
+use super::jobs::{Jobs, Progress};
+use super::marker::Marker;
 
 /// Readiness knobs (the `readiness:` section).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +62,7 @@ pub struct Deps {
     pub agent: Option<AgentHandle>,
     /// Re-read by the fence before every mutating step.
     pub kernel: Arc<dyn Kernel>,
-    /// Where job tasks send their reports.
+    /// Where the Vault agent's views come back.
     pub reports: mpsc::UnboundedSender<Report>,
     pub client_options: ClientOptions,
     pub metrics: Metrics,
@@ -68,10 +70,9 @@ pub struct Deps {
     pub watch_only: bool,
 }
 
-/// What the tasks of [`Failover`] send back to the loop.
+/// What the helper tasks of [`Failover`] send back to the loop.
 #[derive(Debug)]
 pub enum Report {
-    Job(Box<JobReport>),
     Vault(AgentView),
 }
 
@@ -96,10 +97,11 @@ type SetupKey = String;
 /// Failover IPs and the OVH client of a running daemon.
 pub struct Failover {
     key: SetupKey,
+    /// The client new jobs use. A reload that changes the OVH setup replaces it; jobs that
+    /// run keep theirs until they end.
     api: Arc<Client>,
     opts: ClaimOptions,
     ips: BTreeMap<IpAddr, FailoverIp>,
-    claims: Claims,
     fences: BTreeMap<IpAddr, Generation>,
     records: BTreeMap<IpAddr, IpRecord>,
     readiness: ReadinessSettings,
@@ -108,8 +110,7 @@ pub struct Failover {
     vault: Option<AgentHandle>,
     vault_view: Option<AgentView>,
     metrics: Metrics,
-    /// The task of each IP's job in flight, with its generation.
-    tasks: BTreeMap<IpAddr, (u64, tokio::task::JoinHandle<()>)>,
+    marker: Option<Arc<Marker>>,
     watch_only: bool,
     /// Watch only: the generation in which "would claim" was last said, per IP.
     told_would_claim: BTreeMap<IpAddr, u64>,
@@ -129,14 +130,50 @@ fn setup_key(config: &Config) -> Option<SetupKey> {
     ))
 }
 
-fn policy_of(config: &Config, readiness: ReadinessSettings) -> ClaimPolicy {
+/// The claim scheduler's timing rules from the configuration.
+pub fn policy_of(config: &Config) -> ClaimPolicy {
     let ovh = config.ovh.as_ref();
     ClaimPolicy {
         recheck: ovh.map_or(crate::config::ovh::DEFAULT_RECHECK, |o| o.recheck_interval),
-        refresh: readiness.interval,
+        refresh: config.readiness.interval,
         hold_down: ovh.map_or(crate::config::ovh::DEFAULT_HOLD_DOWN, |o| o.hold_down),
         ..ClaimPolicy::default()
     }
+}
+
+/// Every failover IP with the group it follows.
+pub fn ips_of(config: &Config) -> Vec<(IpAddr, GroupId)> {
+    config
+        .failover_ips
+        .iter()
+        .map(|f| (IpAddr::V4(f.ip), f.group.clone()))
+        .collect()
+}
+
+/// The failover IPs whose configuration differs between `old` and `new` (present in both;
+/// added and removed ones are the controller's business).
+pub fn changed_ips(old: &Config, new: &Config) -> std::collections::BTreeSet<IpAddr> {
+    let before: BTreeMap<IpAddr, &FailoverIp> = old
+        .failover_ips
+        .iter()
+        .map(|f| (IpAddr::V4(f.ip), f))
+        .collect();
+    let mut changed: std::collections::BTreeSet<IpAddr> = new
+        .failover_ips
+        .iter()
+        .filter(|f| before.get(&IpAddr::V4(f.ip)).is_some_and(|o| *o != *f))
+        .map(|f| IpAddr::V4(f.ip))
+        .collect();
+    // Another OVH account or endpoint: the same IP names another thing.
+    if setup_key(old) != setup_key(new) {
+        changed.extend(
+            new.failover_ips
+                .iter()
+                .map(|f| IpAddr::V4(f.ip))
+                .filter(|ip| before.contains_key(ip)),
+        );
+    }
+    changed
 }
 
 impl Failover {
@@ -146,6 +183,7 @@ impl Failover {
         config: &Config,
         readiness: ReadinessSettings,
         deps: Deps,
+        marker: Option<Arc<Marker>>,
     ) -> Result<Option<Failover>, String> {
         let Deps {
             policy,
@@ -156,130 +194,95 @@ impl Failover {
             metrics,
             watch_only,
         } = deps;
-        let (Some(key), Some(ovh)) = (setup_key(config), config.ovh.as_ref()) else {
+        let (Some(key), Some(_)) = (setup_key(config), config.ovh.as_ref()) else {
             return Ok(None);
         };
-        let source = cloud::credential_source(config, ovh, policy, agent.clone())?;
-        let mut client_options = client_options;
-        if matches!(
-            ovh.credentials,
-            crate::config::ovh::OvhCredentialSource::Vault { .. }
-        ) {
-            // Follow Vault's read cache: fresh credentials serve through a Vault outage,
-            // stale ones are not used (the claim fails clearly and is retried).
-            client_options.credentials_max_age = config.vault.as_ref().map(|v| v.cache_max_age);
-        }
-        let api =
-            Client::new(ovh.endpoint.clone(), source, client_options).map_err(|e| e.to_string())?;
-        let now = Instant::now();
-        let ips: BTreeMap<IpAddr, FailoverIp> = config
-            .failover_ips
-            .iter()
-            .map(|f| (IpAddr::V4(f.ip), f.clone()))
-            .collect();
-        let mut claims = Claims::new(
-            ips.iter().map(|(ip, f)| (*ip, f.group.clone())),
-            policy_of(config, readiness),
-            now,
-        );
-        claims.set_watch_only(watch_only);
+        let api = build_client(config, policy, agent.clone(), client_options)?;
         let mut me = Failover {
             key,
             api: Arc::new(api),
-            opts: cloud::claim_options(ovh),
+            opts: ClaimOptions::default(),
             fences: BTreeMap::new(),
             records: BTreeMap::new(),
-            ips,
-            claims,
+            ips: BTreeMap::new(),
             readiness,
             kernel,
             reports,
             vault: agent,
             vault_view: None,
             metrics,
-            tasks: BTreeMap::new(),
+            marker,
             watch_only,
             told_would_claim: BTreeMap::new(),
         };
-        for ip in me.ips.keys() {
-            me.metrics.failover_ip(&ip.to_string());
-        }
-        me.sync_fences();
-        me.warm_up();
+        me.set_ips(config);
         Ok(Some(me))
     }
 
-    /// Whether `config` needs a new client (endpoint, credentials or Vault changed).
-    pub fn same_setup(&self, config: &Config) -> bool {
-        setup_key(config).as_deref() == Some(self.key.as_str())
-    }
-
-    /// A reload that keeps the client: new IPs, groups or timings.
-    pub fn reconfigure(&mut self, config: &Config, readiness: ReadinessSettings) {
-        let now = Instant::now();
+    fn set_ips(&mut self, config: &Config) {
         self.ips = config
             .failover_ips
             .iter()
             .map(|f| (IpAddr::V4(f.ip), f.clone()))
             .collect();
-        self.readiness = readiness;
         if let Some(ovh) = &config.ovh {
             self.opts = cloud::claim_options(ovh);
         }
-        self.claims.reconfigure(
-            self.ips.iter().map(|(ip, f)| (*ip, f.group.clone())),
-            policy_of(config, readiness),
-            now,
-        );
         self.records.retain(|ip, _| self.ips.contains_key(ip));
         for ip in self.ips.keys() {
             self.metrics.failover_ip(&ip.to_string());
         }
-        self.sync_fences();
     }
 
-    /// Loads credentials, the time delta and a connection ahead of the first claim.
-    fn warm_up(&self) {
+    /// A reload, in place: new IPs, timings, and a new client when the OVH setup changed
+    /// (running jobs keep the one they started with). Returns an error when the new client
+    /// cannot be built; the old one then stays.
+    pub fn reconfigure(
+        &mut self,
+        config: &Config,
+        readiness: ReadinessSettings,
+        policy: SecretPolicy,
+        client_options: ClientOptions,
+    ) -> Result<(), String> {
+        if setup_key(config).as_deref() != Some(self.key.as_str()) {
+            let api = build_client(config, policy, self.vault.clone(), client_options)?;
+            self.api = Arc::new(api);
+            self.key = setup_key(config).unwrap_or_default();
+            self.vault_view = None;
+        }
+        self.readiness = readiness;
+        self.set_ips(config);
+        Ok(())
+    }
+
+    /// The Vault agent the client reads credentials through, when it changes on reload.
+    pub fn set_agent(&mut self, agent: Option<AgentHandle>) {
+        self.vault = agent;
+    }
+
+    /// Loads credentials, the time delta and a connection ahead of the first claim; the
+    /// caller owns the returned future (a supervised task).
+    pub fn warm_up(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let api = self.api.clone();
-        tokio::spawn(async move {
+        async move {
             if let Err(e) = api.warm_up().await {
                 tracing::warn!("OVH not reachable yet (carpd keeps trying): {e}");
             }
-        });
-    }
-
-    /// A kernel reading of `group` (`None`: the vhid does not exist here).
-    pub fn local(&mut self, group: &GroupId, state: Option<CarpState>) {
-        let now = Instant::now();
-        self.claims.local(group, state, now);
-        self.sync_fences();
-        // A job of an older generation is superseded: stop it now rather than at its next
-        // mutating step, so this generation's job starts at once (one writer per IP). What
-        // it may have changed is unknown, so the next job observes before it acts.
-        let stale: Vec<(IpAddr, u64)> = self
-            .tasks
-            .iter()
-            .filter(|(ip, (g, _))| self.claims.get(ip).is_some_and(|s| s.generation != *g))
-            .map(|(ip, (g, _))| (*ip, *g))
-            .collect();
-        for (ip, g) in stale {
-            if let Some((_, handle)) = self.tasks.remove(&ip) {
-                handle.abort();
-                tracing::debug!(%ip, generation = g, "superseded job stopped");
-            }
-            self.claims.finished(&ip, g, &Done::Cancelled, now);
         }
     }
 
-    /// The groups failover IPs follow.
-    pub fn groups(&self) -> impl Iterator<Item = &GroupId> {
-        self.ips.values().map(|f| &f.group)
+    /// Whether the OVH request budget leaves room for background checks: they keep a
+    /// reserve for claims, so a claim never waits behind them.
+    pub fn checks_allowed(&self) -> bool {
+        self.api.rate_headroom() >= CLAIM_RESERVE
     }
 
-    fn sync_fences(&mut self) {
+    /// The fences follow the controller: each IP's generation while its group is MASTER
+    /// here, [`NOT_MASTER`] otherwise. Called after every input the controller handled.
+    pub fn sync_fences(&mut self, claims: &Claims) {
         let fences = &mut self.fences;
-        fences.retain(|ip, _| self.claims.get(ip).is_some());
-        for (ip, s) in self.claims.ips() {
+        fences.retain(|ip, _| claims.get(ip).is_some());
+        for (ip, s) in claims.ips() {
             let value = if s.is_master() {
                 s.generation
             } else {
@@ -292,64 +295,58 @@ impl Failover {
         }
     }
 
-    /// Starts every job that is due; returns how many started.
-    pub fn start_due(&mut self, xid: impl Fn(&GroupId) -> Option<String>) -> usize {
-        // Checks are background work: they leave a reserve of the OVH rate budget so that a
-        // claim (reads, two writes, task polls) never waits behind them.
-        let checks_allowed = self.api.rate_headroom() >= CLAIM_RESERVE;
-        let jobs = self.claims.due(Instant::now(), checks_allowed);
-        let n = jobs.len();
-        for job in jobs {
-            let Some(f) = self.ips.get(&job.ip).cloned() else {
-                continue;
-            };
-            let fence = self.fences[&job.ip].clone();
-            if job.kind == JobKind::Claim {
-                tracing::info!(
-                    xid = %xid(&job.group).unwrap_or_else(|| "-".into()),
-                    ip = %job.ip,
-                    group = %job.group,
-                    hint = %job.hint.as_ref().map_or("none".to_string(), ToString::to_string),
-                    "MASTER: claiming the failover IP"
-                );
-            }
-            let (api, opts, kernel, tx) = (
-                self.api.clone(),
-                self.opts,
-                self.kernel.clone(),
-                self.reports.clone(),
-            );
-            let (ip, generation) = (job.ip, job.generation);
-            let handle = tokio::spawn(async move {
-                let report = cloud::run_job(api, f, opts, job, fence, kernel).await;
-                let _ = tx.send(Report::Job(Box::new(report)));
-            });
-            self.tasks.insert(ip, (generation, handle));
-        }
-        if n > 0 {
-            self.refresh_vault_view();
-        }
-        n
-    }
-
-    /// Asks the Vault agent for its view (readiness); the answer comes back as a
-    /// [`Report::Vault`] on the reports channel, so the loop never waits for it.
-    fn refresh_vault_view(&mut self) {
-        let Some(rx) = self.vault.as_ref().and_then(AgentHandle::try_view) else {
+    /// Starts `job` under the supervisor. `xid` correlates a claim with the transition
+    /// that caused it.
+    pub fn start(&mut self, job: Job, jobs: &mut Jobs, xid: Option<String>) {
+        let Some(f) = self.ips.get(&job.ip).cloned() else {
+            // Not configured any more (the controller retired it): nothing to run.
+            tracing::debug!(ip = %job.ip, "job for an IP no longer configured not started");
             return;
         };
-        let tx = self.reports.clone();
-        tokio::spawn(async move {
-            if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(5), rx).await {
-                let _ = tx.send(Report::Vault(v));
-            }
+        let Some(fence) = self.fences.get(&job.ip).cloned() else {
+            return;
+        };
+        if job.kind == JobKind::Claim {
+            tracing::info!(
+                xid = %xid.unwrap_or_else(|| "-".into()),
+                ip = %job.ip,
+                group = %job.group,
+                hint = %job.hint.as_ref().map_or("none".to_string(), ToString::to_string),
+                "MASTER: claiming the failover IP"
+            );
+        }
+        let progress = Arc::new(Progress::new(job.ip, self.marker.clone()));
+        let fence = JobFence {
+            fence,
+            generation: job.generation,
+            group: job.group.clone(),
+            kernel: self.kernel.clone(),
+            progress: progress.clone(),
+        };
+        let work = cloud::run_job(self.api.clone(), f, self.opts, job.clone(), fence);
+        let cancelled = job.clone();
+        jobs.spawn(&job, progress, work, move || {
+            JobReport::new(cancelled, Done::Cancelled)
         });
     }
 
-    /// Something a task sent back.
-    pub fn on_report(&mut self, r: Report) -> Option<Verdict> {
+    /// Asks the Vault agent for its view (readiness); the answer comes back as a
+    /// [`Report::Vault`] on the reports channel. The caller owns the returned future.
+    pub fn refresh_vault_view(
+        &self,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let rx = self.vault.as_ref().and_then(AgentHandle::try_view)?;
+        let tx = self.reports.clone();
+        Some(async move {
+            if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(5), rx).await {
+                let _ = tx.send(Report::Vault(v));
+            }
+        })
+    }
+
+    /// Something a helper task sent back.
+    pub fn on_report(&mut self, r: Report) {
         match r {
-            Report::Job(j) => Some(self.finished(*j)),
             Report::Vault(v) => {
                 // The agent counts its errors by kind; count what is new since its last view.
                 for (kind, n) in &v.errors {
@@ -365,24 +362,16 @@ impl Failover {
                 }
                 self.vault_view = Some(v);
                 self.publish_readiness();
-                None
             }
         }
     }
 
-    /// A job ended: learn from it, log what deserves it. Returns the verdict.
-    pub fn finished(&mut self, r: JobReport) -> Verdict {
+    /// A job ended and the controller has seen it (`verdict`, and `claims` after it):
+    /// record, count and log what deserves it.
+    pub fn finished(&mut self, r: JobReport, verdict: &Verdict, claims: &Claims) {
         let now = Instant::now();
-        if self
-            .tasks
-            .get(&r.ip)
-            .is_some_and(|(g, _)| *g == r.generation)
-        {
-            self.tasks.remove(&r.ip);
-        }
-        let verdict = self.claims.finished(&r.ip, r.generation, &r.done, now);
-        if let (Done::Moved { .. }, Some(found)) = (&r.done, &r.found) {
-            self.claims.bound_here(&r.ip, found.clone(), now);
+        if !self.ips.contains_key(&r.ip) {
+            return;
         }
         let rec = self.records.entry(r.ip).or_default();
         rec.evidence.ip = r.ip.to_string();
@@ -392,8 +381,8 @@ impl Failover {
             if rec.logged_error.take().is_some() {
                 tracing::info!(ip = %r.ip, "OVH answers again for the failover IP");
             }
-        } else if let (Some(kind), Some(text)) = (r.error_kind, &r.error) {
-            rec.evidence.error = Some((kind, text.clone()));
+        } else if let Some(e) = &r.error {
+            rec.evidence.error = Some((e.kind(), e.to_string()));
         }
         if let Some(own) = r.own_vmac
             && let Some(FailoverMode::VirtualMac(t)) = self.ips.get(&r.ip).map(|f| &f.mode)
@@ -425,7 +414,7 @@ impl Failover {
                 tracing::info!(ip = %r.ip, group = %r.group, before = %before, "claim stopped: no longer MASTER");
             }
             (_, Done::Failed { mutated }) => {
-                let text = r.error.clone().unwrap_or_default();
+                let text = r.error.as_ref().map(ToString::to_string).unwrap_or_default();
                 if rec.logged_error.as_deref() == Some(&text) {
                     tracing::debug!(ip = %r.ip, "still failing: {text}");
                 } else {
@@ -439,14 +428,14 @@ impl Failover {
         }
         if self.watch_only
             && let (Done::Located { here: false, found }, Some(s)) =
-                (&r.done, self.claims.get(&r.ip))
+                (&r.done, claims.get(&r.ip))
             && s.is_master()
             && self.told_would_claim.get(&r.ip) != Some(&s.generation)
         {
             tracing::warn!(ip = %r.ip, group = %r.group, found = %found, "MASTER here but the failover IP is elsewhere: carpd would claim it, but --no-apply leaves OVH alone");
             self.told_would_claim.insert(r.ip, s.generation);
         }
-        if let Verdict::TakenWhileMaster { found, reclaim_at } = &verdict {
+        if let Verdict::TakenWhileMaster { found, reclaim_at } = verdict {
             let wait = reclaim_at.saturating_duration_since(now);
             tracing::error!(
                 ip = %r.ip,
@@ -456,7 +445,7 @@ impl Failover {
                 "failover IP taken from this node while it is MASTER: another node claims it too (split brain? check the CARP link between the routers) or it was moved by hand; claiming it back"
             );
         }
-        if let Some(kind) = r.error_kind {
+        if let Some(kind) = r.error_kind() {
             self.metrics.ovh_error(kind);
         }
         let ip_s = r.ip.to_string();
@@ -471,14 +460,13 @@ impl Failover {
             self.metrics.claim(&ip_s, result, took, outage);
             rec.last_claim = Some(LastClaim { at: now, report: r });
         }
-        if let Verdict::TakenWhileMaster { reclaim_at, .. } = &verdict
+        if let Verdict::TakenWhileMaster { reclaim_at, .. } = verdict
             && *reclaim_at > now
         {
             self.metrics
                 .claim(&ip_s, ClaimMetric::HeldDown, Duration::ZERO, None);
         }
         self.publish_readiness();
-        verdict
     }
 
     /// Readiness into the metrics (`carpd_ready{check}`, `carpd_ready_all`).
@@ -488,10 +476,6 @@ impl Failover {
             self.metrics.readiness(&c.name, c.ok);
         }
         self.metrics.ready(readiness::ready(&checks));
-    }
-
-    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        self.claims.next_wakeup(now)
     }
 
     /// Whether this node is ready, once every failover IP was checked at least once (and
@@ -534,13 +518,19 @@ impl Failover {
     }
 
     /// Status of every failover IP.
-    pub fn view(&self, clock: &Clock) -> Vec<FailoverIpView> {
+    pub fn view(
+        &self,
+        clock: &Clock,
+        claims: &Claims,
+        running: &BTreeMap<IpAddr, super::jobs::RunningView>,
+    ) -> Vec<FailoverIpView> {
         let now = clock.mono;
-        let hold_down = self.claims.policy().hold_down;
+        let hold_down = claims.policy().hold_down;
         self.ips
             .iter()
             .map(|(ip, f)| {
-                let s = self.claims.get(ip);
+                let s = claims.get(ip);
+                let job = running.get(ip);
                 let rec = self.records.get(ip);
                 let (mode, ours) = match &f.mode {
                     FailoverMode::VirtualMac(t) => ("virtual_mac", t.mac.clone()),
@@ -565,7 +555,9 @@ impl Failover {
                     checked_at: s
                         .and_then(|s| s.binding.as_ref())
                         .map(|(_, _, at)| clock.stamp(*at)),
-                    in_flight: s.and_then(|s| s.in_flight).map(|(_, k)| k),
+                    in_flight: s.and_then(|s| s.in_flight).map(|f| f.kind),
+                    phase: job.map(|j| j.phase.to_string()),
+                    window_open: job.is_some_and(|j| j.open),
                     next_check_ms: s.map(|s| {
                         u64::try_from(s.next_check.saturating_duration_since(now).as_millis())
                             .unwrap_or(u64::MAX)
@@ -590,10 +582,34 @@ impl Failover {
                             .outcome
                             .as_ref()
                             .and_then(|o| serde_json::to_value(o).ok()),
-                        error: c.report.error.clone(),
+                        error: c.report.error.as_ref().map(ToString::to_string),
                     }),
                 }
             })
             .collect()
     }
+}
+
+/// The OVH client of `config`, with its credential source (a Vault source reads through
+/// `agent`, the daemon's token keeper).
+fn build_client(
+    config: &Config,
+    policy: SecretPolicy,
+    agent: Option<AgentHandle>,
+    client_options: ClientOptions,
+) -> Result<Client, String> {
+    let Some(ovh) = config.ovh.as_ref() else {
+        return Err("failover_ips needs an ovh: section".to_string());
+    };
+    let source = cloud::credential_source(config, ovh, policy, agent)?;
+    let mut client_options = client_options;
+    if matches!(
+        ovh.credentials,
+        crate::config::ovh::OvhCredentialSource::Vault { .. }
+    ) {
+        // Follow Vault's read cache: fresh credentials serve through a Vault outage,
+        // stale ones are not used (the claim fails clearly and is retried).
+        client_options.credentials_max_age = config.vault.as_ref().map(|v| v.cache_max_age);
+    }
+    Client::new(ovh.endpoint.clone(), source, client_options).map_err(|e| e.to_string())
 }

@@ -1,12 +1,12 @@
-//! The cloud edge of the daemon: runs the claim scheduler's jobs ([`super::claims`]) against
-//! OVH, and builds the OVH client with its credential source.
+//! The cloud edge of the daemon: runs the controller's jobs (claims, checks) against OVH, and
+//! builds the OVH client with its credential source.
 //!
-//! A job is one future, owned (no borrow of the daemon), so the daemon can poll many while
-//! its loop goes on; it reports a [`JobReport`] that the loop hands back to the scheduler.
-//! Claims run through [`crate::ovh::failover`], which calls the fence before each mutating
-//! step; the fence given here is the scheduler's generation (a newer local reading
-//! supersedes the job) plus a fresh kernel read of the group (the truth, not the last
-//! event).
+//! A job is one future, owned (no borrow of the daemon), run by the supervisor
+//! ([`super::jobs`]); it reports a [`JobReport`] that the loop hands back to the controller.
+//! Claims run through [`crate::ovh::failover`], which asks the [`JobFence`] before each
+//! mutating step: the controller's generation for the IP (a newer local reading supersedes
+//! the job) plus a fresh kernel read of the group (the truth, not the last event); the fence
+//! also carries the claim's phase to the supervisor and the open-window marker.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,7 +32,10 @@ use crate::vault::SecretPath;
 use crate::vault::agent::{self, AgentHandle};
 use crate::vault::blocking::Access;
 
-use super::claims::{Done, Job, JobKind};
+use crate::controller::claims::{Done, Job, JobKind};
+use crate::ovh::failover::{ClaimFailure, Fence, Phase};
+
+use super::jobs::Progress;
 
 // --- credentials ---------------------------------------------------------------------------
 
@@ -139,9 +142,29 @@ pub type Generation = Arc<AtomicU64>;
 /// The value of a [`Generation`] while the group is not MASTER.
 pub const NOT_MASTER: u64 = u64::MAX;
 
+/// Why a job failed: typed, so the daemon classifies it without parsing text.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Claim(ClaimFailure),
+    #[error("{0}")]
+    Check(OvhError),
+}
+
+impl JobError {
+    /// A short class of the error, for metrics and readiness.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobError::Claim(f) => claim_error_kind(&f.error),
+            JobError::Check(e) => ovh_error_kind(e),
+        }
+    }
+}
+
 /// What one job found and did.
 #[derive(Clone, Debug)]
 pub struct JobReport {
+    pub job: Job,
     pub ip: IpAddr,
     pub group: GroupId,
     pub generation: u64,
@@ -154,11 +177,58 @@ pub struct JobReport {
     pub found: Option<Found>,
     /// Whether our vMAC exists and holds at least one IP (readiness), when read.
     pub own_vmac: Option<OwnVmac>,
-    pub error: Option<String>,
-    /// A short class of the error, for metrics and readiness.
-    pub error_kind: Option<&'static str>,
+    pub error: Option<JobError>,
     pub started: Instant,
     pub ended: Instant,
+}
+
+impl JobReport {
+    /// A report for `job` that has not done anything yet.
+    pub fn new(job: Job, done: Done) -> JobReport {
+        let now = Instant::now();
+        JobReport {
+            ip: job.ip,
+            group: job.group.clone(),
+            generation: job.generation,
+            kind: job.kind,
+            job,
+            done,
+            outcome: None,
+            found: None,
+            own_vmac: None,
+            error: None,
+            started: now,
+            ended: now,
+        }
+    }
+
+    pub fn error_kind(&self) -> Option<&'static str> {
+        self.error.as_ref().map(JobError::kind)
+    }
+}
+
+/// The fence of one claim: "still MASTER?" from the controller's generation and a fresh
+/// kernel read, and the claim's phases to its [`Progress`].
+pub struct JobFence {
+    pub fence: Generation,
+    pub generation: u64,
+    pub group: GroupId,
+    pub kernel: Arc<dyn Kernel>,
+    pub progress: Arc<Progress>,
+}
+
+impl Fence for JobFence {
+    fn still_master(&self) -> bool {
+        self.fence.load(Ordering::SeqCst) == self.generation
+            && matches!(
+                self.kernel.group(&self.group.ifname, self.group.vhid),
+                Ok(Some(g)) if g.state == CarpState::Master
+            )
+    }
+
+    fn phase(&self, phase: &Phase) {
+        self.progress.set(phase);
+    }
 }
 
 /// What a check saw of this node's own vMAC.
@@ -168,34 +238,21 @@ pub struct OwnVmac {
     pub ips: usize,
 }
 
-/// Runs `job` for `f`. `fence` is the IP's generation; `kernel` is re-read before every
-/// mutating step.
+/// Runs `job` for `f` behind `fence`.
 pub async fn run_job(
     api: Arc<Client>,
     f: FailoverIp,
     opts: ClaimOptions,
     job: Job,
-    fence: Generation,
-    kernel: Arc<dyn Kernel>,
+    fence: JobFence,
 ) -> JobReport {
-    let started = Instant::now();
-    let mut report = JobReport {
-        ip: job.ip,
-        group: job.group.clone(),
-        generation: job.generation,
-        kind: job.kind,
-        done: Done::Failed { mutated: false },
-        outcome: None,
-        found: None,
-        own_vmac: None,
-        error: None,
-        error_kind: None,
-        started,
-        ended: started,
-    };
+    let mut report = JobReport::new(job.clone(), Done::Failed { mutated: false });
     match job.kind {
         JobKind::Check => match check(api.as_ref(), &f, job.hint.as_ref()).await {
             Ok((found, here, own)) => {
+                if !matches!(found, Found::Unbound | Found::Service { service: None }) {
+                    fence.progress.resolved();
+                }
                 report.done = Done::Located {
                     found: found.clone(),
                     here,
@@ -203,30 +260,23 @@ pub async fn run_job(
                 report.found = Some(found);
                 report.own_vmac = own;
             }
-            Err(e) => {
-                report.error_kind = Some(ovh_error_kind(&e));
-                report.error = Some(e.to_string());
-            }
+            Err(e) => report.error = Some(JobError::Check(e)),
         },
         JobKind::Claim => {
-            let generation = job.generation;
-            let group = job.group.clone();
-            let still_master = move || {
-                fence.load(Ordering::SeqCst) == generation
-                    && matches!(
-                        kernel.group(&group.ifname, group.vhid),
-                        Ok(Some(g)) if g.state == CarpState::Master
-                    )
-            };
             let r = match &f.mode {
                 FailoverMode::VirtualMac(t) => {
-                    claim_vmac(api.as_ref(), t, &opts, job.hint.as_ref(), &still_master).await
+                    claim_vmac(api.as_ref(), t, &opts, job.hint.as_ref(), &fence).await
                 }
-                FailoverMode::IpMove(t) => claim_move(api.as_ref(), t, &opts, &still_master).await,
+                FailoverMode::IpMove(t) => claim_move(api.as_ref(), t, &opts, &fence).await,
             };
+            // The claim is over: nothing left to finish for a stop.
+            fence.progress.set(&Phase::Observe);
             let ours = ours_found(&f);
             match r {
                 Ok(o) => {
+                    // Bound here, or refused by the fence (no longer MASTER: the new MASTER
+                    // binds it). A failure keeps the marker: the IP may be bound nowhere.
+                    fence.progress.resolved();
                     report.done = match &o.result {
                         ClaimResult::AlreadyBound => Done::Located {
                             found: ours.clone(),
@@ -248,9 +298,8 @@ pub async fn run_job(
                     report.done = Done::Failed {
                         mutated: !failure.outcome.steps.is_empty(),
                     };
-                    report.error_kind = Some(claim_error_kind(&failure.error));
-                    report.error = Some(failure.to_string());
-                    report.outcome = Some(failure.outcome);
+                    report.outcome = Some(failure.outcome.clone());
+                    report.error = Some(JobError::Claim(failure));
                 }
             }
         }
