@@ -67,8 +67,7 @@ pub fn run(ctx: &Context, apply: bool, devd_socket: PathBuf) -> bool {
                 return false;
             }
         };
-        daemon.run(shutdown).await;
-        true
+        daemon.serve(shutdown).await
     })
 }
 

@@ -31,7 +31,14 @@ impl Daemon {
     /// Runs until `shutdown` completes and the stop sequence ends: converges and reads the
     /// kernel at once, then watches. Returns after the devd client and the control socket
     /// are closed.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let _ = self.serve(shutdown).await;
+    }
+
+    /// [`Daemon::run`], telling whether the stop was clean: `false` when the stop grace ran
+    /// out (or a second signal came) with a claim still running (`carpd run` exits 1).
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> bool {
+        let mut clean = true;
         let mut shutdown = pin!(shutdown);
         let (devd_tx, mut devd_rx) = mpsc::channel(devd::CHANNEL_CAPACITY);
         let client = DevdClient::new(self.settings.devd.clone());
@@ -89,11 +96,11 @@ impl Daemon {
                 }
                 () = wait_again(&mut again), if deadline.is_some() => {
                     tracing::warn!("second stop signal: not waiting for open claims any more");
-                    self.grace_ran_out();
+                    clean = self.grace_ran_out();
                     break;
                 }
                 () = tokio::time::sleep_until(until_deadline.into()), if deadline.is_some() => {
-                    self.grace_ran_out();
+                    clean = self.grace_ran_out();
                     break;
                 }
                 Some(()) = recv_signal(&mut hup) => self.start_reload("SIGHUP", None),
@@ -138,6 +145,7 @@ impl Daemon {
         // Dropping the server (inside the aborted task) removes the socket file.
         let _ = ctl_task.await;
         tracing::info!("carpd stopped");
+        clean
     }
 
     /// Stop taking new work; returns the deadline of the grace.
@@ -163,11 +171,14 @@ impl Daemon {
         Instant::now() + grace
     }
 
-    /// The grace ran out (or a second signal came): say exactly what is left where.
-    fn grace_ran_out(&mut self) {
+    /// The grace ran out (or a second signal came): say exactly what is left where. Returns
+    /// whether nothing was left inside its open window.
+    fn grace_ran_out(&mut self) -> bool {
         let grace = self.loaded.config.daemon.stop_grace;
+        let mut clean = true;
         for j in self.jobs.view().values() {
             if j.open {
+                clean = false;
                 tracing::error!(
                     ip = %j.ip,
                     phase = %j.phase,
@@ -181,6 +192,7 @@ impl Daemon {
             }
         }
         self.jobs.abort_all();
+        clean
     }
 
     /// Failover IPs an earlier run left inside their open window: repair them first.

@@ -46,8 +46,13 @@ impl Progress {
     /// before its request is sent.
     pub fn set(&self, phase: &Phase) {
         let open = phase.is_open();
-        if let (true, Some(m)) = (open, &self.marker) {
-            m.open(self.ip, &phase.to_string());
+        if let Some(m) = &self.marker {
+            if open {
+                m.open(self.ip, &phase.to_string());
+            } else if *phase == Phase::Verify {
+                // Our POST's task is done: the IP is bound here, whatever happens next.
+                m.close(self.ip);
+            }
         }
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase.clone();
         self.open.send_replace(open);

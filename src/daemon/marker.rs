@@ -163,6 +163,14 @@ impl Marker {
             open: open.clone(),
         };
         let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+        if let Some(dir) = self.path.parent() {
+            use std::os::unix::fs::DirBuilderExt;
+            // The state directory may not exist before the first ledger or marker write.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
         let tmp = self.path.with_extension("json.tmp");
         let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
@@ -182,14 +190,16 @@ mod tests {
     #[test]
     fn open_close_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Marker::new(dir.path());
+        // The state directory is created on the first write.
+        let m = Marker::new(&dir.path().join("db"));
         let ip: IpAddr = "51.68.252.230".parse().unwrap();
         assert!(m.load().unwrap().is_empty(), "no file: nothing open");
         m.open(ip, "release from 02:00:00:11:22:33");
-        let again = Marker::new(dir.path()).load().unwrap();
+        let again = Marker::new(&dir.path().join("db")).load().unwrap();
         assert_eq!(again[&ip].phase, "release from 02:00:00:11:22:33");
         m.open(ip, "bind");
-        assert_eq!(Marker::new(dir.path()).load().unwrap()[&ip].phase, "bind");
+        let again = Marker::new(&dir.path().join("db")).load().unwrap();
+        assert_eq!(again[&ip].phase, "bind");
         m.close(ip);
         assert!(!m.path().exists(), "closed: the file is gone");
     }

@@ -287,6 +287,11 @@ impl OvhSim {
         self.inner.lock().faults.push(fault);
     }
 
+    /// Removes every injected fault (requests already hanging stay hung).
+    pub fn clear_faults(&self) {
+        self.inner.lock().faults.clear();
+    }
+
     /// Invalidates every OAuth2 token issued so far (as if they expired).
     pub fn expire_tokens(&self) {
         self.inner.lock().tokens.clear();
@@ -438,6 +443,9 @@ async fn handle(
             return Err(Dropped);
         }
         Some(FaultKind::Hang) => {
+            // Logged on arrival with status 0: the request reached the API (a write may or
+            // may not be applied by a real one), no answer ever comes.
+            log(&inner, at, &method, &target, 0, &qid, false);
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Err(Dropped);
         }
