@@ -16,6 +16,7 @@
 //! - [`lab`]: `carpd lab`, the two-router drill on simulators.
 //! - [`cli`]: clap definitions and one module per subcommand.
 
+pub mod backoff;
 pub mod carp;
 pub mod cli;
 pub mod config;

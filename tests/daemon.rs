@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use carpd::carp::{CarpState, Vhid};
 use carpd::control::{self, Reply, Request};
-use carpd::daemon::{Daemon, Note};
 use carpd::controller::{Trigger, Work};
+use carpd::daemon::{Daemon, Note};
 use carpd::devd::CarpEvent;
 use carpd::kernel::Kernel;
 use carpd::kernel::sim::{Flavour, SimKernel};

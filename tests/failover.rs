@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use carpd::carp::CarpState;
 use carpd::controller::claims::{Done, JobKind, Verdict};
-use carpd::daemon::cloud::JobReport;
 use carpd::daemon::Note;
+use carpd::daemon::cloud::JobReport;
 use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 use support::daemon_lab::{LIMIT, Lab, within};
 

@@ -86,15 +86,22 @@ async fn sigterm_inside_the_window_binds_the_ip_here_before_exiting() {
         log.contains("stopping: finishing the claims"),
         "the stop says what it waits for:\n{log}"
     );
-    assert!(!marker(&w, A).exists(), "the closed window leaves no marker");
+    assert!(
+        !marker(&w, A).exists(),
+        "the closed window leaves no marker"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_with_ovh_stuck_exits_after_the_grace_and_the_next_start_repairs() {
     let mut w = world_with("", "stop_grace: 2s").await;
     // OVH takes router-002's DELETE, then never answers a POST.
-    w.sim
-        .inject(Fault::new(Some("POST"), Some("virtualAddress"), FaultKind::Hang, 1000));
+    w.sim.inject(Fault::new(
+        Some("POST"),
+        Some("virtualAddress"),
+        FaultKind::Hang,
+        1000,
+    ));
     let t = into_the_window(&mut w).await;
     let sim = &w.sim;
     wait_for("router-002's POST (unanswered)", || {
@@ -112,7 +119,11 @@ async fn sigterm_with_ovh_stuck_exits_after_the_grace_and_the_next_start_repairs
         took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
         "exit {took:?} after SIGTERM with a 2 s grace\n{log}"
     );
-    assert_eq!(status.code(), Some(1), "an unclean stop says so: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an unclean stop says so: {status:?}"
+    );
     assert!(
         log.contains("stop grace of 2s ran out") && log.contains("51.68.252.230"),
         "the log names the IP and its state:\n{log}"
@@ -144,7 +155,10 @@ async fn sighup_inside_the_window_with_the_same_configuration_repeats_nothing() 
     assert!(log.contains("configuration reloaded"), "{log}");
     let m = mutations_since(&w, t);
     assert_eq!(m.len(), 2, "one DELETE and one POST, no duplicate: {m:?}");
-    assert!(m[0].starts_with("DELETE") && m[1].starts_with("POST"), "{m:?}");
+    assert!(
+        m[0].starts_with("DELETE") && m[1].starts_with("POST"),
+        "{m:?}"
+    );
 }
 
 #[tokio::test]

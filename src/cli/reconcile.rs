@@ -11,9 +11,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
+use crate::carp::CarpState;
 use crate::carp::GroupId;
 use crate::control::{self, ClientError, Reply, Request};
-use crate::carp::CarpState;
 use crate::controller::duties::failover_ips;
 use crate::daemon::duties_of;
 

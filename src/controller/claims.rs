@@ -575,11 +575,9 @@ impl Claims {
             }
             Done::Failed { mutated } => {
                 s.failures = s.failures.saturating_add(1);
-                let shift = s.failures.saturating_sub(1).min(16);
-                let wait = policy
-                    .retry_initial
-                    .saturating_mul(1u32 << shift)
-                    .min(policy.retry_max);
+                let wait =
+                    crate::backoff::Backoff::doubling(policy.retry_initial, policy.retry_max)
+                        .delay(s.failures);
                 s.retry_at = Some(now + wait);
                 if *mutated {
                     s.binding = None;

@@ -47,7 +47,9 @@ fn backup_only_checks_and_never_claims() {
     c.local(&g(), Some(CarpState::Backup), t0);
     let j = one(&mut c, t0, JobKind::Check);
     assert!(c.due(t0, true).is_empty(), "one job in flight per IP");
-    let v = c.finished(&j, &Done::Located {
+    let v = c.finished(
+        &j,
+        &Done::Located {
             found: there(),
             here: false,
         },
@@ -64,7 +66,9 @@ fn becoming_master_claims_at_once_with_the_warm_hint() {
     let (mut c, t0) = setup();
     c.local(&g(), Some(CarpState::Backup), t0);
     let j = one(&mut c, t0, JobKind::Check);
-    c.finished(&j, &Done::Located {
+    c.finished(
+        &j,
+        &Done::Located {
             found: there(),
             here: false,
         },
@@ -82,7 +86,9 @@ fn becoming_master_claims_at_once_with_the_warm_hint() {
     );
     assert_eq!(c.next_wakeup(t1 + S), Some(t1 + 31 * S));
     let j = one(&mut c, t1 + 31 * S, JobKind::Check);
-    c.finished(&j, &Done::Located {
+    c.finished(
+        &j,
+        &Done::Located {
             found: here(),
             here: true,
         },
@@ -96,7 +102,9 @@ fn already_bound_counts_as_claimed() {
     let (mut c, t0) = setup();
     c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0, JobKind::Claim);
-    c.finished(&j, &Done::Located {
+    c.finished(
+        &j,
+        &Done::Located {
             found: here(),
             here: true,
         },
@@ -115,7 +123,9 @@ fn drift_while_master_is_reported_and_held_down() {
     // The peer (also MASTER: a split brain) takes it back; the re-check sees it.
     let t1 = t0 + 30 * S;
     let j = one(&mut c, t1, JobKind::Check);
-    let v = c.finished(&j, &Done::Located {
+    let v = c.finished(
+        &j,
+        &Done::Located {
             found: there(),
             here: false,
         },
@@ -142,7 +152,9 @@ fn drift_long_after_the_last_move_is_repaired_at_once() {
     c.finished(&j, &Done::Moved { before: None }, t0);
     let t1 = t0 + 300 * S;
     let j = one(&mut c, t1, JobKind::Check);
-    let v = c.finished(&j, &Done::Located {
+    let v = c.finished(
+        &j,
+        &Done::Located {
             found: Found::Unbound,
             here: false,
         },
@@ -236,7 +248,12 @@ fn reload_keeps_known_ips_and_resets_moved_ones() {
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(&j, &Done::Moved { before: None }, t0);
     let other: IpAddr = "51.68.252.231".parse().unwrap();
-    let cancel = c.reconfigure([(ip(), g()), (other, g())], &none(), ClaimPolicy::default(), t0);
+    let cancel = c.reconfigure(
+        [(ip(), g()), (other, g())],
+        &none(),
+        ClaimPolicy::default(),
+        t0,
+    );
     assert!(cancel.is_empty());
     assert_eq!(c.get(&ip()).unwrap().claimed, Some(j.generation));
     assert_eq!(c.get(&other).unwrap().local, None);
@@ -271,10 +288,19 @@ fn reload_of_a_changed_ip_cancels_its_claim_and_waits_for_it() {
     let changed = [ip()].into_iter().collect();
     let cancel = c.reconfigure([(ip(), g())], &changed, ClaimPolicy::default(), t0);
     assert_eq!(cancel, vec![j.id]);
-    assert!(c.current(&ip(), j.generation), "the fence still holds for its open window");
-    assert!(c.due(t0, true).is_empty(), "never two writers: the old job runs");
+    assert!(
+        c.current(&ip(), j.generation),
+        "the fence still holds for its open window"
+    );
+    assert!(
+        c.due(t0, true).is_empty(),
+        "never two writers: the old job runs"
+    );
     // A second reload does not cancel it twice.
-    assert!(c.reconfigure([(ip(), g())], &changed, ClaimPolicy::default(), t0).is_empty());
+    assert!(
+        c.reconfigure([(ip(), g())], &changed, ClaimPolicy::default(), t0)
+            .is_empty()
+    );
     // Its result concerns the old configuration: the new one claims afresh.
     c.finished(&j, &Done::Moved { before: None }, t0);
     let j2 = one(&mut c, t0, JobKind::Claim);
@@ -291,7 +317,10 @@ fn a_removed_ip_retires_after_its_job_and_cannot_get_a_second_writer() {
     assert!(c.due(t0, true).is_empty());
     // Put back while the old job still runs: it waits for that job.
     c.reconfigure([(ip(), g())], &none(), ClaimPolicy::default(), t0);
-    assert!(c.due(t0, true).is_empty(), "the retired job is still the writer");
+    assert!(
+        c.due(t0, true).is_empty(),
+        "the retired job is still the writer"
+    );
     c.finished(&j, &Done::Cancelled, t0);
     one(&mut c, t0, JobKind::Claim);
     // Removed with nothing running: gone at once.
@@ -321,7 +350,14 @@ fn a_repair_claims_at_once_without_hint_or_hold_down() {
     // Drift inside the hold-down would wait; a repair does not.
     c.local(&g(), Some(CarpState::Master), t0);
     let j = one(&mut c, t0 + 30 * S, JobKind::Check);
-    c.finished(&j, &Done::Located { found: there(), here: false }, t0 + 30 * S);
+    c.finished(
+        &j,
+        &Done::Located {
+            found: there(),
+            here: false,
+        },
+        t0 + 30 * S,
+    );
     assert!(c.due(t0 + 31 * S, true).is_empty(), "held down");
     c.repair(&ip(), t0 + 31 * S);
     let j = one(&mut c, t0 + 31 * S, JobKind::Claim);
@@ -457,7 +493,9 @@ fn an_unbound_ip_is_never_held_down() {
     let j = one(&mut c, t0, JobKind::Claim);
     c.finished(&j, &Done::Moved { before: None }, t0);
     let j = one(&mut c, t0 + 30 * S, JobKind::Check);
-    c.finished(&j, &Done::Located {
+    c.finished(
+        &j,
+        &Done::Located {
             found: Found::Unbound,
             here: false,
         },

@@ -154,7 +154,12 @@ impl Controller {
                         }
                     }
                     out.push(Effect::Report(outcome));
-                    out.extend(self.claims.take_superseded().into_iter().map(Effect::Supersede));
+                    out.extend(
+                        self.claims
+                            .take_superseded()
+                            .into_iter()
+                            .map(Effect::Supersede),
+                    );
                 }
                 None => self.core.read_failed(work, now),
             },

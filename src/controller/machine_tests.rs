@@ -97,7 +97,11 @@ impl Harness {
             match e {
                 Effect::Read(work) => {
                     let reading: Vec<(GroupId, Option<CarpState>)> = match &work {
-                        Work::Full(_) => self.kernel.iter().map(|(g, s)| (g.clone(), Some(*s))).collect(),
+                        Work::Full(_) => self
+                            .kernel
+                            .iter()
+                            .map(|(g, s)| (g.clone(), Some(*s)))
+                            .collect(),
                         Work::Groups(gs) => gs
                             .iter()
                             .map(|(g, _)| (g.clone(), self.kernel.get(g).copied()))
@@ -125,7 +129,11 @@ impl Harness {
                     );
                     prop_assert!(!self.c.claims().stopping(), "a job started after the stop");
                     if job.kind == JobKind::Claim {
-                        prop_assert_eq!(self.told, Some(CarpState::Master), "claim while not MASTER");
+                        prop_assert_eq!(
+                            self.told,
+                            Some(CarpState::Master),
+                            "claim while not MASTER"
+                        );
                         prop_assert!(self.c.current(&job.ip, job.generation));
                     }
                     self.started.push((now, job.clone()));
@@ -158,7 +166,14 @@ impl Harness {
         let Some(job) = self.running.remove(&ip) else {
             return Ok(None);
         };
-        self.drive(Input::JobEnded { job: &job, done: &done, found: None }, now)?;
+        self.drive(
+            Input::JobEnded {
+                job: &job,
+                done: &done,
+                found: None,
+            },
+            now,
+        )?;
         Ok(Some(job))
     }
 }
@@ -169,7 +184,15 @@ fn a_master_event_reads_the_kernel_then_claims_every_ip() {
     let mut h = Harness::new(t0, CarpState::Backup);
     assert_eq!(h.running.len(), 2, "start-up checks of both IPs");
     for ip in ips() {
-        h.end(ip, Done::Located { found: Found::Unbound, here: false }, t0).unwrap();
+        h.end(
+            ip,
+            Done::Located {
+                found: Found::Unbound,
+                here: false,
+            },
+            t0,
+        )
+        .unwrap();
     }
     h.kernel.insert(g(), CarpState::Master);
     let t1 = t0 + S;
@@ -182,9 +205,17 @@ fn a_master_event_reads_the_kernel_then_claims_every_ip() {
         matches!(effects.as_slice(), [Effect::Read(Work::Groups(_))]),
         "an event only asks for a reading, never decides by itself: {effects:?}"
     );
-    let Effect::Read(work) = &effects[0] else { unreachable!() };
+    let Effect::Read(work) = &effects[0] else {
+        unreachable!()
+    };
     let reading = vec![(g(), Some(CarpState::Master))];
-    let after = h.c.handle(Input::Read { work, reading: Some(&reading) }, env(t1));
+    let after = h.c.handle(
+        Input::Read {
+            work,
+            reading: Some(&reading),
+        },
+        env(t1),
+    );
     let claims = after
         .iter()
         .filter(|e| matches!(e, Effect::Start(j) if j.kind == JobKind::Claim))
@@ -193,9 +224,24 @@ fn a_master_event_reads_the_kernel_then_claims_every_ip() {
     // An event that claims MASTER while the kernel says BACKUP starts nothing.
     let mut h = Harness::new(t0, CarpState::Backup);
     for ip in ips() {
-        h.end(ip, Done::Located { found: Found::Unbound, here: false }, t0).unwrap();
+        h.end(
+            ip,
+            Done::Located {
+                found: Found::Unbound,
+                here: false,
+            },
+            t0,
+        )
+        .unwrap();
     }
-    h.drive(Input::Event { group: g(), claimed: CarpState::Master }, t1).unwrap();
+    h.drive(
+        Input::Event {
+            group: g(),
+            claimed: CarpState::Master,
+        },
+        t1,
+    )
+    .unwrap();
     assert!(h.running.is_empty(), "the kernel, not the event, decides");
 }
 

@@ -87,7 +87,8 @@ impl Daemon {
                 break;
             }
             let wake = self.controller.next_wakeup(Instant::now());
-            let until_deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let until_deadline =
+                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 biased;
                 () = &mut shutdown, if deadline.is_none() => {
@@ -166,7 +167,10 @@ impl Daemon {
                 "stopping: finishing the claims that released a failover IP before exiting"
             );
         } else if !running.is_empty() {
-            tracing::debug!(jobs = running.len(), "stopping: cancelling running checks and claims");
+            tracing::debug!(
+                jobs = running.len(),
+                "stopping: cancelling running checks and claims"
+            );
         }
         Instant::now() + grace
     }
@@ -200,7 +204,9 @@ impl Daemon {
         let found = match self.marker.load() {
             Ok(f) => f,
             Err(e) => {
-                tracing::error!("the open-claim marker cannot be read ({e}); the normal start-up checks still run");
+                tracing::error!(
+                    "the open-claim marker cannot be read ({e}); the normal start-up checks still run"
+                );
                 return;
             }
         };
@@ -265,7 +271,10 @@ impl Daemon {
 
     fn on_devd(&mut self, m: DevdMessage) {
         match m {
-            DevdMessage::Event(ev) => self.drive(Input::Event { group: ev.group, claimed: ev.state }),
+            DevdMessage::Event(ev) => self.drive(Input::Event {
+                group: ev.group,
+                claimed: ev.state,
+            }),
             DevdMessage::Connected { connection } => {
                 if connection > 1 {
                     tracing::info!("devd reconnected: re-reading every group");

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 
 use crate::carp::{CarpState, GroupId};
 use crate::config::Config;
-use crate::controller::claims::{ClaimPolicy, Claims, Done, Job, JobKind, Verdict};
 use crate::config::ovh::{FailoverIp, FailoverMode};
+use crate::controller::claims::{ClaimPolicy, Claims, Done, Job, JobKind, Verdict};
 use crate::kernel::Kernel;
 use crate::observe::daemon_view::{ClaimView, Clock, FailoverIpView};
 use crate::observe::metrics::{ClaimMetric, Metrics};
@@ -414,7 +414,11 @@ impl Failover {
                 tracing::info!(ip = %r.ip, group = %r.group, before = %before, "claim stopped: no longer MASTER");
             }
             (_, Done::Failed { mutated }) => {
-                let text = r.error.as_ref().map(ToString::to_string).unwrap_or_default();
+                let text = r
+                    .error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 if rec.logged_error.as_deref() == Some(&text) {
                     tracing::debug!(ip = %r.ip, "still failing: {text}");
                 } else {
@@ -427,8 +431,7 @@ impl Failover {
             }
         }
         if self.watch_only
-            && let (Done::Located { here: false, found }, Some(s)) =
-                (&r.done, claims.get(&r.ip))
+            && let (Done::Located { here: false, found }, Some(s)) = (&r.done, claims.get(&r.ip))
             && s.is_master()
             && self.told_would_claim.get(&r.ip) != Some(&s.generation)
         {

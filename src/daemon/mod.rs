@@ -201,7 +201,10 @@ pub struct Daemon {
     stopping: bool,
     /// The reload being loaded off the runtime thread, and those asked meanwhile.
     reloads: JoinSet<reload::Loading>,
-    queued_reloads: Vec<(&'static str, Option<tokio::sync::oneshot::Sender<crate::control::Reply>>)>,
+    queued_reloads: Vec<(
+        &'static str,
+        Option<tokio::sync::oneshot::Sender<crate::control::Reply>>,
+    )>,
 }
 
 /// What identifies a Vault agent's setup: a reload that changes it starts a new agent.
@@ -603,4 +606,3 @@ async fn recv_signal(s: &mut Option<Signal>) -> Option<()> {
         None => std::future::pending().await,
     }
 }
-

@@ -48,7 +48,9 @@ impl Daemon {
         while let Some(effect) = queue.pop_front() {
             rounds += 1;
             if rounds > MAX_ROUNDS {
-                tracing::error!("the controller keeps asking for work; resuming at the next wake-up");
+                tracing::error!(
+                    "the controller keeps asking for work; resuming at the next wake-up"
+                );
                 break;
             }
             match effect {

@@ -29,7 +29,11 @@ pub(super) struct Loading {
 impl Daemon {
     /// Starts loading the configuration off the runtime thread; [`Daemon::finish_reload`]
     /// takes it from there. One reload at a time: a request during another waits for it.
-    pub(super) fn start_reload(&mut self, via: &'static str, reply: Option<oneshot::Sender<Reply>>) {
+    pub(super) fn start_reload(
+        &mut self,
+        via: &'static str,
+        reply: Option<oneshot::Sender<Reply>>,
+    ) {
         if self.stopping {
             if let Some(r) = reply {
                 let _ = r.send(Reply::Error {

@@ -1,7 +1,8 @@
 //! When to try connecting to devd again: capped exponential backoff, reset by a healthy
 //! connection.
 //!
-//! Pure: no clock, no sleeping. Callers pass durations as values (how long the last
+//! The delays are carpd's one retry policy ([`crate::backoff`]); this file adds what is
+//! devd's own: when a connection counts as healthy. Pure: no clock, no sleeping. Callers pass durations as values (how long the last
 //! connection lasted) and receive the delay to wait, so every rule is tested without time.
 //!
 //! Rules:
@@ -18,8 +19,9 @@
 
 use std::time::Duration;
 
-/// The smallest delay between two failed attempts.
-const FLOOR: Duration = Duration::from_millis(1);
+/// The smallest delay between two failed attempts (the shared policy's floor).
+#[cfg(test)]
+const FLOOR: Duration = crate::backoff::FLOOR;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackoffPolicy {
@@ -59,14 +61,7 @@ impl Backoff {
 
     /// How long to wait before the next connection attempt.
     pub fn delay(&self) -> Duration {
-        if self.failures == 0 {
-            return Duration::ZERO;
-        }
-        let initial = self.policy.initial.max(FLOOR);
-        let max = self.policy.max.max(initial);
-        // 2^(failures-1), saturating: past 2^31 the cap has long been reached anyway.
-        let factor = 1u32.checked_shl(self.failures - 1).unwrap_or(u32::MAX);
-        initial.saturating_mul(factor).min(max)
+        crate::backoff::Backoff::doubling(self.policy.initial, self.policy.max).delay(self.failures)
     }
 
     /// A connection attempt failed.

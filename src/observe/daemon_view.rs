@@ -391,7 +391,9 @@ fn failover_text(o: &mut String, f: &FailoverIpView) {
             "check"
         };
         next.push(match (&f.phase, f.window_open) {
-            (Some(p), true) => format!("{what} running ({p}: the IP may be bound nowhere until it ends)"),
+            (Some(p), true) => {
+                format!("{what} running ({p}: the IP may be bound nowhere until it ends)")
+            }
             (Some(p), false) => format!("{what} running ({p})"),
             (None, _) => format!("{what} running"),
         });

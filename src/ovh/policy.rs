@@ -55,12 +55,12 @@ impl RetryPolicy {
         if retry == 0 || retry >= self.max_attempts {
             return None;
         }
-        let exp = self.factor.max(1.0).powi(retry.saturating_sub(1) as i32);
-        let base = self.initial.as_secs_f64() * exp;
-        let base = base.min(self.max.as_secs_f64());
-        let rand01 = rand01.clamp(0.0, 1.0);
-        let jittered = Duration::from_secs_f64(base / 2.0 + base / 2.0 * rand01);
-        let d = retry_after.map_or(jittered, |ra| ra.max(jittered));
+        let backoff = crate::backoff::Backoff {
+            initial: self.initial,
+            max: self.max,
+            factor: self.factor,
+        };
+        let d = backoff.jittered(retry, rand01, retry_after);
         (d < remaining).then_some(d)
     }
 }

@@ -109,7 +109,8 @@ struct State {
     last_ok: Option<SystemTime>,
     last_error: Option<String>,
     errors: std::collections::BTreeMap<String, u64>,
-    retry: Duration,
+    /// Failures in a row (the delay comes from [`crate::backoff`]).
+    failures: u32,
     /// When to try again after a failure.
     retry_at: Option<Instant>,
 }
@@ -119,7 +120,7 @@ async fn run<S: SecretStore>(mut session: Session<S>, mut rx: mpsc::Receiver<Req
         last_ok: None,
         last_error: None,
         errors: std::collections::BTreeMap::new(),
-        retry: RETRY_MIN,
+        failures: 0,
         retry_at: None,
     };
     // Log in at once: readiness is knowing now that Vault works, not at the first failover.
@@ -171,10 +172,11 @@ async fn keep_alive<S: SecretStore>(session: &mut Session<S>, st: &mut State) {
     let failed = r.is_err();
     note(st, r.as_ref().map(|_| ()));
     if failed {
-        st.retry_at = Some(now() + st.retry);
-        st.retry = (st.retry * 2).min(RETRY_MAX);
+        st.failures = st.failures.saturating_add(1);
+        let wait = crate::backoff::Backoff::doubling(RETRY_MIN, RETRY_MAX).delay(st.failures);
+        st.retry_at = Some(now() + wait);
     } else {
-        st.retry = RETRY_MIN;
+        st.failures = 0;
     }
 }
 

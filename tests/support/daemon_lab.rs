@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use carpd::carp::{CarpState, GroupId};
 use carpd::control::{self, Reply, Request};
-use carpd::daemon::{Daemon, Note, Settings};
 use carpd::controller::{Trigger, Work};
+use carpd::daemon::{Daemon, Note, Settings};
 use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
 use carpd::kernel::sim::{Flavour, SimKernel};
 use carpd::observe::daemon_view::DaemonView;

@@ -321,7 +321,6 @@ pub fn assert_no_secrets(text: &str, what: &str) {
 pub const A: usize = 0;
 pub const B: usize = 1;
 
-
 impl Router {
     /// Sends `sig` to the running daemon.
     pub fn signal(&self, sig: libc::c_int) {
