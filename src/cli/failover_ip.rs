@@ -35,7 +35,7 @@ pub fn credential_source(
     ovh: &OvhConfig,
     policy: SecretPolicy,
 ) -> Result<Arc<dyn CredentialSource>, String> {
-    crate::daemon::cloud::credential_source(config, ovh, policy, None)
+    crate::daemon::cloud::credential_source(config, ovh, policy, None).map_err(|e| e.to_string())
 }
 
 /// An OVH client for `ovh`, its credential source running on `rt` (shared with

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use crate::carp::{CarpState, GroupId};
 use crate::config::DaemonConfig;
+use crate::kernel::KernelError;
 use crate::ovh::plan::Found;
 
 use super::claims::{ClaimPolicy, Claims, Done, Job, JobId, Verdict};
@@ -40,10 +41,10 @@ pub enum Input<'a> {
     Nudge(GroupId),
     /// devd (re)connected or carpd fell behind it: read everything.
     Resync(Trigger),
-    /// The kernel reading of `work` asked for by [`Effect::Read`]; `None` when it failed.
+    /// The kernel reading of `work` asked for by [`Effect::Read`], or why it failed.
     Read {
         work: &'a Work,
-        reading: Option<&'a [(GroupId, Option<CarpState>)]>,
+        reading: Result<&'a [(GroupId, Option<CarpState>)], &'a KernelError>,
     },
     /// A job started by [`Effect::Start`] ended; `found`: where it left the IP, if known.
     JobEnded {
@@ -62,6 +63,11 @@ pub enum Input<'a> {
     },
     /// `ip` was found mid-claim at start (a marker): repair it first.
     Repair(IpAddr),
+    /// What readiness says now: `None` until every failover IP (and Vault) was checked
+    /// once, then whether a failover could complete. `demotion` is `readiness.demotion`.
+    Readiness { ready: Option<bool>, demotion: u32 },
+    /// The executor changed the ledger as [`Effect::Demote`] asked (`ok`), or could not.
+    Demoted { on: bool, ok: bool },
     /// Stop: start nothing new, cancel what runs at its next safe point.
     Stop,
     /// Time passed (a timer fired); nothing else happened.
@@ -85,6 +91,9 @@ pub enum Effect {
     Supersede(JobId),
     /// What a finished job means beyond its own report (split brain, manual move).
     Verdict { ip: IpAddr, verdict: Verdict },
+    /// Add (`on`) or remove carpd's not-ready demotion of `delta` through the ledger, and
+    /// report the result as [`Input::Demoted`].
+    Demote { on: bool, delta: u32 },
 }
 
 /// What the executor tells the controller about the world besides the input.
@@ -101,6 +110,9 @@ pub struct Controller {
     core: Core,
     claims: Claims,
     duties: Duties,
+    /// Whether the not-ready demotion is in the ledger, as far as this run knows (`None`:
+    /// not yet decided this run).
+    not_ready_demoted: Option<bool>,
 }
 
 impl Controller {
@@ -118,6 +130,7 @@ impl Controller {
             core: Core::new(timing, duties.clone(), run_id, now),
             claims: Claims::new(ips, policy, now),
             duties,
+            not_ready_demoted: None,
         }
     }
 
@@ -135,7 +148,7 @@ impl Controller {
             Input::Nudge(group) => self.core.nudge(group, now),
             Input::Resync(why) => self.core.resync(why),
             Input::Read { work, reading } => match reading {
-                Some(reading) => {
+                Ok(reading) => {
                     let outcome = self.core.observe(work, reading, now);
                     for (g, state) in reading {
                         self.claims.local(g, *state, now);
@@ -161,7 +174,8 @@ impl Controller {
                             .map(Effect::Supersede),
                     );
                 }
-                None => self.core.read_failed(work, now),
+                // What carpd knows stays as it was; the core retries at the next re-read.
+                Err(_) => self.core.read_failed(work, now),
             },
             Input::JobEnded { job, done, found } => {
                 let verdict = self.claims.finished(job, done, now);
@@ -188,6 +202,28 @@ impl Controller {
                 out.extend(cancel.into_iter().map(Effect::Cancel));
             }
             Input::Repair(ip) => self.claims.repair(&ip, now),
+            Input::Readiness { ready, demotion } => {
+                // Off (0) means "never demoted for readiness": remove one a past
+                // configuration added. Start-up is not "not ready": wait until known.
+                let want = match (demotion, ready) {
+                    (0, _) => Some(false),
+                    (_, Some(ready)) => Some(!ready),
+                    (_, None) => None,
+                };
+                if let Some(want) = want
+                    && self.not_ready_demoted != Some(want)
+                {
+                    out.push(Effect::Demote {
+                        on: want,
+                        delta: demotion,
+                    });
+                }
+            }
+            Input::Demoted { on, ok } => {
+                if ok {
+                    self.not_ready_demoted = Some(on);
+                }
+            }
             Input::Stop => {
                 let cancel = self.claims.stop();
                 out.extend(cancel.into_iter().map(Effect::Cancel));

@@ -113,7 +113,7 @@ impl Harness {
                     let more = self.c.handle(
                         Input::Read {
                             work: &work,
-                            reading: Some(&reading),
+                            reading: Ok(&reading),
                         },
                         env(now),
                     );
@@ -154,6 +154,10 @@ impl Harness {
                         !self.c.current(&job.ip, job.generation),
                         "a job superseded while its term lasts"
                     );
+                }
+                Effect::Demote { on, .. } => {
+                    let more = self.c.handle(Input::Demoted { on, ok: true }, env(now));
+                    queue.extend(more);
                 }
                 Effect::Report(_) | Effect::Verdict { .. } => {}
             }
@@ -212,7 +216,7 @@ fn a_master_event_reads_the_kernel_then_claims_every_ip() {
     let after = h.c.handle(
         Input::Read {
             work,
-            reading: Some(&reading),
+            reading: Ok(&reading),
         },
         env(t1),
     );
@@ -286,6 +290,51 @@ fn a_reload_that_changes_one_ip_cancels_only_that_claim() {
     h.end(a, Done::Cancelled, t0).unwrap();
     assert!(h.running.contains_key(&a), "the new claim started");
     assert_ne!(h.running[&a].id, ja);
+}
+
+#[test]
+fn readiness_demotes_once_per_change_and_not_before_it_is_known() {
+    let t0 = Instant::now();
+    let mut c = controller(t0);
+    let demote = |c: &mut Controller, ready, demotion| {
+        c.handle(Input::Readiness { ready, demotion }, env(t0))
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Demote { on, delta } => Some((on, delta)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        demote(&mut c, None, 50),
+        vec![],
+        "start-up is not \"not ready\""
+    );
+    assert_eq!(demote(&mut c, Some(false), 50), vec![(true, 50)]);
+    // Until the executor says it worked, the controller asks again.
+    assert_eq!(demote(&mut c, Some(false), 50), vec![(true, 50)]);
+    c.handle(Input::Demoted { on: true, ok: true }, env(t0));
+    assert_eq!(demote(&mut c, Some(false), 50), vec![]);
+    assert_eq!(demote(&mut c, Some(true), 50), vec![(false, 50)]);
+    c.handle(
+        Input::Demoted {
+            on: false,
+            ok: true,
+        },
+        env(t0),
+    );
+    assert_eq!(demote(&mut c, Some(true), 50), vec![]);
+    // Turned off: a demotion left by an earlier configuration is removed once.
+    let mut c = controller(t0);
+    assert_eq!(demote(&mut c, None, 0), vec![(false, 0)]);
+    c.handle(
+        Input::Demoted {
+            on: false,
+            ok: true,
+        },
+        env(t0),
+    );
+    assert_eq!(demote(&mut c, Some(false), 0), vec![]);
 }
 
 #[derive(Clone, Debug)]

@@ -97,6 +97,25 @@ impl CredentialSource for VaultCredentials {
     }
 }
 
+/// Why the OVH side of a configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "{}: ovh.credentials comes from Vault ({path}) but there is no vault: section saying how to reach it",
+        file.display()
+    )]
+    NoVaultSection {
+        file: std::path::PathBuf,
+        path: String,
+    },
+    #[error("ovh.credentials: vault {path}: {reason}")]
+    VaultPath { path: String, reason: String },
+    #[error("failover_ips needs an ovh: section")]
+    NoOvhSection,
+    #[error(transparent)]
+    Client(#[from] OvhError),
+}
+
 /// A credential source for `ovh.credentials`. A Vault source uses `agent` when given (the
 /// daemon's, which already keeps a token), else starts one — so it must be called inside a
 /// tokio runtime.
@@ -105,7 +124,7 @@ pub fn credential_source(
     ovh: &OvhConfig,
     policy: SecretPolicy,
     agent: Option<AgentHandle>,
-) -> Result<Arc<dyn CredentialSource>, String> {
+) -> Result<Arc<dyn CredentialSource>, SetupError> {
     Ok(match &ovh.credentials {
         OvhCredentialSource::File(path) => Arc::new(ConfFile {
             path: path.clone(),
@@ -114,14 +133,15 @@ pub fn credential_source(
         }),
         OvhCredentialSource::Vault { path, fields } => {
             let Some(v) = &config.vault else {
-                return Err(format!(
-                    "{}: ovh.credentials comes from Vault ({path}) but there is no vault: section saying how to reach it",
-                    config.file.display()
-                ));
+                return Err(SetupError::NoVaultSection {
+                    file: config.file.clone(),
+                    path: path.clone(),
+                });
             };
-            let path: SecretPath = path
-                .parse()
-                .map_err(|e| format!("ovh.credentials: vault {path}: {e}"))?;
+            let path: SecretPath = path.parse().map_err(|reason| SetupError::VaultPath {
+                path: path.clone(),
+                reason,
+            })?;
             let agent =
                 agent.unwrap_or_else(|| agent::spawn(Access::from_config(v, policy).session()));
             Arc::new(VaultCredentials {

@@ -31,7 +31,7 @@ use crate::vault::agent::{AgentHandle, AgentView};
 
 use crate::controller::readiness::{self, Check, Evidence, IpEvidence};
 
-use super::cloud::{self, Generation, JobFence, JobReport, NOT_MASTER};
+use super::cloud::{self, Generation, JobFence, JobReport, NOT_MASTER, SetupError};
 use super::jobs::{Jobs, Progress};
 use super::marker::Marker;
 
@@ -184,7 +184,7 @@ impl Failover {
         readiness: ReadinessSettings,
         deps: Deps,
         marker: Option<Arc<Marker>>,
-    ) -> Result<Option<Failover>, String> {
+    ) -> Result<Option<Failover>, SetupError> {
         let Deps {
             policy,
             agent,
@@ -243,7 +243,7 @@ impl Failover {
         readiness: ReadinessSettings,
         policy: SecretPolicy,
         client_options: ClientOptions,
-    ) -> Result<(), String> {
+    ) -> Result<(), SetupError> {
         if setup_key(config).as_deref() != Some(self.key.as_str()) {
             let api = build_client(config, policy, self.vault.clone(), client_options)?;
             self.api = Arc::new(api);
@@ -600,9 +600,9 @@ fn build_client(
     policy: SecretPolicy,
     agent: Option<AgentHandle>,
     client_options: ClientOptions,
-) -> Result<Client, String> {
+) -> Result<Client, SetupError> {
     let Some(ovh) = config.ovh.as_ref() else {
-        return Err("failover_ips needs an ovh: section".to_string());
+        return Err(SetupError::NoOvhSection);
     };
     let source = cloud::credential_source(config, ovh, policy, agent)?;
     let mut client_options = client_options;
@@ -614,5 +614,5 @@ fn build_client(
         // stale ones are not used (the claim fails clearly and is retried).
         client_options.credentials_max_age = config.vault.as_ref().map(|v| v.cache_max_age);
     }
-    Client::new(ovh.endpoint.clone(), source, client_options).map_err(|e| e.to_string())
+    Ok(Client::new(ovh.endpoint.clone(), source, client_options)?)
 }

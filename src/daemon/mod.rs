@@ -181,8 +181,6 @@ pub struct Daemon {
     marker: Arc<Marker>,
     /// Prometheus metrics (served or written when `metrics:` says so).
     metrics: Metrics,
-    /// Whether carpd's `not_ready` demotion is in the ledger (as far as this run knows).
-    not_ready_demoted: Option<bool>,
     /// The last ledger problem logged, so a persistent one is logged once.
     ledger_error: Option<String>,
     reports: (
@@ -266,7 +264,6 @@ impl Daemon {
             aux: JoinSet::new(),
             marker,
             metrics: Metrics::new(),
-            not_ready_demoted: None,
             ledger_error: None,
             reports: (tx, Some(rx)),
             server: Some(server),
@@ -412,24 +409,20 @@ impl Daemon {
     /// failover, and stop when it could again. Acts only on a change, and only once every
     /// failover IP was checked at least once (start-up is not "not ready").
     fn demote_if_not_ready(&mut self) {
-        let delta = self.loaded.config.readiness.demotion;
-        let Some(f) = self.failover.as_ref() else {
+        let ready = self.failover.as_ref().map(Failover::settled_readiness);
+        let Some(ready) = ready else {
             return;
         };
-        let want = if delta == 0 {
-            false
-        } else {
-            let Some(ready) = f.settled_readiness() else {
-                return;
-            };
-            !ready
-        };
-        if self.not_ready_demoted == Some(want) {
-            return;
-        }
+        let demotion = self.loaded.config.readiness.demotion;
+        self.drive(crate::controller::machine::Input::Readiness { ready, demotion });
+    }
+
+    /// Carries out [`crate::controller::machine::Effect::Demote`]: the ledger first, then
+    /// the kernel; returns whether it worked.
+    fn demote(&mut self, on: bool, delta: u32) -> bool {
         let store = self.ledger();
         let now = std::time::SystemTime::now();
-        let r = if want {
+        let r = if on {
             store
                 .add(self.kernel.as_ref(), Reason::NotReady, delta, now)
                 .map(|o| o.kernel_delta())
@@ -438,9 +431,9 @@ impl Daemon {
                 .remove(self.kernel.as_ref(), Reason::NotReady, now)
                 .map(|o| -o.kernel_delta())
         };
-        match r {
+        let ok = match r {
             Ok(changed) => {
-                if want {
+                if on {
                     tracing::warn!(
                         delta,
                         "not ready for a failover: demoting this node (readiness.demotion) until it is"
@@ -448,8 +441,8 @@ impl Daemon {
                 } else if changed != 0 {
                     tracing::info!("ready again: the not-ready demotion is removed");
                 }
-                self.not_ready_demoted = Some(want);
                 self.ledger_error = None;
+                true
             }
             Err(e) => {
                 let text = e.to_string();
@@ -457,9 +450,11 @@ impl Daemon {
                     tracing::error!("readiness demotion not changed: {text}");
                     self.ledger_error = Some(text);
                 }
+                false
             }
-        }
+        };
         self.publish_demotion();
+        ok
     }
 
     /// The daemon's view for `carpd status`.

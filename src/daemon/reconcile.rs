@@ -90,6 +90,11 @@ impl Daemon {
                     self.jobs.supersede(id);
                 }
                 Effect::Verdict { .. } => {}
+                Effect::Demote { on, delta } => {
+                    let ok = self.demote(on, delta);
+                    let env = self.env();
+                    queue.extend(self.controller.handle(Input::Demoted { on, ok }, env));
+                }
             }
         }
         if let Some(f) = self.failover.as_mut() {
@@ -149,7 +154,7 @@ impl Daemon {
                 let effects = self.controller.handle(
                     Input::Read {
                         work: &work,
-                        reading: Some(&reading),
+                        reading: Ok(&reading),
                     },
                     env,
                 );
@@ -176,7 +181,7 @@ impl Daemon {
                 let effects = self.controller.handle(
                     Input::Read {
                         work: &work,
-                        reading: None,
+                        reading: Err(&e),
                     },
                     env,
                 );
