@@ -1,0 +1,270 @@
+//! Claiming a failover IP by virtual MAC: observe (from a warm hint or a full listing), then
+//! release it from the other vMAC and bind it on ours, the window in between never left
+//! unmarked (see [`super::Phase`]).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+// tokio's clock: the same as std's at run time, and pausable in tests.
+use tokio::time::Instant;
+
+use super::super::api::{FailoverApi, TaskRef};
+use super::super::error::OvhError;
+use super::super::plan::{Found, VmacObservation, VmacStep, plan_vmac};
+use super::run::{Mutation, Run, within};
+use super::{
+    ClaimError, ClaimFailure, ClaimOptions, ClaimOutcome, ClaimResult, Fence, Phase, VmacTarget,
+};
+
+/// Where the IP is among the service's vMACs (no reverse lookup exists: list, then read each
+/// vMAC's IPs). Also reports whether `ours` exists and the vMAC list.
+pub async fn locate<A: FailoverApi>(
+    api: &A,
+    service: &str,
+    ip: Ipv4Addr,
+    ours: &str,
+) -> Result<(VmacObservation, Vec<String>), OvhError> {
+    let vmacs = api.list_vmacs(service).await?;
+    let ours_exists = vmacs.iter().any(|m| m.eq_ignore_ascii_case(ours));
+    // Read our own vMAC first: when the IP is already ours (the common re-check), the other
+    // vMACs are still read to be sure it is nowhere else.
+    let mut order: Vec<&String> = vmacs.iter().collect();
+    order.sort_by_key(|m| !m.eq_ignore_ascii_case(ours));
+    let mut found = Found::Unbound;
+    for mac in order {
+        let ips = api.vmac_ips(service, mac).await?;
+        if ips.contains(&ip) {
+            found = Found::Vmac {
+                mac: mac.to_lowercase(),
+                ips: ips.len(),
+            };
+            break;
+        }
+    }
+    Ok((
+        VmacObservation {
+            found,
+            ours_exists: Some(ours_exists),
+        },
+        vmacs,
+    ))
+}
+
+/// Claims `t.ip` for our vMAC. `hint` is a cached observation (the daemon keeps one fresh
+/// while BACKUP): it saves the listing, but the vMAC it names is read once before anything is
+/// deleted, so a stale hint costs a re-plan, never a wrong DELETE.
+pub async fn claim_vmac<A: FailoverApi>(
+    api: &A,
+    t: &VmacTarget,
+    opts: &ClaimOptions,
+    hint: Option<&Found>,
+    fence: &dyn Fence,
+) -> Result<ClaimOutcome, ClaimFailure> {
+    let start = Instant::now();
+    let mut run = Run {
+        start,
+        deadline: start + opts.deadline,
+        opts,
+        outcome: ClaimOutcome::new(t.ip.to_string()),
+    };
+    let ip_s = t.ip.to_string();
+    let allow_last = t.allow_last_ip_release || opts.force;
+    let mut hint = hint.cloned();
+    let mut next: Option<VmacStep> = None;
+    let mut deleted_at: Option<Instant> = None;
+    let mut delete_time: Option<Duration> = None;
+    // Whether our DELETE may have been applied and the IP not yet bound here since.
+    let mut released = false;
+    loop {
+        let step = match next.take() {
+            Some(s) => s,
+            None => {
+                if !released {
+                    fence.phase(&Phase::Observe);
+                }
+                let obs = match hint.take() {
+                    Some(Found::Vmac { mac, .. }) => {
+                        let ips = within(
+                            run.deadline,
+                            &ip_s,
+                            "reading the vMAC",
+                            opts.deadline,
+                            api.vmac_ips(&t.service, &mac),
+                        )
+                        .await;
+                        match ips {
+                            Ok(ips) if ips.contains(&t.ip) => Some(VmacObservation {
+                                found: Found::Vmac {
+                                    mac: mac.to_lowercase(),
+                                    ips: ips.len(),
+                                },
+                                ours_exists: None,
+                            }),
+                            // Stale or unreadable hint: observe fully.
+                            _ => None,
+                        }
+                    }
+                    Some(Found::Unbound) => Some(VmacObservation {
+                        found: Found::Unbound,
+                        ours_exists: None,
+                    }),
+                    _ => None,
+                };
+                let obs = match obs {
+                    Some(o) => o,
+                    None => {
+                        within(
+                            run.deadline,
+                            &ip_s,
+                            "locating the IP",
+                            opts.deadline,
+                            locate(api, &t.service, t.ip, &t.mac),
+                        )
+                        .await
+                        .map(|(o, vmacs)| {
+                            run.outcome.found.get_or_insert(o.found.clone());
+                            (o, vmacs)
+                        })
+                        .map_err(|e| run.fail(e))?
+                        .0
+                    }
+                };
+                run.outcome.found.get_or_insert(obs.found.clone());
+                if released && !matches!(obs.found, Found::Unbound) {
+                    // Our DELETE did not apply (or someone bound it): bound again, the
+                    // window is closed (the next step opens it again if needed).
+                    fence.phase(&Phase::Observe);
+                }
+                let step = plan_vmac(&obs, &t.mac, allow_last);
+                tracing::debug!(ip = %t.ip, found = %obs.found, ?step, "vMAC claim plan");
+                step
+            }
+        };
+        match step {
+            VmacStep::Done => {
+                let r = if run.outcome.steps.is_empty() {
+                    ClaimResult::AlreadyBound
+                } else {
+                    ClaimResult::Claimed
+                };
+                return Ok(run.finish(r));
+            }
+            VmacStep::RefuseLastIp { mac } => {
+                return Err(run.fail(ClaimError::LastIp {
+                    ip: t.ip,
+                    mac,
+                    service: t.service.clone(),
+                }));
+            }
+            VmacStep::OursMissing => {
+                let have = api
+                    .list_vmacs(&t.service)
+                    .await
+                    .map(|v| v.join(", "))
+                    .unwrap_or_else(|_| "?".into());
+                return Err(run.fail(ClaimError::OursMissing {
+                    mac: t.mac.clone(),
+                    service: t.service.clone(),
+                    have,
+                }));
+            }
+            VmacStep::Remove { from } => {
+                let action = format!("DELETE {} from virtual MAC {from}", t.ip);
+                let would = vec![
+                    action.clone(),
+                    format!("POST {} on virtual MAC {}", t.ip, t.mac),
+                ];
+                let service = t.service.clone();
+                // From here until the POST's task is done the IP may be bound nowhere.
+                released = true;
+                match run
+                    .mutate(
+                        api,
+                        action,
+                        would,
+                        fence,
+                        Phase::Release { from: from.clone() },
+                        api.remove_vmac_ip(&t.service, &from, t.ip),
+                        |id| TaskRef::Server { service, id },
+                        None,
+                    )
+                    .await?
+                {
+                    Mutation::Done { task_time } => {
+                        deleted_at = Some(Instant::now());
+                        delete_time = Some(task_time);
+                    }
+                    // Re-read only that vMAC first (one request, not a full listing): a
+                    // 5xx storm must not spend the rate budget on listings.
+                    Mutation::Replan => {
+                        hint = Some(Found::Vmac { mac: from, ips: 0 });
+                        continue;
+                    }
+                    Mutation::Ended => return Ok(run.outcome.clone()),
+                }
+                // The IP was just seen leaving: go straight to the POST (the outage runs).
+                next = Some(VmacStep::Add);
+            }
+            VmacStep::Add => {
+                // The IP is bound nowhere (released by us, or found so): binding it is an
+                // open window too, finished even by a stopping daemon.
+                released = true;
+                let action = format!("POST {} on virtual MAC {}", t.ip, t.mac);
+                let service = t.service.clone();
+                match run
+                    .mutate(
+                        api,
+                        action.clone(),
+                        vec![action],
+                        fence,
+                        Phase::Bind,
+                        api.add_vmac_ip(&t.service, &t.mac, t.ip, &t.virtual_machine_name),
+                        |id| TaskRef::Server { service, id },
+                        delete_time,
+                    )
+                    .await?
+                {
+                    Mutation::Done { .. } => {
+                        if let Some(d) = deleted_at.take() {
+                            run.outcome.outage = Some(d.elapsed());
+                        }
+                        released = false;
+                        fence.phase(&Phase::Verify);
+                    }
+                    // After our own DELETE the IP was seen unbound: POST again at once (a
+                    // POST that did land is refused, and that re-plan reads everything).
+                    Mutation::Replan if deleted_at.is_some() => {
+                        hint = Some(Found::Unbound);
+                        continue;
+                    }
+                    Mutation::Replan => continue,
+                    Mutation::Ended => return Ok(run.outcome.clone()),
+                }
+                // Read back and verify.
+                let ips = within(
+                    run.deadline,
+                    &ip_s,
+                    "verifying",
+                    opts.deadline,
+                    api.vmac_ips(&t.service, &t.mac),
+                )
+                .await;
+                match ips {
+                    Ok(ips) if ips.contains(&t.ip) => {
+                        return Ok(run.finish(ClaimResult::Claimed));
+                    }
+                    Ok(_) => {
+                        let e = ClaimError::Api(OvhError::Config(format!(
+                            "the POST task finished but {} is not on {} when read back",
+                            t.ip, t.mac
+                        )));
+                        run.replan(&e).await?;
+                    }
+                    Err(e) => {
+                        run.replan(&e).await?;
+                    }
+                }
+            }
+        }
+    }
+}
