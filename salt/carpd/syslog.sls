@@ -58,8 +58,8 @@ carpd-syslog-exclude-{{ destination }}:
     # An active line (not a comment, not a block) writing to the file,
     # with the program-exclusion line above it if that line names only
     # these programs (the site's "!-carp-ovh"), unless the line above
-    # is already "!-{{ joined }}".
-    - pattern: '^(?<!!-{{ joined | regex_escape }}\n)(?:!-(?:{{ names }})(?:,(?:{{ names }}))*\n)?([^#!\n][^\n]*[ \t]{{ destination | regex_escape }})[ \t]*$'
+    # it, or that exclusion line, is already "!-{{ joined }}".
+    - pattern: '^(?<!!-{{ joined | regex_escape }}\n)(?!!-{{ joined | regex_escape }}\n)(?:!-(?:{{ names }})(?:,(?:{{ names }}))*\n)?([^#!\n][^\n]*[ \t]{{ destination | regex_escape }})[ \t]*$'
     - repl: '!-{{ joined }}\n\1\n!*'
     - flags: [MULTILINE]
     - append_if_not_found: False
