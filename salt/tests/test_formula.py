@@ -501,10 +501,11 @@ class FormulaTest(unittest.TestCase):
     # --- variants ---------------------------------------------------------------------------
 
     def render_variant(self, minion_id, pillar_base, extra=None):
-        salt = Salt(self.tmp / "variant", minion_id, extra, pillar_base=pillar_base)
+        base = Path(tempfile.mkdtemp(dir=self.tmp))
+        salt = Salt(base, minion_id, extra, pillar_base=pillar_base)
         states = states_of(salt.show_sls()[0])
         args = states["/usr/local/etc/carpd.yaml"][2]
-        dest = self.tmp / "variant" / minion_id / "carpd.yaml"
+        dest = base / minion_id / "carpd.yaml"
         return states, salt.render(args["source"], args["context"], dest)
 
     def test_node_and_secretsmith_path_filled_in(self):
