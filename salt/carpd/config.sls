@@ -1,6 +1,10 @@
-# -------------------------------------------------------------
-# carpd formula: carpd.yaml and the secretsmith file
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — carpd.yaml and the secretsmith file
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/config.sls
+#   -------------------------------------------------------------
 # The secretsmith file holds the AppRole secret_id: mode 0400, root,
 # show_changes off so the secret never reaches Salt's output or job
 # cache, and its credentials read on the master through

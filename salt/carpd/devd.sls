@@ -1,6 +1,10 @@
-# -------------------------------------------------------------
-# carpd formula: carpd's devd rule, only once no other hook runs
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — carpd's devd rule, only once no other hook runs
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/devd.sls
+#   -------------------------------------------------------------
 # devd runs only the first matching notify rule (devd.cc,
 # find_and_execute): carpd's CARP rule beside a site's CARP rule would
 # silently stop one of them. The daemon reads devd's socket itself and

@@ -1,6 +1,10 @@
-# -------------------------------------------------------------
-# carpd formula: install the binary and its rc.d script
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — install the binary and its rc.d script
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/install.sls
+#   -------------------------------------------------------------
 # install:method pkg (the default) installs the package, which brings
 # the binary, rc.d script, man pages, sample configuration and an
 # example devd rule (inactive). install:method binary copies a prebuilt

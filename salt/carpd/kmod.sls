@@ -1,6 +1,10 @@
-# -------------------------------------------------------------
-# carpd formula: the CARP kernel module, now and at boot
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — the CARP kernel module, now and at boot
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/kmod.sls
+#   -------------------------------------------------------------
 # rc.d/carpd loads it too (required_modules), but "carpd check" runs
 # before the service starts, and CARP groups from rc.conf need it at
 # boot before carpd is up. A site whose own states write the loader.conf

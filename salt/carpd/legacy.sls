@@ -1,6 +1,10 @@
-# -------------------------------------------------------------
-# carpd formula: remove what carpd replaces, step by step
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — remove what carpd replaces, step by step
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/legacy.sls
+#   -------------------------------------------------------------
 # migration:step decides what goes (map.jinja, legacy_absent): the
 # old CARP rc.conf fragment at step kernel, the old devd hook at step
 # ip (with carpd's rule installed in the same run, and devd restarted

@@ -1,6 +1,10 @@
-# -------------------------------------------------------------
-# carpd formula: the carpd service
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — the carpd service
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/service.sls
+#   -------------------------------------------------------------
 # Enabled through its rc.conf.d file. A new carpd.yaml or secretsmith
 # file is a reload (SIGHUP after "carpd check": the daemon keeps its
 # state and a bad file never replaces a good one); a new binary or new

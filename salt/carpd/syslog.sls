@@ -1,6 +1,10 @@
-# -------------------------------------------------------------
-# carpd formula: carpd's log, and carpd out of /var/log/messages
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — carpd's log, and carpd out of /var/log/messages
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/syslog.sls
+#   -------------------------------------------------------------
 # syslog:mode own writes carpd's lines to a file of their own; join
 # writes them to the site's CARP log through one program block naming
 # every program of syslog:programs (the site's fragment is then this

@@ -233,6 +233,28 @@ class FormulaTest(unittest.TestCase):
                 else:
                     self.assertTrue(sid.startswith("carpd-"), f"{r}: state ID {sid}")
 
+    def test_every_file_starts_with_the_house_banner(self):
+        # The site's house style: a banner naming the file's source. Every state file and
+        # every file the formula writes, as rendered (the rc.d script, whose first line must
+        # be its shebang, and the devd rule, a copy of the repository's, excepted).
+        banner = re.compile(
+            r"^#   -{61}\n#   carpd( formula)? — .+\n#   (- ){30}-\n(#   .+\n)*?"
+            r"#   Source file:    (salt/carpd/\S+)\n#   -{61}\n"
+        )
+        carpd = FORMULA_ROOT / "carpd"
+        for path in sorted(carpd.glob("*.sls")) + [carpd / "defaults.yaml"]:
+            m = banner.match(path.read_text())
+            self.assertTrue(m, f"{path.relative_to(FORMULA_ROOT)}: no house banner")
+            self.assertEqual(m[4], str(path.relative_to(REPO)))
+        for r in ROUTERS:
+            for sid, text in self.rendered[r]["files"].items():
+                m = banner.match(text)
+                self.assertTrue(m, f"{r}: {sid} does not start with the banner:\n{text[:300]}")
+                source = self.rendered[r]["states"][sid][2]["source"]
+                self.assertEqual("salt://" + m[4].removeprefix("salt/"), source, sid)
+        loader = (carpd / "files" / "loader.conf").read_text()
+        self.assertTrue(banner.match(loader), "files/loader.conf: no house banner")
+
     def test_devd_rule_and_rc_script_are_the_repository_files(self):
         for copy, original in (
             ("carpd/files/devd/carpd.conf", "devd/carpd.conf"),
@@ -258,7 +280,7 @@ class FormulaTest(unittest.TestCase):
     def test_carpd_yaml_is_the_pillar_config(self):
         for r in ROUTERS:
             text = self.rendered[r]["files"]["/usr/local/etc/carpd.yaml"]
-            self.assertTrue(text.startswith("# ---"), "managed files start with a banner")
+            self.assertTrue(text.startswith("#   ---"), "managed files start with a banner")
             got = yaml.safe_load(text)
             want = pillar_config(r)
             want["node"] = r
