@@ -1,19 +1,31 @@
-# -------------------------------------------------------------
-# carpd formula: carpd.yaml and the secretsmith file
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — carpd.yaml and the secretsmith file
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/config.sls
+#   -------------------------------------------------------------
 # The secretsmith file holds the AppRole secret_id: mode 0400, root,
-# and show_changes off so the secret never reaches Salt's output or
-# job cache. carpd.yaml holds no secret (passwords and OVH credentials
-# come from Vault or root-only files) and is checked by "carpd check"
-# before it replaces the running one.
+# show_changes off so the secret never reaches Salt's output or job
+# cache, and its credentials read on the master through
+# secretsmith:read_with (the site's credentials.read_secret by
+# default), never from pillar. carpd.yaml holds no secret (passwords
+# and OVH credentials come from Vault or root-only files) and is
+# checked by "carpd check" before it replaces the running one.
 {%- from 'carpd/map.jinja' import carpd with context %}
 {%- set ss = carpd.secretsmith %}
 
 include:
   - carpd.install
   - carpd.kmod
+{%- for problem in carpd.problems %}
 
-{%- if ss.role_id %}
+carpd-settings-{{ loop.index }}:
+  test.fail_without_changes:
+    - name: {{ problem | json }}
+{%- endfor %}
+
+{%- if carpd.manage.secretsmith %}
 
 {{ ss.path }}:
   file.managed:
@@ -28,8 +40,7 @@ include:
         url: {{ ss.url | json(sort_keys=False) }}
         verify: {{ ss.verify | json(sort_keys=False) }}
         namespace: {{ ss.namespace | json(sort_keys=False) }}
-        role_id: {{ ss.role_id | json(sort_keys=False) }}
-        secret_id: {{ ss.secret_id | json(sort_keys=False) }}
+        approle: {{ salt[ss.read_with](ss.approle_secret) | json(sort_keys=False) }}
 {%- endif %}
 
 {{ carpd.paths.config }}:
@@ -49,6 +60,6 @@ include:
     - require:
       - sls: carpd.install
       - sls: carpd.kmod
-{%- if ss.role_id %}
+{%- if carpd.manage.secretsmith %}
       - file: {{ ss.path }}
 {%- endif %}

@@ -1,6 +1,10 @@
-# -------------------------------------------------------------
-# carpd formula: everything carpd needs on a FreeBSD router
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — everything carpd needs on a FreeBSD router
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/init.sls
+#   -------------------------------------------------------------
 # Settings: map.jinja (defaults.yaml + pillar carpd). Each part can
 # also be applied alone (state.apply carpd.syslog, ...).
 

@@ -1,15 +1,20 @@
-# -------------------------------------------------------------
-# carpd formula: install the binary and its rc.d script
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — install the binary and its rc.d script
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/install.sls
+#   -------------------------------------------------------------
 # install:method pkg (the default) installs the package, which brings
-# the binary, rc.d script, man pages and sample configuration.
-# install:method binary copies a prebuilt binary and the formula's copy
-# of rc.d/carpd, for sites without a package yet.
+# the binary, rc.d script, man pages, sample configuration and an
+# example devd rule (inactive). install:method binary copies a prebuilt
+# binary and the formula's copy of rc.d/carpd, for sites without a
+# package yet.
 {%- from 'carpd/map.jinja' import carpd with context %}
 
 {%- if carpd.install.method == 'pkg' %}
 
-carpd_package:
+carpd-package:
   pkg.installed:
     - name: {{ carpd.install.pkg }}
 
@@ -34,7 +39,7 @@ carpd_package:
 
 {%- else %}
 
-carpd_install_method:
+carpd-install-method:
   test.fail_without_changes:
     - name: >-
         carpd:install:method is {{ carpd.install.method }}: use pkg (install

@@ -1,10 +1,16 @@
-# -------------------------------------------------------------
-# carpd formula: the CARP kernel module, now and at boot
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — the CARP kernel module, now and at boot
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/kmod.sls
+#   -------------------------------------------------------------
 # rc.d/carpd loads it too (required_modules), but "carpd check" runs
 # before the service starts, and CARP groups from rc.conf need it at
-# boot before carpd is up.
+# boot before carpd is up. A site whose own states write the loader.conf
+# file sets manage:loader_conf false: one owner per path.
 {%- from 'carpd/map.jinja' import carpd with context %}
+{%- if carpd.manage.loader_conf %}
 
 {{ carpd.paths.loader_conf }}:
   file.managed:
@@ -13,8 +19,9 @@
     - group: wheel
     - mode: '0644'
     - makedirs: True
+{%- endif %}
 
-carp_kernel_module:
+carpd-kmod-load:
   cmd.run:
     - name: kldload -n carp
     - unless: kldstat -q -m carp

@@ -1,10 +1,15 @@
-# -------------------------------------------------------------
-# carpd formula: the carpd service
-# -------------------------------------------------------------
+#   -------------------------------------------------------------
+#   carpd formula — the carpd service
+#   - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -
+#   Project:        carpd
+#   License:        see the carpd repository
+#   Source file:    salt/carpd/service.sls
+#   -------------------------------------------------------------
 # Enabled through its rc.conf.d file. A new carpd.yaml or secretsmith
 # file is a reload (SIGHUP after "carpd check": the daemon keeps its
 # state and a bad file never replaces a good one); a new binary or new
-# flags need a restart.
+# flags (such as --no-apply leaving at migration step kernel) need a
+# restart.
 {%- from 'carpd/map.jinja' import carpd with context %}
 
 include:
@@ -21,29 +26,30 @@ include:
     - makedirs: True
     - context:
         config: {{ carpd.paths.config }}
-        flags: {{ carpd.service.flags | json(sort_keys=False) }}
+        flags: {{ carpd.run_flags | json(sort_keys=False) }}
 
-carpd:
+carpd-service:
   service.running:
+    - name: carpd
     - reload: True
     - require:
       - file: {{ carpd.paths.rc_conf }}
       - sls: carpd.install
     - watch:
       - file: {{ carpd.paths.config }}
-{%- if carpd.secretsmith.role_id %}
+{%- if carpd.manage.secretsmith %}
       - file: {{ carpd.secretsmith.path }}
 {%- endif %}
 
-carpd_restart:
+carpd-service-restart:
   cmd.run:
     - name: service carpd restart
     - require:
-      - service: carpd
+      - service: carpd-service
     - onchanges:
       - file: {{ carpd.paths.rc_conf }}
 {%- if carpd.install.method == 'pkg' %}
-      - pkg: carpd_package
+      - pkg: carpd-package
 {%- else %}
       - file: {{ carpd.paths.binary }}
 {%- endif %}

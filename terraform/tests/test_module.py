@@ -34,6 +34,10 @@ import hcl2
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "terraform" / "modules" / "carpd-approle"
 EXAMPLE = REPO / "terraform" / "examples" / "routers"
+# The minimal path for a site that already owns its router policy (README.md).
+SITE_POLICY = REPO / "terraform" / "site" / "router-carpd.hcl"
+# That policy's one rule today (shared/reference/deployment.md).
+SITE_ROUTER_POLICY = 'path "apps/data/network/carp-hyper-001-switch" { capabilities = ["read"] }\n'
 CARPD_BIN = os.environ.get("CARPD_BIN", str(REPO / "target" / "debug" / "carpd"))
 
 # Arguments of the resources the module uses, as hashicorp/vault 5.x defines them
@@ -186,8 +190,8 @@ def render_template(text, variables):
 class SourceTest(unittest.TestCase):
     def test_every_file_parses_and_follows_the_house_style(self):
         files = sorted(MODULE.rglob("*.tf")) + sorted(EXAMPLE.rglob("*.tf"))
-        files += sorted(MODULE.rglob("*.tftpl"))
-        self.assertGreaterEqual(len(files), 6)
+        files += sorted(MODULE.rglob("*.tftpl")) + [SITE_POLICY]
+        self.assertGreaterEqual(len(files), 7)
         for f in files:
             text = f.read_text()
             rel = f.relative_to(REPO)
@@ -198,7 +202,7 @@ class SourceTest(unittest.TestCase):
             self.assertTrue(lines[0].startswith("#   ---"), f"{rel}: starts with the banner")
             self.assertIn(f"Source file:    {rel}", text, rel)
             self.assertTrue(text.endswith("\n") and not text.endswith("\n\n"), rel)
-            step = 4 if f.suffix == ".tftpl" else 2
+            step = 4 if f.suffix in (".tftpl", ".hcl") else 2
             for n, line in enumerate(lines, 1):
                 self.assertNotIn("\t", line, f"{rel}:{n}: tab")
                 self.assertEqual(line, line.rstrip(), f"{rel}:{n}: trailing blank")
@@ -209,11 +213,20 @@ class SourceTest(unittest.TestCase):
                 self.assert_equals_aligned(rel, lines)
 
     def assert_equals_aligned(self, rel, lines):
-        """terraform fmt aligns the = of adjacent one-per-line arguments at one depth; a
-        blank line, a comment or a block ends the run."""
+        """terraform fmt (hclwrite) aligns the = of adjacent one-per-line arguments at one
+        depth; a blank line, a comment or a block ends the run, and an argument whose value
+        opens a bracket it closes on a later line is aligned with nothing (so
+        `name = x` above `policy = f({` keeps one space). scripts/test-deploy also runs
+        hclwrite's own formatter (hclfmt) or terraform fmt, which are authoritative."""
         run = []
         for n, line in enumerate(lines + [""], 1):
             m = re.match(r"^( *)([A-Za-z_][\w-]*) *= ", line)
+            if m and line.rstrip().endswith(("{", "(", "[")):
+                self.assertRegex(line, r"^ *[A-Za-z_][\w-]* = ", f"{rel}:{n}: one space before =")
+                m = None
+            self.assertNotRegex(
+                line, r'= "\$\{[^}]*\}"$', f"{rel}:{n}: interpolation-only string (terraform fmt unwraps it)"
+            )
             key = (len(m[1]), line.index("=")) if m else None
             if m and run and run[-1][1][0] == key[0] and run[-1][0] == n - 1:
                 run.append((n, key))
@@ -437,6 +450,35 @@ class OpenBaoTest(unittest.TestCase):
         self.assertEqual(got, ovh)
 
         self.carpd_reads_its_password(creds, carp_paths[0], backend)
+
+    def test_the_sites_router_policy_with_carpds_paths_appended(self):
+        # The documented minimal path: the site's own router policy, with
+        # terraform/site/router-carpd.hcl appended, gives a token exactly what carpd reads
+        # (the OVH credentials and both vhids' passwords) and nothing else.
+        bao = self.bao
+        for mount in ("apps", "ops"):
+            bao.req("POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "2"}})
+        bao.ok("POST", "apps/data/network/carp-hyper-001-switch", {"data": {"application_key": "k"}})
+        for vhid in (1, 2, 3):
+            bao.ok("POST", f"ops/data/secrets/network/carp/{vhid}", {"data": {"password": f"p{vhid}"}})
+        bao.ok("POST", "ops/data/secrets/network/router/vault", {"data": {"role_id": "r"}})
+        policy = SITE_ROUTER_POLICY + "\n" + SITE_POLICY.read_text()
+        bao.ok("PUT", "sys/policies/acl/site-router", {"policy": policy})
+        token = bao.ok("POST", "auth/token/create", {"policies": ["site-router"], "ttl": "300s"})[
+            "auth"]["client_token"]
+        got = bao.ok("GET", "apps/data/network/carp-hyper-001-switch", token=token)["data"]["data"]
+        self.assertEqual(got, {"application_key": "k"})
+        for vhid in (1, 2):
+            got = bao.ok("GET", f"ops/data/secrets/network/carp/{vhid}", token=token)["data"]["data"]
+            self.assertEqual(got, {"password": f"p{vhid}"})
+        for method, path, body in (
+            ("GET", "ops/data/secrets/network/carp/3", None),
+            ("GET", "ops/data/secrets/network/router/vault", None),
+            ("POST", "ops/data/secrets/network/carp/2", {"data": {"password": "mine"}}),
+            ("LIST", "ops/metadata/secrets/network/carp", None),
+        ):
+            status, data = bao.req(method, path, body, token=token)
+            self.assertEqual(status, 403, f"{method} {path} must be denied: {status} {data}")
 
     def carpd_reads_its_password(self, creds, carp_path, backend):
         """carpd itself, with a secretsmith file like the Salt formula writes, logs in and

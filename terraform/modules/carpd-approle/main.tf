@@ -24,7 +24,7 @@ locals {
 }
 
 resource "vault_policy" "carpd" {
-  name   = local.policy_name
+  name = local.policy_name
   policy = templatefile("${path.module}/policies/carpd.hcl.tftpl", {
     read_paths = local.read_paths
   })
@@ -60,8 +60,8 @@ resource "vault_approle_auth_backend_role_secret_id" "carpd" {
 }
 
 resource "vault_kv_secret_v2" "approle_credentials" {
-  mount     = var.credentials_mount
-  name      = var.credentials_path
+  mount = var.credentials_mount
+  name  = var.credentials_path
   data_json = jsonencode({
     role_id   = vault_approle_auth_backend_role.carpd.role_id
     secret_id = vault_approle_auth_backend_role_secret_id.carpd.secret_id
