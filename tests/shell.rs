@@ -142,8 +142,23 @@ fn rc_script_header_orders_it_after_what_it_needs() {
 /// checked before start_precmd and required_modules after it, `$command $rc_flags
 /// $command_args` evaluated after the precmd, rc_pid from check_pidfile $pidfile. Differences:
 /// check_pidfile only checks that the pid is alive (the stand-in processes are not daemon(8)),
-/// and required_modules are recorded in $RC_TEST_MODULES instead of kldloaded.
+/// and required_modules are recorded in $RC_TEST_MODULES instead of kldloaded. `load_kld`
+/// records the module in $RC_TEST_DIR/kld (the fake carpd's `check` fails like the real one
+/// while carp is not there), and every step is appended to $RC_TEST_DIR/events so a test can
+/// check their order; RC_TEST_KLD_FAIL makes kldload fail.
 const FAKE_RC_SUBR: &str = r#"
+load_kld()
+{
+	if ! grep -qx "$1" "$RC_TEST_DIR/kld" 2>/dev/null; then
+		if [ -n "$RC_TEST_KLD_FAIL" ]; then
+			echo "/etc/rc.subr: WARNING: Unable to load kernel module $1" 1>&2
+			return 1
+		fi
+		echo "$1" >> "$RC_TEST_DIR/kld"
+	fi
+	echo "load_kld $1" >> "$RC_TEST_DIR/events"
+}
+
 checkyesno()
 {
 	eval _value=\$${1}
@@ -221,6 +236,7 @@ run_rc_command()
 		fi
 		for _m in $required_modules; do
 			echo "$_m" >> "$RC_TEST_MODULES"
+			echo "required_modules $_m" >> "$RC_TEST_DIR/events"
 		done
 		echo "Starting $name."
 		eval "$command $rc_flags $command_args"
@@ -263,7 +279,12 @@ done > "$RC_TEST_DIR/daemon.args"
 /// the word "bad", like a real configuration error would.
 const FAKE_CARPD: &str = r#"#!/bin/sh
 echo "$*" >> "$RC_TEST_DIR/carpd.log"
+echo "carpd $3" >> "$RC_TEST_DIR/events"
 if [ "$1" = "-c" ] && [ "$3" = "check" ]; then
+	if ! grep -qx carp "$RC_TEST_DIR/kld" 2>/dev/null; then
+		echo "carp.ko not loaded: run kldload carp" 1>&2
+		exit 1
+	fi
 	if grep -q bad "$2" 2>/dev/null; then
 		echo "$2:1: bad is not a valid key" 1>&2
 		exit 1
@@ -291,6 +312,8 @@ impl Harness {
         h.executable("bin/daemon", FAKE_DAEMON);
         h.executable("bin/carpd", FAKE_CARPD);
         fs::write(root.join("carpd.yaml"), "node: test\n").expect("write config");
+        // carp.ko loaded, as on a host with carp_load="YES"; `bare_host` removes it.
+        fs::write(root.join("kld"), "carp\n").expect("write kld");
         fs::write(
             root.join("rc.conf"),
             rc_conf.replace("@DIR@", &root.display().to_string()),
@@ -345,11 +368,30 @@ impl Harness {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 
+    /// A host booted without carp_load="YES": carp.ko is not in the kernel.
+    fn bare_host(self) -> Harness {
+        fs::remove_file(self.root().join("kld")).expect("remove kld");
+        self
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.read("events")
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     fn run(&self, command: &str) -> Output {
+        self.run_env(command, &[])
+    }
+
+    fn run_env(&self, command: &str, env: &[(&str, &str)]) -> Output {
         Command::new("/bin/sh")
             .arg(self.root().join("carpd.rc"))
             .arg(command)
             .env_clear()
+            .envs(env.iter().copied())
             .env("PATH", "/usr/bin:/bin")
             .env("RC_CONF", self.root().join("rc.conf"))
             .env("RC_TEST_DIR", self.root())
@@ -457,6 +499,37 @@ fn start_checks_the_configuration_then_runs_carpd_under_daemon() {
         Some("carp\n"),
         "required_modules"
     );
+}
+
+/// issue 16: rc.subr loads required_modules only after the precmd, whose `carpd check` fails
+/// without carp.ko: on a host without carp_load="YES" the service never started. The precmd
+/// loads carp itself, before the check.
+#[test]
+fn start_on_a_bare_host_loads_carp_before_the_check() {
+    let h = Harness::new(ENABLED).bare_host();
+    let out = h.run("start");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(h.daemon_args().is_some(), "daemon(8) was not run: {}", text(&out));
+    assert_eq!(
+        h.events(),
+        ["load_kld carp", "carpd check", "required_modules carp"],
+        "carp.ko must be loaded before `carpd check`: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn start_fails_cleanly_when_carp_cannot_be_loaded() {
+    let h = Harness::new(ENABLED).bare_host();
+    let out = h.run_env("start", &[("RC_TEST_KLD_FAIL", "1")]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unable to load kernel module carp"),
+        "{}",
+        text(&out)
+    );
+    assert!(h.daemon_args().is_none(), "daemon(8) must not run");
+    assert!(h.carpd_calls().is_empty(), "no check without carp.ko");
 }
 
 #[test]
