@@ -509,7 +509,11 @@ fn start_on_a_bare_host_loads_carp_before_the_check() {
     let h = Harness::new(ENABLED).bare_host();
     let out = h.run("start");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(h.daemon_args().is_some(), "daemon(8) was not run: {}", text(&out));
+    assert!(
+        h.daemon_args().is_some(),
+        "daemon(8) was not run: {}",
+        text(&out)
+    );
     assert_eq!(
         h.events(),
         ["load_kld carp", "carpd check", "required_modules carp"],

@@ -6,9 +6,9 @@
 
 use std::io::Write;
 
+use crate::carp::Sysctl;
 use crate::config::PasswordSource;
 use crate::config::validate::kernel_problems;
-use crate::carp::Sysctl;
 use crate::kernel::{CARP_NOT_LOADED_HINT, KernelChoice, KernelError};
 use crate::secrets::{check_private_file, resolve_password};
 

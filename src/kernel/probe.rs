@@ -111,7 +111,10 @@ mod tests {
     #[test]
     fn freebsd_13_uses_the_ioctl() {
         for probe in [Some(Err(libc::ENOENT)), Some(Ok(())), None] {
-            assert_eq!(pick_auto(absent(), true, || probe).unwrap(), AutoPick::Ioctl);
+            assert_eq!(
+                pick_auto(absent(), true, || probe).unwrap(),
+                AutoPick::Ioctl
+            );
         }
     }
 
@@ -120,7 +123,10 @@ mod tests {
     #[test]
     fn a_kernel_without_the_ioctl_and_without_netlink_fails_cleanly() {
         for errno in [libc::EINVAL, libc::ENOTTY] {
-            let no_netlink = Err(KernelError::errno("open a netlink socket", libc::EAFNOSUPPORT));
+            let no_netlink = Err(KernelError::errno(
+                "open a netlink socket",
+                libc::EAFNOSUPPORT,
+            ));
             let e = pick_auto(no_netlink, true, || Some(Err(errno))).unwrap_err();
             let s = e.to_string();
             assert!(s.contains("FreeBSD 16 removed it"), "{s}");

@@ -284,11 +284,7 @@ fn set_op(ifname: &str, vhid: Vhid) -> String {
 }
 
 /// One GET answer message, checked to belong to the carp family.
-pub(super) fn record_from_msg(
-    op: &str,
-    family: u16,
-    m: &NlMsg<'_>,
-) -> Result<Answer, KernelError> {
+pub(super) fn record_from_msg(op: &str, family: u16, m: &NlMsg<'_>) -> Result<Answer, KernelError> {
     if m.header.ty != family {
         return Err(KernelError::new(
             op,
@@ -722,7 +718,10 @@ mod tests {
         ];
         let d = run_dump(dump, 7, None).unwrap();
         assert_eq!(
-            d.carp.iter().map(|r| (r.vhid.get(), r.advskew)).collect::<Vec<_>>(),
+            d.carp
+                .iter()
+                .map(|r| (r.vhid.get(), r.advskew))
+                .collect::<Vec<_>>(),
             [(1, 20)]
         );
         assert_eq!(

@@ -17,8 +17,8 @@ use super::attr::attrs;
 use super::builder::MsgBuilder;
 use super::carp::{
     CARP_NL_ADDR, CARP_NL_ADDR6, CARP_NL_ADVBASE, CARP_NL_ADVSKEW, CARP_NL_CMD_SET, CARP_NL_IFNAME,
-    CARP_NL_KEY, CARP_NL_STATE, CARP_NL_VHID, CarpRecord, Dump, build_set, encode_record, finish_get,
-    parse_record, record_from_msg,
+    CARP_NL_KEY, CARP_NL_STATE, CARP_NL_VHID, CarpRecord, Dump, build_set, encode_record,
+    finish_get, parse_record, record_from_msg,
 };
 use super::codec::{
     ErrorMsg, GenlMsg, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR,
