@@ -305,6 +305,13 @@ impl Daemon {
             "carpd started"
         );
         self.reconcile_due();
+        // Boot order: CARP elections start only now (the ledger and the configuration are in).
+        super::boot::release(
+            self.kernel.as_ref(),
+            &self.loaded.config,
+            self.settings.apply,
+            self.ledger_error.as_deref().map_or(Ok(()), Err),
+        );
         self.start_cloud_jobs();
         let (mut devd_open, mut ctl_open) = (true, true);
         loop {
@@ -559,8 +566,10 @@ impl Daemon {
                     let outcome = self.core.observe(&work, &reading, at);
                     self.tell_failover(&work, &reading);
                     if matches!(work, Work::Full(_)) {
-                        // `carpd maintenance` may have changed the ledger meanwhile.
-                        self.publish_demotion();
+                        // The kernel may have lost carpd's demotion without a reboot (carp.ko
+                        // reloaded): re-apply it; `carpd maintenance` may have changed the
+                        // ledger meanwhile (restore_ledger publishes it).
+                        self.restore_ledger();
                     }
                     self.report(&outcome);
                     if self.records.last_error.take().is_some() {
@@ -651,14 +660,18 @@ impl Daemon {
                         tracing::warn!(
                             reason = reason.as_str(),
                             delta = outcome.kernel_delta(),
-                            "demotion re-applied from the ledger (the kernel lost it: reboot or interrupted change)"
+                            "demotion re-applied from the ledger (the kernel lost it: reboot, carp.ko reloaded or interrupted change)"
                         );
                     }
                 }
             }
             Err(e) => {
-                tracing::error!("the demotion ledger could not be restored: {e}");
-                self.ledger_error = Some(e.to_string());
+                // Called at every full resync: log a persistent problem once.
+                let text = e.to_string();
+                if self.ledger_error.as_deref() != Some(&text) {
+                    tracing::error!("the demotion ledger could not be restored: {text}");
+                    self.ledger_error = Some(text);
+                }
             }
         }
         self.publish_demotion();

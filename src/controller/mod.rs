@@ -10,9 +10,12 @@
 //! - [`ledger`]: the demotion ledger: what carpd added to `net.inet.carp.demotion` and why
 //!   (maintenance, not ready), written before the kernel is touched, re-applied after a
 //!   reboot, removed exactly;
+//! - [`boot`]: the boot order: `net.inet.carp.allow=1` once the ledger and the configuration
+//!   are applied;
 //! - [`daemon`]: the executor: one tokio loop fed by devd, the control socket, signals and
 //!   timers; it reads the kernel, applies the configuration and reports.
 
+pub mod boot;
 pub mod claims;
 pub mod cloud;
 pub mod core;
