@@ -6,6 +6,8 @@
 //!   `rc.subr`, `daemon` and `carpd` in a temporary directory) checking the command line
 //!   `start` builds, the configuration check before start and reload, `reload` signalling carpd
 //!   itself, `stop`/`status` using daemon(8)'s pidfile, and `configtest`.
+//! - scripts/freebsd-acceptance: POSIX sh (`sh -n`, shellcheck --shell=sh) and its
+//!   `--dry-run` plan; scripts/freebsd-binary: shellcheck.
 //! - devd/carpd.conf: parsed structurally (one notify block, balanced braces, the three
 //!   matches, one action with an absolute path and exactly `$subsystem $type`), and its match
 //!   patterns run through `grep -E` anchored the way devd anchors them.
@@ -60,7 +62,13 @@ fn project_scripts_pass_shellcheck() {
         shellcheck.exists(),
         "shellcheck is missing: install it (Debian: apt-get install shellcheck)"
     );
-    for script in ["scripts/lab", "scripts/test-all", "scripts/fuzz", ".ci/run"] {
+    for script in [
+        "scripts/lab",
+        "scripts/test-all",
+        "scripts/fuzz",
+        "scripts/freebsd-binary",
+        ".ci/run",
+    ] {
         let out = Command::new(shellcheck)
             .args(["--norc", "--shell=bash"])
             .arg(repo(script))
@@ -68,6 +76,70 @@ fn project_scripts_pass_shellcheck() {
             .expect("run shellcheck");
         assert!(out.status.success(), "shellcheck {script}:\n{}", text(&out));
     }
+}
+
+/// scripts/freebsd-acceptance runs on a FreeBSD host's /bin/sh: POSIX sh, shellcheck-clean.
+#[test]
+fn the_acceptance_script_is_posix_sh_and_passes_shellcheck() {
+    let shellcheck = Path::new("/usr/bin/shellcheck");
+    assert!(
+        shellcheck.exists(),
+        "shellcheck is missing: install it (Debian: apt-get install shellcheck)"
+    );
+    let script = repo("scripts/freebsd-acceptance");
+    let out = Command::new(shellcheck)
+        .args(["--norc", "--shell=sh"])
+        .arg(&script)
+        .output()
+        .expect("run shellcheck");
+    assert!(out.status.success(), "shellcheck:\n{}", text(&out));
+    let out = Command::new("/bin/sh")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("run sh -n");
+    assert!(out.status.success(), "sh -n:\n{}", text(&out));
+}
+
+/// `--dry-run` prints the whole plan, runs nothing (no root, no FreeBSD needed), exits 0;
+/// and the plan holds every phase the issue asks for.
+#[test]
+fn the_acceptance_script_dry_run_prints_the_plan() {
+    let out = Command::new("/bin/sh")
+        .arg(repo("scripts/freebsd-acceptance"))
+        .args(["--dry-run", "--carpd", "/nonexistent/carpd"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("run the acceptance script");
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "kldload carp",
+        "jail -c name=carpd_acc_a path=/ host.hostname=router-a vnet persist",
+        "ifconfig carp_a vnet carpd_acc_a",
+        "/nonexistent/ovh-sim --listen 198.51.100.254:8080",
+        "jexec carpd_acc_a sysctl net.inet.carp.allow=0",
+        "daemon -p /tmp/carpd-acceptance/a/carpd.pid",
+        "grep -q 'carp: MASTER vhid 1 '",
+        "jexec carpd_acc_a ifconfig carp_a down",
+        "maintenance enter --wait --timeout 60s",
+        "kldunload carp",
+        "sysctl -n net.inet.carp.demotion)\" = 240",
+        "devd: connected",
+        "dry run: nothing was run",
+        "jail -r carpd_acc_a",
+    ] {
+        assert!(plan.contains(want), "the plan lacks {want:?}:\n{plan}");
+    }
+    assert!(!plan.contains("FAIL"), "{plan}");
+    // Usage errors exit 2.
+    let out = Command::new("/bin/sh")
+        .arg(repo("scripts/freebsd-acceptance"))
+        .arg("--bogus")
+        .output()
+        .expect("run the acceptance script");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[test]
