@@ -142,6 +142,33 @@ fn the_acceptance_script_dry_run_prints_the_plan() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
+/// The boot-order lines shipped in examples/loader.conf (docs/boot-order.md): carp.ko at
+/// boot, and CARP off until carpd allows it. loader.conf(5) syntax: name="value".
+#[test]
+fn the_loader_conf_example_loads_carp_and_holds_elections() {
+    let text = fs::read_to_string(repo("examples/loader.conf")).expect("examples/loader.conf");
+    let settings: Vec<(&str, &str)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not a loader.conf line: {l:?}"));
+            assert!(
+                v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                "loader.conf values are quoted: {l:?}"
+            );
+            (k, &v[1..v.len() - 1])
+        })
+        .collect();
+    assert_eq!(
+        settings,
+        [("carp_load", "YES"), ("net.inet.carp.allow", "0")],
+        "{text}"
+    );
+}
+
 #[test]
 fn rc_script_passes_shellcheck() {
     let shellcheck = Path::new("/usr/bin/shellcheck");
