@@ -78,6 +78,32 @@ fn project_scripts_pass_shellcheck() {
     }
 }
 
+/// scripts/freebsd-binary's ELF check refuses what is not a FreeBSD program: the Linux carpd
+/// this test runs against (glibc, /lib64/ld-linux-x86-64.so.2) and a file that is no ELF.
+/// (`scripts/test-all` runs the positive case on the real FreeBSD build.)
+#[test]
+fn the_freebsd_binary_check_refuses_a_linux_binary() {
+    let out = Command::new(repo("scripts/freebsd-binary"))
+        .arg("--check")
+        .arg(env!("CARGO_BIN_EXE_carpd"))
+        .output()
+        .expect("run scripts/freebsd-binary --check");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a FreeBSD binary"), "{}", text(&out));
+    let out = Command::new(repo("scripts/freebsd-binary"))
+        .arg("--check")
+        .arg(repo("rc.d/carpd"))
+        .output()
+        .expect("run scripts/freebsd-binary --check");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not an x86-64 ELF"),
+        "{}",
+        text(&out)
+    );
+}
+
 /// scripts/freebsd-acceptance runs on a FreeBSD host's /bin/sh: POSIX sh, shellcheck-clean.
 #[test]
 fn the_acceptance_script_is_posix_sh_and_passes_shellcheck() {
