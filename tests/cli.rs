@@ -212,6 +212,31 @@ fn check_lists_every_problem_and_fails() {
     assert!(stdout(&o).contains("2 problem(s) found"), "{}", stdout(&o));
 }
 
+/// issue 16: `carpd check` run by hand on a host without carp.ko said "configuration OK"
+/// on the simulated kernel (interfaces exist without CARP); it names the missing module and
+/// the fix.
+#[test]
+fn check_says_carp_ko_is_not_loaded_with_the_fix() {
+    let lab = router();
+    lab.write(
+        "kernel.json",
+        r#"{"carp_loaded": false, "interfaces": {"vmx0": {}, "vmx1": {}}}"#,
+        0o600,
+    );
+    let o = lab.carpd("sim", &["--allow-insecure-files", "check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("carp.ko not loaded") && s.contains("kldload carp") && s.contains("carp_load"),
+        "{s}"
+    );
+    assert!(!s.contains("configuration OK"), "{s}");
+    // With carp loaded, the same configuration checks clean.
+    fs::remove_file(lab.path("kernel.json")).unwrap();
+    let o = lab.carpd("sim", &["--allow-insecure-files", "check"]);
+    assert!(stdout(&o).contains("configuration OK"), "{}", stdout(&o));
+}
+
 #[test]
 fn kernel_errors_are_one_paragraph_with_the_fix() {
     let lab = router();

@@ -301,6 +301,75 @@ fn wait_returns_when_the_group_becomes_backup() {
     );
 }
 
+/// A `carpd run` of this lab, killed when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Lab {
+    fn daemon(&self) -> Daemon {
+        let child = self
+            .command(&["run", "--devd-socket"])
+            .arg(self.path("no-devd.pipe"))
+            .arg("--control-socket")
+            .arg(self.path("carpd.sock"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+}
+
+/// issue 16, through the real daemon: the boot order (a kernel booted with
+/// `net.inet.carp.allow=0` is allowed only after the ledger is restored, and the node is
+/// still in maintenance then), and the ledger following the kernel while the daemon runs
+/// (carp.ko reloaded: the kernel's demotion drops to 0 with the same boot id, and the
+/// daemon's next full re-read applies the maintenance demotion again).
+#[test]
+fn the_daemon_allows_carp_after_restoring_and_reapplies_after_a_carp_reload() {
+    let lab = Lab::new(&format!("{CONFIG}daemon: {{ resync_interval: 1s }}\n"));
+    lab.master();
+    let o = lab.carpd(&["maintenance", "enter"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A reboot with net.inet.carp.allow=0 in loader.conf: vhids wait in INIT.
+    let k = lab.kernel();
+    let mut st = k.snapshot().unwrap();
+    st.loader.insert(Sysctl::Allow, 0);
+    k.replace(st).unwrap();
+    k.reboot().unwrap();
+    let vmx1 = || {
+        lab.kernel()
+            .group("vmx1", Vhid::new(2).unwrap())
+            .unwrap()
+            .unwrap()
+            .state
+    };
+    assert_eq!(vmx1(), CarpState::Init);
+    let allow = || lab.kernel().sysctl_get(Sysctl::Allow).unwrap();
+    let _d = lab.daemon();
+    eventually("the daemon to allow CARP", || allow() == 1);
+    // By then the ledger was restored: carpd's 240 is in the kernel (the vhids' ifdown
+    // demotion was taken back when CARP was allowed).
+    assert_eq!(lab.demotion(), 240);
+    assert_eq!(vmx1(), CarpState::Backup);
+    // carp.ko unloaded and loaded again: demotion back to 0, same boot.
+    let boot = lab.kernel().boot_id().unwrap();
+    lab.kernel().demotion_add(-240).unwrap();
+    assert_eq!(lab.kernel().boot_id().unwrap(), boot);
+    eventually("the daemon to re-apply the maintenance demotion", || {
+        lab.demotion() == 240
+    });
+    let s = lab.status();
+    assert_eq!(s["entries"][0]["state"], "applied", "{s}");
+    assert_eq!(s["carpd_demotion"], 240, "{s}");
+}
+
 #[test]
 fn wait_times_out_naming_what_did_not_happen() {
     let lab = Lab::new(CONFIG);

@@ -6,6 +6,8 @@
 //!   `rc.subr`, `daemon` and `carpd` in a temporary directory) checking the command line
 //!   `start` builds, the configuration check before start and reload, `reload` signalling carpd
 //!   itself, `stop`/`status` using daemon(8)'s pidfile, and `configtest`.
+//! - scripts/freebsd-acceptance: POSIX sh (`sh -n`, shellcheck --shell=sh) and its
+//!   `--dry-run` plan; scripts/freebsd-binary: shellcheck.
 //! - devd/carpd.conf: parsed structurally (one notify block, balanced braces, the three
 //!   matches, one action with an absolute path and exactly `$subsystem $type`), and its match
 //!   patterns run through `grep -E` anchored the way devd anchors them.
@@ -60,7 +62,13 @@ fn project_scripts_pass_shellcheck() {
         shellcheck.exists(),
         "shellcheck is missing: install it (Debian: apt-get install shellcheck)"
     );
-    for script in ["scripts/lab", "scripts/test-all", "scripts/fuzz", ".ci/run"] {
+    for script in [
+        "scripts/lab",
+        "scripts/test-all",
+        "scripts/fuzz",
+        "scripts/freebsd-binary",
+        ".ci/run",
+    ] {
         let out = Command::new(shellcheck)
             .args(["--norc", "--shell=bash"])
             .arg(repo(script))
@@ -68,6 +76,123 @@ fn project_scripts_pass_shellcheck() {
             .expect("run shellcheck");
         assert!(out.status.success(), "shellcheck {script}:\n{}", text(&out));
     }
+}
+
+/// scripts/freebsd-binary's ELF check refuses what is not a FreeBSD program: the Linux carpd
+/// this test runs against (glibc, /lib64/ld-linux-x86-64.so.2) and a file that is no ELF.
+/// (`scripts/test-all` runs the positive case on the real FreeBSD build.)
+#[test]
+fn the_freebsd_binary_check_refuses_a_linux_binary() {
+    let out = Command::new(repo("scripts/freebsd-binary"))
+        .arg("--check")
+        .arg(env!("CARGO_BIN_EXE_carpd"))
+        .output()
+        .expect("run scripts/freebsd-binary --check");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a FreeBSD binary"), "{}", text(&out));
+    let out = Command::new(repo("scripts/freebsd-binary"))
+        .arg("--check")
+        .arg(repo("rc.d/carpd"))
+        .output()
+        .expect("run scripts/freebsd-binary --check");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not an x86-64 ELF"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// scripts/freebsd-acceptance runs on a FreeBSD host's /bin/sh: POSIX sh, shellcheck-clean.
+#[test]
+fn the_acceptance_script_is_posix_sh_and_passes_shellcheck() {
+    let shellcheck = Path::new("/usr/bin/shellcheck");
+    assert!(
+        shellcheck.exists(),
+        "shellcheck is missing: install it (Debian: apt-get install shellcheck)"
+    );
+    let script = repo("scripts/freebsd-acceptance");
+    let out = Command::new(shellcheck)
+        .args(["--norc", "--shell=sh"])
+        .arg(&script)
+        .output()
+        .expect("run shellcheck");
+    assert!(out.status.success(), "shellcheck:\n{}", text(&out));
+    let out = Command::new("/bin/sh")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("run sh -n");
+    assert!(out.status.success(), "sh -n:\n{}", text(&out));
+}
+
+/// `--dry-run` prints the whole plan, runs nothing (no root, no FreeBSD needed), exits 0;
+/// and the plan holds every phase the issue asks for.
+#[test]
+fn the_acceptance_script_dry_run_prints_the_plan() {
+    let out = Command::new("/bin/sh")
+        .arg(repo("scripts/freebsd-acceptance"))
+        .args(["--dry-run", "--carpd", "/nonexistent/carpd"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("run the acceptance script");
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "kldload carp",
+        "jail -c name=carpd_acc_a path=/ host.hostname=router-a vnet persist",
+        "ifconfig carp_a vnet carpd_acc_a",
+        "/nonexistent/ovh-sim --listen 198.51.100.254:8080",
+        "jexec carpd_acc_a sysctl net.inet.carp.allow=0",
+        "daemon -p /tmp/carpd-acceptance/a/carpd.pid",
+        "grep -q 'carp: MASTER vhid 1 '",
+        "jexec carpd_acc_a ifconfig carp_a down",
+        "maintenance enter --wait --timeout 60s",
+        "kldunload carp",
+        "sysctl -n net.inet.carp.demotion)\" = 240",
+        "devd: connected",
+        "dry run: nothing was run",
+        "jail -r carpd_acc_a",
+    ] {
+        assert!(plan.contains(want), "the plan lacks {want:?}:\n{plan}");
+    }
+    assert!(!plan.contains("FAIL"), "{plan}");
+    // Usage errors exit 2.
+    let out = Command::new("/bin/sh")
+        .arg(repo("scripts/freebsd-acceptance"))
+        .arg("--bogus")
+        .output()
+        .expect("run the acceptance script");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// The boot-order lines shipped in examples/loader.conf (docs/boot-order.md): carp.ko at
+/// boot, and CARP off until carpd allows it. loader.conf(5) syntax: name="value".
+#[test]
+fn the_loader_conf_example_loads_carp_and_holds_elections() {
+    let text = fs::read_to_string(repo("examples/loader.conf")).expect("examples/loader.conf");
+    let settings: Vec<(&str, &str)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not a loader.conf line: {l:?}"));
+            assert!(
+                v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                "loader.conf values are quoted: {l:?}"
+            );
+            (k, &v[1..v.len() - 1])
+        })
+        .collect();
+    assert_eq!(
+        settings,
+        [("carp_load", "YES"), ("net.inet.carp.allow", "0")],
+        "{text}"
+    );
 }
 
 #[test]
@@ -142,8 +267,23 @@ fn rc_script_header_orders_it_after_what_it_needs() {
 /// checked before start_precmd and required_modules after it, `$command $rc_flags
 /// $command_args` evaluated after the precmd, rc_pid from check_pidfile $pidfile. Differences:
 /// check_pidfile only checks that the pid is alive (the stand-in processes are not daemon(8)),
-/// and required_modules are recorded in $RC_TEST_MODULES instead of kldloaded.
+/// and required_modules are recorded in $RC_TEST_MODULES instead of kldloaded. `load_kld`
+/// records the module in $RC_TEST_DIR/kld (the fake carpd's `check` fails like the real one
+/// while carp is not there), and every step is appended to $RC_TEST_DIR/events so a test can
+/// check their order; RC_TEST_KLD_FAIL makes kldload fail.
 const FAKE_RC_SUBR: &str = r#"
+load_kld()
+{
+	if ! grep -qx "$1" "$RC_TEST_DIR/kld" 2>/dev/null; then
+		if [ -n "$RC_TEST_KLD_FAIL" ]; then
+			echo "/etc/rc.subr: WARNING: Unable to load kernel module $1" 1>&2
+			return 1
+		fi
+		echo "$1" >> "$RC_TEST_DIR/kld"
+	fi
+	echo "load_kld $1" >> "$RC_TEST_DIR/events"
+}
+
 checkyesno()
 {
 	eval _value=\$${1}
@@ -221,6 +361,7 @@ run_rc_command()
 		fi
 		for _m in $required_modules; do
 			echo "$_m" >> "$RC_TEST_MODULES"
+			echo "required_modules $_m" >> "$RC_TEST_DIR/events"
 		done
 		echo "Starting $name."
 		eval "$command $rc_flags $command_args"
@@ -263,7 +404,12 @@ done > "$RC_TEST_DIR/daemon.args"
 /// the word "bad", like a real configuration error would.
 const FAKE_CARPD: &str = r#"#!/bin/sh
 echo "$*" >> "$RC_TEST_DIR/carpd.log"
+echo "carpd $3" >> "$RC_TEST_DIR/events"
 if [ "$1" = "-c" ] && [ "$3" = "check" ]; then
+	if ! grep -qx carp "$RC_TEST_DIR/kld" 2>/dev/null; then
+		echo "carp.ko not loaded: run kldload carp" 1>&2
+		exit 1
+	fi
 	if grep -q bad "$2" 2>/dev/null; then
 		echo "$2:1: bad is not a valid key" 1>&2
 		exit 1
@@ -291,6 +437,8 @@ impl Harness {
         h.executable("bin/daemon", FAKE_DAEMON);
         h.executable("bin/carpd", FAKE_CARPD);
         fs::write(root.join("carpd.yaml"), "node: test\n").expect("write config");
+        // carp.ko loaded, as on a host with carp_load="YES"; `bare_host` removes it.
+        fs::write(root.join("kld"), "carp\n").expect("write kld");
         fs::write(
             root.join("rc.conf"),
             rc_conf.replace("@DIR@", &root.display().to_string()),
@@ -345,11 +493,30 @@ impl Harness {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 
+    /// A host booted without carp_load="YES": carp.ko is not in the kernel.
+    fn bare_host(self) -> Harness {
+        fs::remove_file(self.root().join("kld")).expect("remove kld");
+        self
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.read("events")
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     fn run(&self, command: &str) -> Output {
+        self.run_env(command, &[])
+    }
+
+    fn run_env(&self, command: &str, env: &[(&str, &str)]) -> Output {
         Command::new("/bin/sh")
             .arg(self.root().join("carpd.rc"))
             .arg(command)
             .env_clear()
+            .envs(env.iter().copied())
             .env("PATH", "/usr/bin:/bin")
             .env("RC_CONF", self.root().join("rc.conf"))
             .env("RC_TEST_DIR", self.root())
@@ -457,6 +624,41 @@ fn start_checks_the_configuration_then_runs_carpd_under_daemon() {
         Some("carp\n"),
         "required_modules"
     );
+}
+
+/// issue 16: rc.subr loads required_modules only after the precmd, whose `carpd check` fails
+/// without carp.ko: on a host without carp_load="YES" the service never started. The precmd
+/// loads carp itself, before the check.
+#[test]
+fn start_on_a_bare_host_loads_carp_before_the_check() {
+    let h = Harness::new(ENABLED).bare_host();
+    let out = h.run("start");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        h.daemon_args().is_some(),
+        "daemon(8) was not run: {}",
+        text(&out)
+    );
+    assert_eq!(
+        h.events(),
+        ["load_kld carp", "carpd check", "required_modules carp"],
+        "carp.ko must be loaded before `carpd check`: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn start_fails_cleanly_when_carp_cannot_be_loaded() {
+    let h = Harness::new(ENABLED).bare_host();
+    let out = h.run_env("start", &[("RC_TEST_KLD_FAIL", "1")]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unable to load kernel module carp"),
+        "{}",
+        text(&out)
+    );
+    assert!(h.daemon_args().is_none(), "daemon(8) must not run");
+    assert!(h.carpd_calls().is_empty(), "no check without carp.ko");
 }
 
 #[test]

@@ -6,9 +6,10 @@
 
 use std::io::Write;
 
+use crate::carp::Sysctl;
 use crate::config::PasswordSource;
 use crate::config::validate::kernel_problems;
-use crate::kernel::KernelChoice;
+use crate::kernel::{CARP_NOT_LOADED_HINT, KernelChoice, KernelError};
 use crate::secrets::{check_private_file, resolve_password};
 
 use super::Context;
@@ -89,14 +90,20 @@ pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
 
     // Kernel checks: always on FreeBSD and with an explicit backend; offline elsewhere.
     match ctx.open_kernel() {
-        Ok(k) => match k.interfaces() {
-            Ok(ifs) => {
-                for p in kernel_problems(&config, &k.info(), &ifs) {
-                    problems.push(p.to_string());
+        Ok(k) => {
+            match k.interfaces() {
+                Ok(ifs) => {
+                    for p in kernel_problems(&config, &k.info(), &ifs) {
+                        problems.push(p.to_string());
+                    }
                 }
+                Err(e) => problems.push(e.to_string()),
             }
-            Err(e) => problems.push(e.to_string()),
-        },
+            // Interfaces are listed without CARP; `net.inet.carp` exists only with it.
+            if let Err(e) = k.sysctl_get(Sysctl::Allow) {
+                problems.push(carp_problem(&e));
+            }
+        }
         Err(e)
             if ctx.kernel_choice == KernelChoice::Auto
                 && !cfg!(target_os = "freebsd")
@@ -122,5 +129,18 @@ pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
     } else {
         let _ = writeln!(out, "{} problem(s) found", problems.len());
         false
+    }
+}
+
+/// A failed read of `net.inet.carp.allow`: "carp.ko not loaded" with the fix when that is
+/// why (the sysctl tree is missing), else the error as it is.
+fn carp_problem(e: &KernelError) -> String {
+    if e.hint.as_deref() == Some(CARP_NOT_LOADED_HINT) {
+        format!(
+            "carp.ko not loaded ({}: {}): run `kldload carp`, and add carp_load=\"YES\" to /boot/loader.conf so it loads at boot (the rc.d script loads it before it starts carpd)",
+            e.op, e.detail
+        )
+    } else {
+        e.to_string()
     }
 }

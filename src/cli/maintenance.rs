@@ -115,6 +115,10 @@ fn describe_add(o: &AddOutcome, m: &MaintenanceConfig, store: &LedgerStore) -> S
             "in maintenance since {}; a reboot had reset the kernel's demotion: added {delta} again (recorded in {ledger})",
             rfc3339(*since)
         ),
+        AddOutcome::ReappliedAfterKernelReset { delta, since } => format!(
+            "in maintenance since {}; the kernel's demotion had fallen below carpd's part (carp.ko reloaded?): added {delta} again (recorded in {ledger})",
+            rfc3339(*since)
+        ),
         AddOutcome::ReappliedAfterInterruption { delta, since } => format!(
             "an earlier enter (at {}) was interrupted: added {delta} (the kernel may now hold it twice: see carpd maintenance status)",
             rfc3339(*since)

@@ -45,6 +45,9 @@ pub struct Config {
     pub node: String,
     /// Sysctls to enforce, in a stable order; knobs not listed are left alone.
     pub sysctls: Vec<(Sysctl, i64)>,
+    /// `carp.allow_at_start`: `carpd run` writes `net.inet.carp.allow=1` once the demotion
+    /// ledger and the configuration are applied (the boot order; default true).
+    pub allow_at_start: bool,
     pub groups: Vec<GroupConfig>,
     /// How `carpd run` paces its kernel reads (`daemon:`).
     pub daemon: DaemonConfig,

@@ -44,6 +44,8 @@ pub struct RawVault {
 #[serde(deny_unknown_fields)]
 pub struct RawCarp {
     pub allow: Option<Spanned<bool>>,
+    /// Not a sysctl: whether `carpd run` writes allow=1 at start (see daemon::boot).
+    pub allow_at_start: Option<Spanned<bool>>,
     pub preempt: Option<Spanned<bool>>,
     pub log: Option<Spanned<i64>>,
     pub dscp: Option<Spanned<i64>>,

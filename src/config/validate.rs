@@ -96,9 +96,20 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
     };
 
     let mut sysctls = Vec::new();
+    let mut allow_at_start = true;
     if let Some(c) = &raw.carp {
         if let Some(v) = &c.allow {
             sysctls.push((Sysctl::Allow, i64::from(v.value)));
+        }
+        if let Some(v) = &c.allow_at_start {
+            allow_at_start = v.value;
+            if v.value && c.allow.as_ref().is_some_and(|a| !a.value) {
+                p.add(
+                    Pos::of(v),
+                    "carp.allow_at_start",
+                    "true contradicts carp.allow: false (CARP off): remove one of them",
+                );
+            }
         }
         if let Some(v) = &c.preempt {
             sysctls.push((Sysctl::Preempt, i64::from(v.value)));
@@ -221,6 +232,7 @@ pub fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         file: file.to_path_buf(),
         node,
         sysctls,
+        allow_at_start,
         groups,
         daemon,
         vault,

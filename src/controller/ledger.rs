@@ -30,6 +30,13 @@
 //!   eaten.
 //! - An entry applied in another boot is not in the kernel: `remove` drops it without
 //!   touching the kernel, `restore` (the daemon, at start) applies it again.
+//! - The ledger follows the kernel, not only the boot identity: carp.ko unloaded and loaded
+//!   again, or a VNET jail re-created, resets `net.inet.carp.demotion` without a new
+//!   `kern.boot_id`. When the kernel's level is below what the ledger says carpd applied in
+//!   this boot, carpd's part is (at least partly) gone: `restore` (the daemon calls it at
+//!   start and at every full resync) applies every such entry again, and records a doubt
+//!   for whatever part of the kernel's level might have been carpd's (over-demoting rather
+//!   than promoting, as everywhere here).
 //! - One process at a time: an exclusive flock on `<state_dir>/ledger.lock` is held across
 //!   the whole read-modify-write, kernel call included, so a `pending` entry found under the
 //!   lock is always a crashed one, never one in flight.
@@ -290,6 +297,9 @@ pub enum AddOutcome {
     /// An add interrupted in this boot, applied again (the kernel may now hold it twice:
     /// recorded as a doubt).
     ReappliedAfterInterruption { delta: u32, since: u64 },
+    /// Applied in this boot, but the kernel's demotion had fallen below carpd's part
+    /// (carp.ko reloaded, VNET re-created): applied again.
+    ReappliedAfterKernelReset { delta: u32, since: u64 },
 }
 
 impl AddOutcome {
@@ -299,7 +309,8 @@ impl AddOutcome {
             AddOutcome::AlreadyApplied { .. } => 0,
             AddOutcome::Added { delta }
             | AddOutcome::ReappliedAfterReboot { delta, .. }
-            | AddOutcome::ReappliedAfterInterruption { delta, .. } => i64::from(*delta),
+            | AddOutcome::ReappliedAfterInterruption { delta, .. }
+            | AddOutcome::ReappliedAfterKernelReset { delta, .. } => i64::from(*delta),
         }
     }
 }
@@ -417,6 +428,60 @@ pub fn plan_add(
         rollback,
         outcome,
     }
+}
+
+/// Whether the kernel lost carpd's part without a reboot: its demotion `kernel_now` is
+/// below what the ledger says carpd applied in `boot` (nothing else can take the level
+/// below carpd's own part: the kernel's and pfsync's contributions are never negative).
+pub fn kernel_lost_its_part(ledger: &Ledger, boot: &BootId, kernel_now: i64) -> bool {
+    kernel_now < ledger.in_kernel(boot)
+}
+
+/// Plans applying `reason`'s entry again in `boot` after the kernel lost carpd's part
+/// (see [`kernel_lost_its_part`]); `kernel_now` is the kernel's level before. The part of
+/// `kernel_now` that might still be carpd's becomes a doubt (the kernel may now hold it
+/// twice). Only for an entry applied in `boot`; anything else is left to [`plan_add`].
+pub fn plan_reapply(
+    ledger: &Ledger,
+    reason: Reason,
+    boot: &BootId,
+    now: u64,
+    kernel_now: i64,
+) -> Option<Txn<AddOutcome>> {
+    let mut l = ledger.clone();
+    l.settle(boot, now);
+    let rollback = l.clone();
+    let e = l.entry(reason).cloned()?;
+    if e.state != EntryState::Applied || e.boot != *boot {
+        return None;
+    }
+    let survived = u32::try_from(kernel_now.clamp(0, i64::from(e.delta))).unwrap_or(0);
+    let mut intent = l.clone();
+    intent.set(Entry {
+        state: EntryState::Pending,
+        ..e.clone()
+    });
+    let mut done = l;
+    if survived > 0 {
+        done.doubts.push(Doubt {
+            reason,
+            delta: survived,
+            boot: boot.clone(),
+            at: now,
+            what: "the kernel's demotion fell below carpd's part (carp.ko reloaded?) and carpd applied it again; if part of it had survived, the kernel holds up to this much more".to_string(),
+        });
+    }
+    done.set(e.clone());
+    Some(Txn {
+        intent: Some(intent),
+        delta: i64::from(e.delta),
+        done,
+        rollback,
+        outcome: AddOutcome::ReappliedAfterKernelReset {
+            delta: e.delta,
+            since: e.since,
+        },
+    })
 }
 
 /// Plans removing `reason`'s contribution in `boot`, given the kernel's current demotion.
@@ -746,6 +811,15 @@ impl LedgerStore {
         let _lock = self.lock()?;
         let boot = kernel.boot_id().map_err(kernel_err)?;
         let on_disk = self.load()?;
+        // Already applied in this boot: still in the kernel, unless carp.ko was reloaded.
+        if on_disk.is_applied(reason, &boot) {
+            let kernel_now = kernel.sysctl_get(Sysctl::Demotion).map_err(kernel_err)?;
+            if kernel_lost_its_part(&on_disk, &boot, kernel_now)
+                && let Some(txn) = plan_reapply(&on_disk, reason, &boot, unix(now), kernel_now)
+            {
+                return self.execute(kernel, &on_disk, txn);
+            }
+        }
         let txn = plan_add(&on_disk, reason, delta, &boot, unix(now));
         self.execute(kernel, &on_disk, txn)
     }
@@ -778,8 +852,10 @@ impl LedgerStore {
         self.execute(kernel, &on_disk, txn)
     }
 
-    /// After a reboot (or an interrupted add): applies every entry that is not in the
-    /// current kernel. The daemon calls this at start; it is a no-op when nothing is missing.
+    /// After a reboot, an interrupted add, or a kernel that lost carpd's part without a
+    /// reboot (carp.ko reloaded, VNET re-created): applies every entry that is not in the
+    /// current kernel. The daemon calls this at start and at every full resync; it is a
+    /// no-op when nothing is missing (one read of the demotion level when carpd has a part).
     pub fn restore(
         &self,
         kernel: &dyn Kernel,
@@ -794,6 +870,23 @@ impl LedgerStore {
         let boot = kernel.boot_id().map_err(kernel_err)?;
         let mut on_disk = self.load()?;
         let mut done = Vec::new();
+        if on_disk.in_kernel(&boot) > 0 {
+            let kernel_now = kernel.sysctl_get(Sysctl::Demotion).map_err(kernel_err)?;
+            if kernel_lost_its_part(&on_disk, &boot, kernel_now) {
+                // What may still be carpd's, shared out between the entries as doubts.
+                let mut left = kernel_now;
+                for reason in Reason::ALL {
+                    let Some(txn) = plan_reapply(&on_disk, reason, &boot, unix(now), left) else {
+                        continue;
+                    };
+                    left = (left - txn.delta).max(0);
+                    let next = txn.done.clone();
+                    let outcome = self.execute(kernel, &on_disk, txn)?;
+                    on_disk = next;
+                    done.push((reason, outcome));
+                }
+            }
+        }
         for reason in on_disk.to_restore(&boot) {
             let Some(delta) = on_disk.entry(reason).map(|e| e.delta) else {
                 continue;

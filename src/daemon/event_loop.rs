@@ -79,6 +79,13 @@ impl Daemon {
             "carpd started"
         );
         self.drive(Input::Tick);
+        // Boot order: CARP elections start only now (the ledger and the configuration are in).
+        super::boot::release(
+            self.kernel.as_ref(),
+            &self.loaded.config,
+            self.settings.apply,
+            self.ledger_error.as_deref().map_or(Ok(()), Err),
+        );
         let (mut devd_open, mut ctl_open) = (true, true);
         let mut deadline: Option<Instant> = None;
         let mut again: Option<Again> = None;

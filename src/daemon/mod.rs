@@ -9,12 +9,15 @@
 //!   runtime thread, validated, then applied in place;
 //! - [`jobs`]: supervised cloud jobs (owned, cancellable at safe points, phases visible);
 //! - [`failover`], [`cloud`]: the OVH side: client, fences, claims and checks, their records;
-//! - [`marker`]: the open-window marker a crash or an exhausted stop grace leaves behind.
+//! - [`marker`]: the open-window marker a crash or an exhausted stop grace leaves behind;
+//! - [`boot`]: the boot order: `net.inet.carp.allow=1` once the ledger and the configuration
+//!   are applied.
 //!
 //! Must not: believe an event, log a transition twice, log a secret, stop on a kernel error
 //! (it is logged once, shown in status, and retried at the next re-read), leave a detached
 //! task, or abandon a claim inside its open window.
 
+pub mod boot;
 pub mod cloud;
 mod event_loop;
 pub mod failover;
@@ -385,14 +388,18 @@ impl Daemon {
                         tracing::warn!(
                             reason = reason.as_str(),
                             delta = outcome.kernel_delta(),
-                            "demotion re-applied from the ledger (the kernel lost it: reboot or interrupted change)"
+                            "demotion re-applied from the ledger (the kernel lost it: reboot, carp.ko reloaded or interrupted change)"
                         );
                     }
                 }
             }
             Err(e) => {
-                tracing::error!("the demotion ledger could not be restored: {e}");
-                self.ledger_error = Some(e.to_string());
+                // Called at every full resync: log a persistent problem once.
+                let text = e.to_string();
+                if self.ledger_error.as_deref() != Some(&text) {
+                    tracing::error!("the demotion ledger could not be restored: {text}");
+                    self.ledger_error = Some(text);
+                }
             }
         }
         self.publish_demotion();

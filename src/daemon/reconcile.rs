@@ -159,8 +159,10 @@ impl Daemon {
                     env,
                 );
                 if matches!(work, Work::Full(_)) {
-                    // `carpd maintenance` may have changed the ledger meanwhile.
-                    self.publish_demotion();
+                    // The kernel may have lost carpd's demotion without a reboot (carp.ko
+                    // reloaded): re-apply it; `carpd maintenance` may have changed the
+                    // ledger meanwhile (restore_ledger publishes it).
+                    self.restore_ledger();
                 }
                 if self.records.last_error.take().is_some() {
                     tracing::info!("kernel reads work again");

@@ -13,8 +13,12 @@
 //! Behaviour:
 //! - One record per `recvmsg` into a bounded buffer ([`RECORD_BUFFER`], devd's own maximum);
 //!   longer records are counted as truncated and skipped (SEQPACKET discards their tail).
-//! - Reads promptly, whatever the consumer does: devd disconnects a client whose 256 KiB
-//!   buffer fills, and events are lost then. So the socket is never left unread because the
+//! - Reads promptly, whatever the consumer does: devd disconnects a client as soon as one
+//!   send to it fails, and events are lost then. Its room is smaller than devd's 256 KiB
+//!   SO_SNDBUF (CLIENT_BUFSIZE) suggests: that setting also caps the socket's mbufs at
+//!   2 MiB (kern.ipc.sockbuf_waste_factor 8), and by devd's own account a short record can
+//!   occupy a 4.5 KiB mbuf, so a few hundred unread records (not thousands of 45-byte CARP
+//!   lines) can be enough. So the socket is never left unread because the
 //!   channel is full: an event that does not fit is dropped, counted, and a
 //!   [`DevdMessage::Lagged`] notice is delivered as soon as there is room. Dropping is safe
 //!   because events are hints: the consumer re-reads the kernel on `Lagged`. Before it comes
@@ -391,8 +395,9 @@ impl DevdClient {
                     match outbox.push(tx, DevdMessage::Event(event)) {
                         Push::Sent => {
                             // The channel is filling: let the consumer run before reading
-                            // on. The socket holds the backlog meanwhile (devd allows
-                            // 256 KiB), and a consumer that is merely unscheduled is not
+                            // on. The socket holds the backlog meanwhile (a few hundred
+                            // records at least: see the module documentation), and a
+                            // consumer that is merely unscheduled is not
                             // mistaken for one that is stuck. A stuck one costs one yield
                             // per record, then drops and a Lagged notice.
                             if tx.capacity() * 2 < tx.max_capacity() {

@@ -9,7 +9,8 @@
 //! - It has no background task. Pending connections are accepted whenever a method runs, so
 //!   a client whose connect() returned is served by the next send: no race between "the
 //!   client connected" and "the fake noticed", no sleep in tests.
-//! - devd drops a client the moment its 256 KiB send buffer is full. Linux gives a
+//! - devd drops a client the moment a send to it fails (its 256 KiB SO_SNDBUF, or the 2 MiB
+//!   of mbufs that implies, is full). Linux gives a
 //!   SEQPACKET socket far less room than FreeBSD does, so that rule would drop clients that
 //!   keep up perfectly well on FreeBSD. The fake instead waits up to
 //!   [`FakeDevd::set_patience`] for room, then drops the client: "dropped" still means "it

@@ -12,12 +12,16 @@
 //! the ioctl backend refuses them instead of going multicast. The simulator is never chosen
 //! here. No merge logic either: `set_raw` is the kernel's raw SET (see `merge`).
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use ipnet::IpNet;
 
 use crate::carp::{CarpStats, MULTICAST_V4, MULTICAST_V6, Sysctl, Vhid};
 
 use super::ioctl::CarpIoctl;
-use super::netlink::{CarpNetlink, CarpRecord};
+use super::netlink::{CarpNetlink, CarpRecord, VrrpRecord};
+use super::probe::{self, AutoPick};
 use super::{
     BackendInfo, BootId, CARP_NOT_LOADED_HINT, Kernel, KernelChoice, KernelError, KernelGroup,
     SetRequest, ifaddr, sysctl,
@@ -45,31 +49,48 @@ pub fn open(choice: KernelChoice) -> Result<Box<dyn Kernel>, KernelError> {
             ensure_loaded("open the carpreq ioctl backend (--kernel ioctl)")?;
             Backend::Ioctl(CarpIoctl::open()?)
         }
-        KernelChoice::Auto => match CarpNetlink::open() {
-            Ok(nl) => Backend::Netlink(nl),
-            // Netlink is there but failed otherwise (permissions, a timeout, ...): say so
-            // rather than fall back to a backend without unicast peers.
-            Err(e) if !netlink_carp_absent(&e) => return Err(e),
-            Err(e) if sysctl::carp_loaded() => {
-                tracing::info!(
-                    netlink_error = %e,
-                    "the generic netlink family \"carp\" is not available but CARP is loaded \
-                     (FreeBSD 13.x?): using the carpreq ioctls; unicast peers are not supported"
-                );
-                Backend::Ioctl(CarpIoctl::open()?)
+        KernelChoice::Auto => {
+            let (nl, nl_result) = match CarpNetlink::open() {
+                Ok(nl) => (Some(nl), Ok(())),
+                Err(e) => (None, Err(e)),
+            };
+            let nl_error = nl_result.as_ref().err().map(ToString::to_string);
+            let mut io = None;
+            let pick = probe::pick_auto(nl_result, sysctl::carp_loaded(), || {
+                let c = CarpIoctl::open().ok()?;
+                let ifname = ifaddr::interface_names()
+                    .ok()?
+                    .into_iter()
+                    .find(|n| !n.starts_with("lo"))?;
+                let one = Vhid::new(1)?;
+                let r = c
+                    .get(&ifname, one)
+                    .map(|_| ())
+                    .map_err(|e| e.errno.unwrap_or(0));
+                io = Some(c);
+                Some(r)
+            })?;
+            match (pick, nl) {
+                (AutoPick::Netlink, Some(nl)) => {
+                    tracing::debug!(
+                        family_version = nl.family_version(),
+                        "kernel CARP through generic netlink"
+                    );
+                    Backend::Netlink(nl)
+                }
+                _ => {
+                    tracing::info!(
+                        netlink_error = nl_error.as_deref().unwrap_or(""),
+                        "the generic netlink family \"carp\" is not available but CARP is loaded \
+                         (FreeBSD 13.x?): using the carpreq ioctls; unicast peers are not supported"
+                    );
+                    match io {
+                        Some(io) => Backend::Ioctl(io),
+                        None => Backend::Ioctl(CarpIoctl::open()?),
+                    }
+                }
             }
-            Err(e) => {
-                return Err(KernelError::new(
-                    "open the kernel CARP interface",
-                    format!(
-                        "CARP is not loaded: the generic netlink family \"carp\" does not resolve ({}) \
-                         and net.inet.carp does not exist",
-                        e.detail
-                    ),
-                )
-                .hint(CARP_NOT_LOADED_HINT));
-            }
-        },
+        }
         KernelChoice::Sim | KernelChoice::Sim13 => {
             return Err(KernelError::new(
                 "open the kernel CARP interface",
@@ -78,13 +99,10 @@ pub fn open(choice: KernelChoice) -> Result<Box<dyn Kernel>, KernelError> {
             .hint("open them through kernel::open"));
         }
     };
-    Ok(Box::new(FreeBsdKernel { backend }))
-}
-
-/// Whether a failed `CarpNetlink::open` means "no netlink CARP here" (no family "carp":
-/// ENOENT; no netlink at all: EAFNOSUPPORT/EPROTONOSUPPORT) rather than a failure.
-fn netlink_carp_absent(e: &KernelError) -> bool {
-    e.is_errno(libc::ENOENT) || e.is_errno(libc::EAFNOSUPPORT) || e.is_errno(libc::EPROTONOSUPPORT)
+    Ok(Box::new(FreeBsdKernel {
+        backend,
+        vrrp_reported: Mutex::new(BTreeSet::new()),
+    }))
 }
 
 /// Fails with the "not loaded" hint when `net.inet.carp` does not exist.
@@ -139,6 +157,8 @@ fn means_no_carp(e: &KernelError) -> bool {
 /// The kernel of the running FreeBSD system.
 pub struct FreeBsdKernel {
     backend: Backend,
+    /// VRRP vhids already reported as not managed by carpd (once each, not at every read).
+    vrrp_reported: Mutex<BTreeSet<(String, u32)>>,
 }
 
 impl FreeBsdKernel {
@@ -159,15 +179,33 @@ impl FreeBsdKernel {
         }
     }
 
+    /// Logs each VRRP vhid (FreeBSD 15+) once: carpd drives CARP only and leaves it alone.
+    fn report_vrrp(&self, ifname: &str, vrrp: &[VrrpRecord]) {
+        let mut seen = self.vrrp_reported.lock().unwrap_or_else(|p| p.into_inner());
+        for v in vrrp {
+            if seen.insert((ifname.to_string(), v.vhid.get())) {
+                tracing::info!(
+                    group = %format!("{}@{ifname}", v.vhid),
+                    version = v.version,
+                    state = %v.state,
+                    "a VRRP vhid, not managed by carpd (carpd drives CARP only; it is left alone)"
+                );
+            }
+        }
+    }
+
     /// The CARP records of `ifname` (one vhid or all), sorted, without addresses.
     fn read(&self, ifname: &str, vhid: Option<Vhid>) -> Result<Vec<KernelGroup>, KernelError> {
         let mut groups = match (&self.backend, vhid) {
-            (Backend::Netlink(nl), _) => nl
-                .get(ifname, vhid)?
-                .into_iter()
-                .map(|r| from_netlink(ifname, r))
-                .filter(|g| vhid.is_none_or(|v| g.vhid == v))
-                .collect(),
+            (Backend::Netlink(nl), _) => {
+                let dump = nl.get(ifname, vhid)?;
+                self.report_vrrp(ifname, &dump.vrrp);
+                dump.carp
+                    .into_iter()
+                    .map(|r| from_netlink(ifname, r))
+                    .filter(|g| vhid.is_none_or(|v| g.vhid == v))
+                    .collect()
+            }
             (Backend::Ioctl(io), Some(v)) => io.get(ifname, v)?.into_iter().collect(),
             (Backend::Ioctl(io), None) => io.list(ifname)?,
         };
@@ -324,15 +362,6 @@ mod tests {
             (g.ifname.as_str(), g.peer, g.advskew, g.state),
             ("vmx1", Some(p), 100, CarpState::Master)
         );
-    }
-
-    #[test]
-    fn only_a_missing_family_or_netlink_allows_the_ioctl_fallback() {
-        for errno in [libc::ENOENT, libc::EAFNOSUPPORT, libc::EPROTONOSUPPORT] {
-            assert!(netlink_carp_absent(&KernelError::errno("op", errno)));
-        }
-        assert!(!netlink_carp_absent(&KernelError::errno("op", libc::EPERM)));
-        assert!(!netlink_carp_absent(&KernelError::new("op", "timed out")));
     }
 
     #[test]

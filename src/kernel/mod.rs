@@ -22,7 +22,9 @@ use ipnet::IpNet;
 
 use crate::carp::{CarpKey, CarpState, CarpStats, GroupId, KeyView, Sysctl, Vhid};
 
+pub mod bootid;
 pub mod merge;
+pub mod probe;
 pub mod sim;
 
 #[cfg(target_os = "freebsd")]
@@ -297,7 +299,10 @@ fn errno_meaning(e: i32) -> (&'static str, Option<&'static str>) {
         ),
         libc::EINVAL => (
             "the kernel rejected a value as invalid",
-            Some("vhid must be 1..255, advbase 1..255, advskew 0..240, key at most 20 bytes"),
+            Some(
+                "vhid must be 1..255, advbase 1..255, advskew below 255 (the kernel rejects 255 and above; \
+                 carpd.yaml allows 0..240, the most that changes an election), key at most 20 bytes",
+            ),
         ),
         libc::EOPNOTSUPP => (
             "this interface type cannot carry CARP",
@@ -362,6 +367,10 @@ mod tests {
         assert!(s.contains("EPERM") && s.contains("root"), "{s}");
         let s = KernelError::errno("GET carp 2@em9", libc::ENXIO).to_string();
         assert!(s.contains("ENXIO") && s.contains("ifconfig -l"), "{s}");
+        // issue 16: the kernel rejects advskew >= 255, not > 240.
+        let s = KernelError::errno("SET carp 2@vmx1", libc::EINVAL).to_string();
+        assert!(s.contains("advskew below 255"), "{s}");
+        assert!(!s.contains("advskew 0..240,"), "{s}");
     }
 
     #[test]

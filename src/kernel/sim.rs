@@ -5,9 +5,17 @@
 //! - a SET on a missing vhid creates it (advbase 1, advskew 0, INIT, multicast);
 //! - advskew is always overwritten, advbase 0 keeps, an empty key keeps, a zero peer keeps,
 //!   the multicast group goes back to multicast;
+//! - the FreeBSD 14+ flavour creates a missing vhid before it validates the rest of a SET,
+//!   as `carp_ioctl_set` does: an EINVAL SET can leave a new vhid (and a valid advbase)
+//!   behind;
 //! - a forced state (BACKUP/MASTER) is honoured only outside INIT; INIT cannot be forced;
-//! - attaching the first address moves a vhid from INIT to BACKUP; removing its last address
-//!   destroys it;
+//! - attaching the first address moves a vhid from INIT to BACKUP only when it can run: its
+//!   interface is up and `net.inet.carp.allow` is not 0; removing its last address destroys
+//!   it;
+//! - an interface going down, or `net.inet.carp.allow=0`, puts its vhids (with addresses) in
+//!   INIT and adds `net.inet.carp.ifdown_demotion_factor` to the demotion once per vhid
+//!   (`carp_sc_state`); coming back removes it and the vhids return to BACKUP;
+//!   [`SimKernel::set_link`] plays the interface, `loader` the loader tunables a boot applies;
 //! - a demotion write adds (a negative write subtracts, and nothing stops the level going
 //!   below 0, as in `carp_demote_adj`); reading gives the current level; the effective skew
 //!   is clamped to 0..240 by readers;
@@ -24,7 +32,8 @@
 //! make the simulated kernel refuse like an unprivileged or carp-less FreeBSD.
 //!
 //! Elections are not simulated: a vhid stays BACKUP until something (a test, the lab, or a
-//! forced SET) makes it MASTER.
+//! forced SET) makes it MASTER; a vhid that cannot run (interface down, allow=0) stays INIT
+//! whatever the network says ([`SimKernel::set_state`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -69,6 +78,10 @@ pub struct SimState {
     /// Which boot this is (the boot identity); [`SimKernel::reboot`] counts up.
     #[serde(default)]
     pub boot: u64,
+    /// `/boot/loader.conf` tunables a reboot applies over the defaults (e.g.
+    /// `net.inet.carp.allow=0`, so vhids stay in INIT until a controller allows CARP).
+    #[serde(default)]
+    pub loader: BTreeMap<Sysctl, i64>,
 }
 
 fn yes() -> bool {
@@ -82,7 +95,7 @@ fn default_sysctls() -> BTreeMap<Sysctl, i64> {
         .collect()
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SimInterface {
     /// Loopback interfaces refuse CARP with EOPNOTSUPP, as on FreeBSD.
@@ -93,6 +106,21 @@ pub struct SimInterface {
     /// Addresses with the vhid they carry (None: a plain address).
     #[serde(default)]
     pub addresses: Vec<SimAddress>,
+    /// Link up and IFF_UP; a vhid runs only on an interface that is up.
+    #[serde(default = "yes")]
+    pub up: bool,
+}
+
+impl Default for SimInterface {
+    /// An Ethernet interface, up, without addresses.
+    fn default() -> SimInterface {
+        SimInterface {
+            loopback: false,
+            vhids: BTreeMap::new(),
+            addresses: Vec::new(),
+            up: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -108,6 +136,24 @@ pub struct SimVhid {
     pub peer: Option<Ipv4Addr>,
     #[serde(default)]
     pub peer6: Option<Ipv6Addr>,
+    /// `sc_suppress`: this vhid cannot run and has added the ifdown demotion factor.
+    #[serde(default)]
+    pub suppressed: bool,
+}
+
+impl SimVhid {
+    /// What `carp_alloc` makes: advbase 1, advskew 0, INIT, multicast, no key.
+    fn new() -> SimVhid {
+        SimVhid {
+            state: CarpState::Init,
+            advbase: 1,
+            advskew: 0,
+            key: Vec::new(),
+            peer: None,
+            peer6: None,
+            suppressed: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -139,6 +185,7 @@ impl Default for SimState {
             sysctls: default_sysctls(),
             stats: CarpStats::default(),
             boot: 0,
+            loader: BTreeMap::new(),
         }
     }
 }
@@ -200,18 +247,54 @@ impl SimKernel {
                 .vhids
                 .get_mut(&(vhid.get() as u8))
                 .ok_or_else(|| KernelError::errno(op.clone(), libc::ENOENT))?;
-            v.state = state;
+            // A vhid that cannot run stays INIT, whatever the network says.
+            if !v.suppressed {
+                v.state = state;
+            }
             Ok(())
         })
     }
 
-    /// What a reboot does to kernel CARP: the next boot identity, and every
-    /// `net.inet.carp.*` sysctl back to its default (demotion 0), statistics zeroed.
+    /// The interface's link goes down or comes back (`ifconfig vmx1 down`, a cable): its
+    /// vhids go to INIT and demote, or return to BACKUP and stop demoting (`carp_sc_state`).
+    pub fn set_link(&self, ifname: &str, up: bool) -> Result<(), KernelError> {
+        let op = format!(
+            "simulate link {} on {ifname}",
+            if up { "up" } else { "down" }
+        );
+        self.with_state(true, |s| {
+            s.iface_mut(&op, ifname)?.up = up;
+            s.sync_runnable();
+            Ok(())
+        })
+    }
+
+    /// What a reboot does to kernel CARP: the next boot identity, every `net.inet.carp.*`
+    /// sysctl back to its default (demotion 0) then the `loader` tunables applied,
+    /// statistics zeroed, and every vhid (re-created by rc.conf) starting again from INIT:
+    /// BACKUP when it can run, INIT (and demoting) when it cannot.
     pub fn reboot(&self) -> Result<BootId, KernelError> {
         self.with_state(true, |s| {
             s.boot += 1;
             s.sysctls = default_sysctls();
+            for (k, v) in &s.loader {
+                s.sysctls.insert(*k, *v);
+            }
             s.stats = CarpStats::default();
+            for iface in s.interfaces.values_mut() {
+                for (id, v) in iface.vhids.iter_mut() {
+                    // INIT, and BACKUP once it has an address (rc.conf gives it one); then
+                    // sync_runnable puts back in INIT what cannot run.
+                    let addressed = iface.addresses.iter().any(|a| a.vhid == Some(*id));
+                    v.state = if addressed {
+                        CarpState::Backup
+                    } else {
+                        CarpState::Init
+                    };
+                    v.suppressed = false;
+                }
+            }
+            s.sync_runnable();
             Ok(s.boot_id())
         })
     }
@@ -307,6 +390,53 @@ fn store(path: &Path, state: &SimState) -> Result<(), KernelError> {
 impl SimState {
     fn boot_id(&self) -> BootId {
         BootId(format!("sim:{}", self.boot))
+    }
+
+    fn sysctl(&self, knob: Sysctl) -> i64 {
+        self.sysctls
+            .get(&knob)
+            .copied()
+            .unwrap_or(knob.default_value())
+    }
+
+    /// `carp_sc_state` for every vhid with an address: one that cannot run (interface down,
+    /// allow=0) goes to INIT and adds the ifdown demotion factor once; one that can run again
+    /// removes it and goes from INIT to BACKUP.
+    fn sync_runnable(&mut self) {
+        let allow = self.sysctl(Sysctl::Allow) != 0;
+        let factor = self.sysctl(Sysctl::IfdownDemotionFactor);
+        let mut delta = 0i64;
+        for iface in self.interfaces.values_mut() {
+            let runnable = allow && iface.up;
+            for (id, v) in iface.vhids.iter_mut() {
+                if !iface.addresses.iter().any(|a| a.vhid == Some(*id)) {
+                    continue;
+                }
+                if !runnable {
+                    v.state = CarpState::Init;
+                    if !v.suppressed {
+                        v.suppressed = true;
+                        delta += factor;
+                    }
+                } else if v.suppressed {
+                    v.suppressed = false;
+                    delta -= factor;
+                    if v.state == CarpState::Init {
+                        v.state = CarpState::Backup;
+                    }
+                }
+            }
+        }
+        self.demotion_adjust(delta);
+    }
+
+    /// `carp_demote_adj`: adds to the global demotion (no floor).
+    fn demotion_adjust(&mut self, delta: i64) {
+        if delta != 0 {
+            let cur = self.sysctl(Sysctl::Demotion);
+            self.sysctls
+                .insert(Sysctl::Demotion, cur.saturating_add(delta));
+        }
     }
 
     fn check_loaded(&self, op: &str) -> Result<(), KernelError> {
@@ -421,11 +551,30 @@ impl Kernel for SimKernel {
             if iface.loopback {
                 return Err(KernelError::errno(op, libc::EOPNOTSUPP));
             }
-            if req.advskew >= 255 || req.advbase > MAX_VHID {
-                return Err(KernelError::errno(op, libc::EINVAL).detail(format!(
+            let invalid = || {
+                KernelError::errno(op.clone(), libc::EINVAL).detail(format!(
                     "advbase {} / advskew {} rejected as invalid",
                     req.advbase, req.advskew
-                )));
+                ))
+            };
+            let vhid_id = req.vhid.get() as u8;
+            if flavour == Flavour::FreeBsd14 {
+                // carp_ioctl_set on 14+: carp_alloc() first, then the checks, each value
+                // stored as soon as it passed; an EINVAL leaves what came before it.
+                iface.vhids.entry(vhid_id).or_insert_with(SimVhid::new);
+                if req.advbase > MAX_VHID {
+                    return Err(invalid());
+                }
+                if req.advbase != 0
+                    && let Some(v) = iface.vhids.get_mut(&vhid_id)
+                {
+                    v.advbase = req.advbase;
+                }
+                if req.advskew >= 255 {
+                    return Err(invalid());
+                }
+            } else if req.advskew >= 255 || req.advbase > MAX_VHID {
+                return Err(invalid());
             }
             if flavour == Flavour::FreeBsd13 {
                 let unicast4 = req
@@ -438,17 +587,7 @@ impl Kernel for SimKernel {
                     return Err(super::unicast_unsupported(op));
                 }
             }
-            let v = iface
-                .vhids
-                .entry(req.vhid.get() as u8)
-                .or_insert_with(|| SimVhid {
-                    state: CarpState::Init,
-                    advbase: 1,
-                    advskew: 0,
-                    key: Vec::new(),
-                    peer: None,
-                    peer6: None,
-                });
+            let v = iface.vhids.entry(vhid_id).or_insert_with(SimVhid::new);
             v.advskew = req.advskew;
             if req.advbase != 0 {
                 v.advbase = req.advbase;
@@ -483,15 +622,19 @@ impl Kernel for SimKernel {
         self.with_state(true, |s| {
             s.check_loaded(&op)?;
             s.check_root(&op)?;
+            let allow = s.sysctl(Sysctl::Allow) != 0;
+            let factor = s.sysctl(Sysctl::IfdownDemotionFactor);
+            let mut released = 0;
             let iface = s.iface_mut(&op, ifname)?;
             if iface.vhids.is_empty() {
                 return Err(KernelError::errno(op, libc::ENOPROTOOPT));
             }
             let id = vhid.get() as u8;
+            let runnable = iface.up && allow;
             let Some(v) = iface.vhids.get_mut(&id) else {
                 return Err(KernelError::errno(op, libc::ENOENT));
             };
-            if v.state == CarpState::Init {
+            if v.state == CarpState::Init && runnable {
                 v.state = CarpState::Backup;
             }
             // Like in_aifaddr_ioctl: an existing identical address is deleted first, with the
@@ -501,8 +644,11 @@ impl Kernel for SimKernel {
                 if let Some(old_id) = old.vhid
                     && !iface.addresses.iter().any(|a| a.vhid == Some(old_id))
                 {
-                    iface.vhids.remove(&old_id);
+                    if iface.vhids.remove(&old_id).is_some_and(|v| v.suppressed) {
+                        released += factor;
+                    }
                     if old_id == id {
+                        s.demotion_adjust(-released);
                         return Err(KernelError::errno(op, libc::ENOENT).detail(format!(
                             "re-adding {addr} removed the last address of vhid {vhid}, which destroyed it"
                         )));
@@ -513,6 +659,9 @@ impl Kernel for SimKernel {
                 addr,
                 vhid: Some(id),
             });
+            s.demotion_adjust(-released);
+            // A vhid that got its first address on an interface that cannot run demotes.
+            s.sync_runnable();
             Ok(())
         })
     }
@@ -534,9 +683,12 @@ impl Kernel for SimKernel {
             let removed = iface.addresses.remove(pos);
             if let Some(id) = removed.vhid
                 && !iface.addresses.iter().any(|a| a.vhid == Some(id))
+                // The kernel destroys a vhid together with its last address; carp_destroy
+                // takes back the demotion of a suppressed one.
+                && iface.vhids.remove(&id).is_some_and(|v| v.suppressed)
             {
-                // The kernel destroys a vhid together with its last address.
-                iface.vhids.remove(&id);
+                let factor = s.sysctl(Sysctl::IfdownDemotionFactor);
+                s.demotion_adjust(-factor);
             }
             Ok(())
         })
@@ -572,6 +724,10 @@ impl Kernel for SimKernel {
                 return Err(KernelError::errno(op, libc::EINVAL).detail("not a C int"));
             }
             s.sysctls.insert(knob, value);
+            if knob == Sysctl::Allow {
+                // carp_allow_sysctl: every vhid's state follows at once.
+                s.sync_runnable();
+            }
             Ok(())
         })
     }
@@ -719,8 +875,9 @@ mod tests {
                 .unwrap_err()
                 .is_errno(libc::EOPNOTSUPP)
         );
+        // (on vmx0: a 14+ SET creates the vhid before it rejects the advskew)
         assert!(
-            k.set_raw("vmx1", &req(2, 255))
+            k.set_raw("vmx0", &req(2, 255))
                 .unwrap_err()
                 .is_errno(libc::EINVAL)
         );
@@ -815,6 +972,114 @@ mod tests {
         assert_eq!(k2.sysctl_get(Sysctl::Demotion).unwrap(), 0);
         assert_eq!(k2.sysctl_get(Sysctl::Preempt).unwrap(), 0);
         assert!(k2.group("vmx1", v(2)).unwrap().is_some());
+    }
+
+    fn state(k: &SimKernel, vhid: u32) -> CarpState {
+        k.group("vmx1", v(vhid)).unwrap().unwrap().state
+    }
+
+    fn demotion(k: &SimKernel) -> i64 {
+        k.sysctl_get(Sysctl::Demotion).unwrap()
+    }
+
+    /// issue 16: the first address of a vhid on an interface that is down leaves it in
+    /// INIT (the old simulator made it BACKUP regardless).
+    #[test]
+    fn first_address_keeps_init_until_the_interface_is_up() {
+        let k = SimKernel::new(Flavour::FreeBsd14);
+        k.set_link("vmx1", false).unwrap();
+        k.set_raw("vmx1", &req(2, 0)).unwrap();
+        k.add_address("vmx1", v(2), "10.0.0.1/32".parse().unwrap())
+            .unwrap();
+        assert_eq!(state(&k, 2), CarpState::Init);
+        assert_eq!(demotion(&k), 240, "a vhid that cannot run demotes");
+        k.set_state("vmx1", v(2), CarpState::Master).unwrap();
+        assert_eq!(state(&k, 2), CarpState::Init, "no election while down");
+        k.set_link("vmx1", true).unwrap();
+        assert_eq!(state(&k, 2), CarpState::Backup);
+        assert_eq!(demotion(&k), 0);
+    }
+
+    /// issue 16: interface down puts its vhids in INIT and adds the ifdown demotion factor
+    /// once per vhid; up takes it back.
+    #[test]
+    fn interface_down_means_init_and_demotion_per_vhid() {
+        let k = SimKernel::new(Flavour::FreeBsd14);
+        for (n, a) in [(2, "10.0.0.2/32"), (3, "10.0.0.3/32")] {
+            k.set_raw("vmx1", &req(n, 0)).unwrap();
+            k.add_address("vmx1", v(n), a.parse().unwrap()).unwrap();
+        }
+        k.set_state("vmx1", v(2), CarpState::Master).unwrap();
+        k.set_link("vmx1", false).unwrap();
+        assert_eq!(
+            (state(&k, 2), state(&k, 3)),
+            (CarpState::Init, CarpState::Init)
+        );
+        assert_eq!(demotion(&k), 480);
+        k.set_link("vmx1", false).unwrap();
+        assert_eq!(demotion(&k), 480, "once per vhid, not per event");
+        // Destroying a suppressed vhid takes its part back (carp_destroy).
+        k.del_address("vmx1", "10.0.0.3/32".parse().unwrap())
+            .unwrap();
+        assert_eq!(demotion(&k), 240);
+        k.set_link("vmx1", true).unwrap();
+        assert_eq!((state(&k, 2), demotion(&k)), (CarpState::Backup, 0));
+    }
+
+    /// issue 16: net.inet.carp.allow=0 does what an interface down does, to every vhid.
+    #[test]
+    fn allow_zero_means_init_and_demotion() {
+        let k = SimKernel::new(Flavour::FreeBsd14);
+        k.set_raw("vmx1", &req(2, 0)).unwrap();
+        k.add_address("vmx1", v(2), "10.0.0.2/32".parse().unwrap())
+            .unwrap();
+        k.set_state("vmx1", v(2), CarpState::Master).unwrap();
+        k.sysctl_set(Sysctl::Allow, 0).unwrap();
+        assert_eq!((state(&k, 2), demotion(&k)), (CarpState::Init, 240));
+        k.sysctl_set(Sysctl::Allow, 1).unwrap();
+        assert_eq!((state(&k, 2), demotion(&k)), (CarpState::Backup, 0));
+    }
+
+    /// A reboot with `net.inet.carp.allow=0` in loader.conf: vhids re-created by rc.conf
+    /// stay INIT (the MASTER of before the reboot does not come back as MASTER).
+    #[test]
+    fn reboot_applies_loader_tunables_and_restarts_vhids_from_init() {
+        let k = SimKernel::new(Flavour::FreeBsd14);
+        k.set_raw("vmx1", &req(2, 0)).unwrap();
+        k.add_address("vmx1", v(2), "10.0.0.2/32".parse().unwrap())
+            .unwrap();
+        k.set_state("vmx1", v(2), CarpState::Master).unwrap();
+        k.reboot().unwrap();
+        assert_eq!(state(&k, 2), CarpState::Backup, "elections start over");
+        let mut st = k.snapshot().unwrap();
+        st.loader.insert(Sysctl::Allow, 0);
+        k.replace(st).unwrap();
+        k.reboot().unwrap();
+        assert_eq!(k.sysctl_get(Sysctl::Allow).unwrap(), 0);
+        assert_eq!((state(&k, 2), demotion(&k)), (CarpState::Init, 240));
+    }
+
+    /// issue 16: FreeBSD 14's SET allocates the vhid before it checks the values: an
+    /// EINVAL SET leaves a new vhid, and a valid advbase, behind. 13.x checks first here.
+    #[test]
+    fn freebsd14_set_creates_the_vhid_before_validating() {
+        let k = SimKernel::new(Flavour::FreeBsd14);
+        let mut r = req(5, 255);
+        r.advbase = 7;
+        assert!(k.set_raw("vmx1", &r).unwrap_err().is_errno(libc::EINVAL));
+        let g = k
+            .group("vmx1", v(5))
+            .unwrap()
+            .expect("the vhid was created");
+        assert_eq!((g.state, g.advbase, g.advskew), (CarpState::Init, 7, 0));
+        let mut r = req(6, 0);
+        r.advbase = 300;
+        assert!(k.set_raw("vmx1", &r).unwrap_err().is_errno(libc::EINVAL));
+        assert_eq!(k.group("vmx1", v(6)).unwrap().unwrap().advbase, 1);
+
+        let k = SimKernel::new(Flavour::FreeBsd13);
+        assert!(k.set_raw("vmx1", &req(5, 255)).is_err());
+        assert!(k.group("vmx1", v(5)).unwrap().is_none());
     }
 
     #[test]

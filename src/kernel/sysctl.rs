@@ -153,47 +153,34 @@ const BOOT_ID: &str = "kern.boot_id";
 /// `struct timeval` of the boot; older kernels' only boot identity.
 const BOOTTIME: &str = "kern.boottime";
 
-/// The identity of this boot: `kern.boot_id` as hex, or, on a kernel without it,
-/// `kern.boottime`.
-///
-/// `kern.boot_id` is preferred because `kern.boottime` is not constant within a boot: a
-/// clock step (ntpd, settimeofday) moves it so that the uptime stays right. With the
-/// boottime fallback such a step looks like a reboot to the ledger, which then errs on the
-/// safe side (it re-applies its demotion, and `leave` no longer subtracts what it believes
-/// the reboot reset): the node stays demoted more than asked until the next reboot, and
-/// `carpd maintenance status` shows it.
+/// The identity of this boot: `kern.boot_id` as hex, or `kern.boottime` when it is missing
+/// or not yet usable (see [`super::bootid`] for the decision and its consequences).
 pub fn boot_id() -> Result<BootId, KernelError> {
     let mut id = [0u8; 16];
-    match read_raw(&cname(BOOT_ID), &mut id) {
-        Ok(n) if n == id.len() => {
-            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            return Ok(BootId(format!("boot_id:{hex}")));
-        }
-        Ok(n) => {
+    let answer = read_raw(&cname(BOOT_ID), &mut id).map(|n| id[..n].to_vec());
+    super::bootid::choose(answer, || {
+        let op = format!("read {BOOTTIME}");
+        let mut buf = [0u8; size_of::<libc::timeval>()];
+        let n =
+            read_raw(&cname(BOOTTIME), &mut buf).map_err(|e| KernelError::errno(op.clone(), e))?;
+        if n != buf.len() {
             return Err(KernelError::new(
-                format!("read {BOOT_ID}"),
-                format!("returned {n} bytes, expected 16"),
+                op,
+                format!(
+                    "returned {n} bytes, expected a {}-byte struct timeval",
+                    buf.len()
+                ),
             ));
         }
-        Err(libc::ENOENT) => {}
-        Err(e) => return Err(KernelError::errno(format!("read {BOOT_ID}"), e)),
-    }
-    let op = format!("read {BOOTTIME}");
-    let mut buf = [0u8; size_of::<libc::timeval>()];
-    let n = read_raw(&cname(BOOTTIME), &mut buf).map_err(|e| KernelError::errno(op.clone(), e))?;
-    if n != buf.len() {
-        return Err(KernelError::new(
-            op,
-            format!(
-                "returned {n} bytes, expected a {}-byte struct timeval",
-                buf.len()
-            ),
-        ));
-    }
-    // SAFETY: `buf` holds exactly size_of::<timeval>() bytes written by the kernel, and every
-    // bit pattern is a valid timeval (two integers); read_unaligned needs no alignment.
-    let tv = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<libc::timeval>()) };
-    Ok(BootId(format!("boottime:{}.{:06}", tv.tv_sec, tv.tv_usec)))
+        // SAFETY: `buf` holds exactly size_of::<timeval>() bytes written by the kernel, and
+        // every bit pattern is a valid timeval (two integers); read_unaligned needs no
+        // alignment.
+        let tv = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<libc::timeval>()) };
+        // time_t and suseconds_t are i64 on 64-bit FreeBSD, narrower elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        let t = (tv.tv_sec as i64, tv.tv_usec as i64);
+        Ok(t)
+    })
 }
 
 /// Whether CARP is in the kernel at all: `net.inet.carp.allow` exists (as a module or

@@ -10,10 +10,18 @@
 //! /var/log/carp.log would mix UTC and local times. What carpd needs is one datagram per line,
 //! `<priority>carpd[pid]: message`, to the local socket; syslogd adds the time and host name
 //! itself. That is [`SyslogSink`], about a screen of code.
+//!
+//! Like FreeBSD's libc syslog(3), the sink connects to `/var/run/logpriv` first (root only;
+//! syslogd never drops what arrives there) and falls back to `/var/run/log`. Unlike libc, it
+//! never waits for syslogd: the socket is non-blocking, and a line syslogd cannot take now
+//! (its buffer is full: EAGAIN/ENOBUFS) is dropped and counted, so a stalled syslogd can
+//! never stall the daemon's loop. The count is [`dropped_lines`], exported as the metric
+//! `carpd_log_lines_dropped_total`.
 
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::Level;
@@ -29,12 +37,22 @@ pub enum LogTarget {
     Syslog,
 }
 
-/// The local syslog socket: FreeBSD's syslogd listens on /var/run/log, Linux's on /dev/log.
-pub const SYSLOG_SOCKET: &str = if cfg!(target_os = "freebsd") {
-    "/var/run/log"
+/// The local syslog sockets, in the order libc tries them: FreeBSD's syslogd listens on
+/// /var/run/logpriv (mode 0600: root only, never dropped) and /var/run/log; Linux's on
+/// /dev/log.
+pub const SYSLOG_SOCKETS: &[&str] = if cfg!(target_os = "freebsd") {
+    &["/var/run/logpriv", "/var/run/log"]
 } else {
-    "/dev/log"
+    &["/dev/log"]
 };
+
+/// Lines the process's syslog sink dropped because syslogd could not take them at once.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many log lines the process's syslog sink has dropped (`carpd_log_lines_dropped_total`).
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
 
 /// syslog facility `daemon` (3), shifted as RFC 3164 encodes it.
 const FACILITY_DAEMON: u8 = 3 << 3;
@@ -43,7 +61,7 @@ const FACILITY_DAEMON: u8 = 3 << 3;
 const MAX_DATAGRAM: usize = 8192;
 
 /// Sets up logging at `level` (error, warn, info, debug, trace, or an EnvFilter directive).
-/// `syslog_socket` overrides [`SYSLOG_SOCKET`] (tests). When syslog cannot be reached, lines
+/// `syslog_socket` overrides [`SYSLOG_SOCKETS`] (tests). When syslog cannot be reached, lines
 /// go to stderr (and, if syslog was asked for explicitly, the first says why). An invalid
 /// level falls back to `warn`, and says so. Returns whether lines go to syslog.
 pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> bool {
@@ -68,9 +86,13 @@ pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> boo
     };
     let mut unreachable = None;
     if use_syslog {
-        let path = syslog_socket.unwrap_or(Path::new(SYSLOG_SOCKET));
-        match SyslogSink::connect(path, "carpd") {
-            Ok(sink) => {
+        let paths: Vec<PathBuf> = match syslog_socket {
+            Some(p) => vec![p.to_path_buf()],
+            None => SYSLOG_SOCKETS.iter().map(PathBuf::from).collect(),
+        };
+        match SyslogSink::connect_first(&paths, "carpd") {
+            Ok(mut sink) => {
+                sink.counts_for_process();
                 let _ = tracing_subscriber::fmt()
                     .with_env_filter(filter)
                     .with_writer(sink)
@@ -85,9 +107,7 @@ pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> boo
                 }
                 return true;
             }
-            Err(e) if target == LogTarget::Syslog => {
-                unreachable = Some(format!("{}: {e}", path.display()))
-            }
+            Err(e) if target == LogTarget::Syslog => unreachable = Some(e.to_string()),
             // auto: no syslogd (a container, a chroot): stderr is the honest fallback.
             Err(_) => {}
         }
@@ -116,43 +136,102 @@ pub fn init_stderr(level: &str) {
 #[derive(Clone, Debug)]
 pub struct SyslogSink {
     inner: Arc<Mutex<SinkInner>>,
+    /// Lines this sink dropped.
+    dropped: Arc<AtomicU64>,
+    /// Whether drops also count in [`dropped_lines`] (the process's logger).
+    process: bool,
 }
 
 #[derive(Debug)]
 struct SinkInner {
-    path: PathBuf,
+    /// The sockets to try, in order (logpriv first).
+    paths: Vec<PathBuf>,
     socket: UnixDatagram,
     /// `carpd[pid]: `, the RFC 3164 TAG and its separator.
     tag: String,
 }
 
+/// A non-blocking datagram socket connected to the first of `paths` that accepts.
+fn connect_any(paths: &[PathBuf]) -> io::Result<UnixDatagram> {
+    let mut errors = Vec::new();
+    for p in paths {
+        let attempt = UnixDatagram::unbound().and_then(|s| {
+            s.connect(p)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        });
+        match attempt {
+            Ok(s) => return Ok(s),
+            Err(e) => errors.push(format!("{}: {e}", p.display())),
+        }
+    }
+    Err(io::Error::other(if errors.is_empty() {
+        "no syslog socket to try".to_string()
+    } else {
+        errors.join("; ")
+    }))
+}
+
+/// syslogd cannot take the line now: drop it rather than wait.
+fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
+}
+
 impl SyslogSink {
+    /// Connects to `path` alone.
     pub fn connect(path: &Path, ident: &str) -> io::Result<SyslogSink> {
-        let socket = UnixDatagram::unbound()?;
-        socket.connect(path)?;
+        SyslogSink::connect_first(&[path.to_path_buf()], ident)
+    }
+
+    /// Connects to the first of `paths` that accepts (libc's order: logpriv, then log).
+    pub fn connect_first(paths: &[PathBuf], ident: &str) -> io::Result<SyslogSink> {
+        let socket = connect_any(paths)?;
         Ok(SyslogSink {
             inner: Arc::new(Mutex::new(SinkInner {
-                path: path.to_path_buf(),
+                paths: paths.to_vec(),
                 socket,
                 tag: format!("{ident}[{}]: ", std::process::id()),
             })),
+            dropped: Arc::new(AtomicU64::new(0)),
+            process: false,
         })
     }
 
-    /// Sends one message at `level`. If syslogd was restarted (the socket was re-created),
-    /// reconnects once and retries; a line that still cannot be sent is dropped, since there
-    /// is nowhere better to say so.
+    /// Counts this sink's drops in [`dropped_lines`] too.
+    fn counts_for_process(&mut self) {
+        self.process = true;
+    }
+
+    /// Lines this sink dropped.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn drop_line(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.process {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends one message at `level`, never waiting. A full syslogd drops the line (counted).
+    /// If syslogd was restarted (the socket was re-created), reconnects once, in libc's
+    /// order, and retries; a line that still cannot be sent is dropped and counted, since
+    /// there is nowhere better to say so.
     pub fn send(&self, level: Level, message: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let datagram = encode(&inner.tag, level, message);
-        if inner.socket.send(&datagram).is_ok() {
-            return;
+        match inner.socket.send(&datagram) {
+            Ok(_) => return,
+            Err(e) if is_full(&e) => return self.drop_line(),
+            Err(_) => {}
         }
-        if let Ok(socket) = UnixDatagram::unbound()
-            && socket.connect(&inner.path).is_ok()
-        {
+        let sent = connect_any(&inner.paths).and_then(|socket| {
             inner.socket = socket;
-            let _ = inner.socket.send(&datagram);
+            inner.socket.send(&datagram)
+        });
+        if sent.is_err() {
+            self.drop_line();
         }
     }
 }
@@ -280,6 +359,75 @@ mod tests {
                 .unwrap()
                 .ends_with(": second")
         );
+    }
+
+    /// issue 16: like FreeBSD's libc, logpriv first, then log.
+    #[test]
+    fn connects_to_logpriv_first_and_falls_back_to_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let logpriv = dir.path().join("logpriv");
+        let log = dir.path().join("log");
+        let paths = [logpriv.clone(), log.clone()];
+        let public = UnixDatagram::bind(&log).unwrap();
+        public.set_nonblocking(true).unwrap();
+        // No logpriv (not root, or syslogd without it): the public socket.
+        let sink = SyslogSink::connect_first(&paths, "carpd").unwrap();
+        sink.send(Level::INFO, "via log");
+        let mut buf = [0u8; 256];
+        let n = public.recv(&mut buf).unwrap();
+        assert!(std::str::from_utf8(&buf[..n]).unwrap().ends_with("via log"));
+        // With logpriv: it is preferred.
+        let private = UnixDatagram::bind(&logpriv).unwrap();
+        let sink = SyslogSink::connect_first(&paths, "carpd").unwrap();
+        sink.send(Level::INFO, "via logpriv");
+        let n = private.recv(&mut buf).unwrap();
+        assert!(
+            std::str::from_utf8(&buf[..n])
+                .unwrap()
+                .ends_with("via logpriv")
+        );
+        assert!(public.recv(&mut buf).is_err(), "nothing on /var/run/log");
+        // Neither: the error names both.
+        let e = SyslogSink::connect_first(&[dir.path().join("a"), dir.path().join("b")], "carpd")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/a:") && e.contains("/b:"), "{e}");
+    }
+
+    /// issue 16: a syslogd that does not read must never block the daemon: lines are
+    /// dropped and counted instead.
+    #[test]
+    fn a_stalled_syslogd_never_blocks_and_drops_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let sink = SyslogSink::connect(&path, "carpd").unwrap();
+        let line = "x".repeat(1000);
+        let started = std::time::Instant::now();
+        for _ in 0..10_000 {
+            sink.send(Level::INFO, &line);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "sending to a stalled syslogd took {:?}",
+            started.elapsed()
+        );
+        let dropped = sink.dropped();
+        assert!(
+            dropped > 0,
+            "10 MB into a socket nobody reads: some must be dropped"
+        );
+        // What was not dropped arrived, whole.
+        server.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let mut received = 0;
+        while let Ok(n) = server.recv(&mut buf) {
+            assert!(std::str::from_utf8(&buf[..n]).unwrap().ends_with(&line));
+            received += 1;
+        }
+        assert_eq!(received + dropped, 10_000);
+        // A sink that is not the process's logger leaves the process counter alone.
+        assert_eq!(dropped_lines(), 0);
     }
 
     #[test]

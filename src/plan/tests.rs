@@ -233,6 +233,7 @@ fn arb_kernel() -> impl Strategy<Value = SimState> {
                     key: key.map(|k| vec![b'k', b'0' + k]).unwrap_or_default(),
                     peer: peer.map(|p| Ipv4Addr::new(192, 0, 2, 100 + p)),
                     peer6: None,
+                    suppressed: false,
                 },
             );
         }

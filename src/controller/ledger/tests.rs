@@ -437,6 +437,102 @@ fn a_kernel_reset_without_reboot_never_makes_carpd_go_negative() {
     assert_eq!(f.k.demotion(), 0, "not -50");
 }
 
+/// issue 16: carp.ko unloaded and loaded again (or a VNET jail re-created) resets the
+/// kernel's demotion without a new boot id. The ledger used to believe its entries were
+/// still applied; restore (and a repeated enter) now see the kernel below carpd's part and
+/// apply them again.
+#[test]
+fn a_carp_reload_is_detected_from_the_kernel_and_the_demotion_reapplied() {
+    let f = fixture();
+    f.store.add(&f.k, Reason::Maintenance, 240, t(1)).unwrap();
+    f.store.add(&f.k, Reason::NotReady, 50, t(2)).unwrap();
+    let boot = f.boot();
+    // carp.ko reloaded: demotion back to 0, same boot.
+    f.k.inner.demotion_add(-290).unwrap();
+    assert_eq!(f.boot(), boot);
+    let r = f.store.restore(&f.k, t(10)).unwrap();
+    assert_eq!(
+        r,
+        vec![
+            (
+                Reason::Maintenance,
+                AddOutcome::ReappliedAfterKernelReset {
+                    delta: 240,
+                    since: 1
+                }
+            ),
+            (
+                Reason::NotReady,
+                AddOutcome::ReappliedAfterKernelReset {
+                    delta: 50,
+                    since: 2
+                }
+            ),
+        ]
+    );
+    assert_eq!(f.k.demotion(), 290);
+    assert!(f.ledger().doubts.is_empty(), "nothing had survived: exact");
+    // Idempotent: nothing is missing any more.
+    assert!(f.store.restore(&f.k, t(11)).unwrap().is_empty());
+    assert_eq!(f.k.demotion(), 290);
+
+    // A kernel that kept more than carpd's part (an interface down) is not a reset.
+    f.k.inner.demotion_add(240).unwrap();
+    assert!(f.store.restore(&f.k, t(12)).unwrap().is_empty());
+    assert_eq!(f.k.demotion(), 530);
+}
+
+#[test]
+fn a_partial_reset_reapplies_everything_and_records_the_doubt() {
+    let f = fixture();
+    f.store.add(&f.k, Reason::Maintenance, 240, t(1)).unwrap();
+    // Reloaded, and a vhid that cannot run added 100 (not carpd's).
+    f.k.inner.demotion_add(-240 + 100).unwrap();
+    let r = f.store.restore(&f.k, t(5)).unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(f.k.demotion(), 340, "over-demote rather than promote");
+    let l = f.ledger();
+    assert_eq!(
+        l.in_doubt(&f.boot()),
+        100,
+        "the 100 might have been carpd's"
+    );
+    assert!(l.is_applied(Reason::Maintenance, &f.boot()));
+}
+
+#[test]
+fn enter_again_after_a_carp_reload_reapplies() {
+    let f = fixture();
+    f.store.add(&f.k, Reason::Maintenance, 240, t(1)).unwrap();
+    f.k.inner.demotion_add(-240).unwrap();
+    let o = f.store.add(&f.k, Reason::Maintenance, 240, t(9)).unwrap();
+    assert_eq!(
+        o,
+        AddOutcome::ReappliedAfterKernelReset {
+            delta: 240,
+            since: 1
+        }
+    );
+    assert_eq!(f.k.demotion(), 240);
+    let o = f.store.add(&f.k, Reason::Maintenance, 240, t(10)).unwrap();
+    assert!(matches!(o, AddOutcome::AlreadyApplied { .. }), "{o:?}");
+}
+
+/// A crash while re-applying after a reset leaves a pending entry: the next restore applies
+/// it (once more) and says the kernel may hold it twice.
+#[test]
+fn a_crash_while_reapplying_after_a_reset_over_demotes_never_under() {
+    let f = fixture();
+    f.store.add(&f.k, Reason::Maintenance, 240, t(1)).unwrap();
+    f.k.inner.demotion_add(-240).unwrap();
+    f.k.arm(Fault::CrashAfter);
+    f.crashes(|| f.store.restore(&f.k, t(2)));
+    assert_eq!(f.k.demotion(), 240);
+    f.store.restore(&f.k, t(3)).unwrap();
+    assert_eq!(f.k.demotion(), 480);
+    assert_eq!(f.ledger().in_doubt(&f.boot()), 240);
+}
+
 #[test]
 fn files_are_private_and_written_atomically() {
     let f = fixture();

@@ -8,8 +8,13 @@
 //!
 //! What the kernel sends back for each vhid (`carp_nl_send`): VHID, STATE, ADVBASE, ADVSKEW,
 //! ADDR and ADDR6 always; KEY only when the reader has `PRIV_NETINET_CARP` (root), as the full
-//! 20-byte key buffer, zero-padded. Attributes this module does not know (VERSION and the VRRP
-//! ones of FreeBSD 15, anything newer) are skipped, so a newer kernel still reads.
+//! 20-byte key buffer, zero-padded. Attributes this module does not know (anything newer
+//! than FreeBSD 15) are skipped, so a newer kernel still reads.
+//!
+//! FreeBSD 15 also keeps VRRPv3 vhids in this family: their records carry VERSION 3,
+//! VRRP_PRIORITY and VRRP_ADV_INTER and no ADVBASE/ADVSKEW. carpd drives CARP only: such a
+//! record parses as [`Answer::Vrrp`] (never an error, never a CARP group), and the backend
+//! reports it as not managed by carpd.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -65,6 +70,29 @@ pub struct CarpRecord {
     /// Unicast IPv6 peer; `None` for multicast (ff02::12) or unset (::).
     pub peer6: Option<Ipv6Addr>,
 }
+
+/// A VRRPv3 vhid (FreeBSD 15+) found in a dump: shown, never managed by carpd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpRecord {
+    pub vhid: Vhid,
+    pub state: CarpState,
+    /// The VERSION attribute (3 for VRRPv3).
+    pub version: u8,
+    /// VRRP_PRIORITY, when sent.
+    pub priority: Option<u8>,
+    /// VRRP_ADV_INTER in centiseconds, when sent.
+    pub adv_interval: Option<u16>,
+}
+
+/// One GET answer: a CARP vhid (VERSION absent or 2) or a VRRP one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Carp(CarpRecord),
+    Vrrp(VrrpRecord),
+}
+
+/// The VERSION attribute's value for CARP (absent before FreeBSD 15, where every vhid is CARP).
+pub const VERSION_CARP: u8 = 2;
 
 /// A GET for `ifname`: every vhid, or only `vhid`. Sent as a dump (one answer per vhid, then
 /// `NLMSG_DONE`).
@@ -129,8 +157,20 @@ pub fn build_set(
     m.finish()
 }
 
-/// Parses the generic netlink payload of one GET answer.
+/// Parses the generic netlink payload of one GET answer that must be a CARP vhid; a VRRP
+/// record is an error here (see [`parse_answer`] for dumps that may hold both).
 pub fn parse_record(payload: &[u8]) -> Result<CarpRecord, DecodeError> {
+    match parse_answer(payload)? {
+        Answer::Carp(r) => Ok(r),
+        Answer::Vrrp(v) => Err(DecodeError::new(format!(
+            "vhid {} is a VRRP (version {}) record, not CARP",
+            v.vhid, v.version
+        ))),
+    }
+}
+
+/// Parses the generic netlink payload of one GET answer: CARP or (FreeBSD 15+) VRRP.
+pub fn parse_answer(payload: &[u8]) -> Result<Answer, DecodeError> {
     let g = GenlMsg::parse(payload)?;
     if g.cmd != CARP_NL_CMD_GET {
         return Err(DecodeError::new(format!(
@@ -140,6 +180,7 @@ pub fn parse_record(payload: &[u8]) -> Result<CarpRecord, DecodeError> {
     }
     let (mut vhid, mut state, mut advbase, mut advskew) = (None, None, None, None);
     let (mut key, mut peer, mut peer6) = (KeyView::Hidden, None, None);
+    let (mut version, mut priority, mut adv_interval) = (None, None, None);
     for a in attrs(g.attrs) {
         let a = a?;
         match a.ty {
@@ -169,20 +210,43 @@ pub fn parse_record(payload: &[u8]) -> Result<CarpRecord, DecodeError> {
                 let ip = Ipv6Addr::from(a.array::<16>().map_err(|e| e.context("ADDR6"))?);
                 peer6 = (!ip.is_unspecified() && ip != MULTICAST_V6).then_some(ip);
             }
-            // IFINDEX, IFNAME, VERSION, VRRP_* and whatever comes next: not part of a record.
+            CARP_NL_VERSION => {
+                version = Some(a.u8().map_err(|e| e.context("VERSION"))?);
+            }
+            CARP_NL_VRRP_PRIORITY => {
+                priority = Some(a.u8().map_err(|e| e.context("VRRP_PRIORITY"))?);
+            }
+            CARP_NL_VRRP_ADV_INTER => {
+                adv_interval = Some(a.u16().map_err(|e| e.context("VRRP_ADV_INTER"))?);
+            }
+            // IFINDEX, IFNAME and whatever comes next: not part of a record.
             _ => {}
         }
     }
     let missing = |name: &str| DecodeError::new(format!("the answer has no {name} attribute"));
-    Ok(CarpRecord {
-        vhid: vhid.ok_or_else(|| missing("VHID"))?,
-        state: state.ok_or_else(|| missing("STATE"))?,
+    let vhid = vhid.ok_or_else(|| missing("VHID"))?;
+    let state = state.ok_or_else(|| missing("STATE"))?;
+    match version {
+        None | Some(VERSION_CARP) => {}
+        Some(version) => {
+            return Ok(Answer::Vrrp(VrrpRecord {
+                vhid,
+                state,
+                version,
+                priority,
+                adv_interval,
+            }));
+        }
+    }
+    Ok(Answer::Carp(CarpRecord {
+        vhid,
+        state,
         advbase: advbase.ok_or_else(|| missing("ADVBASE"))?,
         advskew: advskew.ok_or_else(|| missing("ADVSKEW"))?,
         key,
         peer,
         peer6,
-    })
+    }))
 }
 
 fn non_negative(v: Result<i32, DecodeError>, name: &str) -> Result<u32, DecodeError> {
@@ -220,11 +284,7 @@ fn set_op(ifname: &str, vhid: Vhid) -> String {
 }
 
 /// One GET answer message, checked to belong to the carp family.
-pub(super) fn record_from_msg(
-    op: &str,
-    family: u16,
-    m: &NlMsg<'_>,
-) -> Result<CarpRecord, KernelError> {
+pub(super) fn record_from_msg(op: &str, family: u16, m: &NlMsg<'_>) -> Result<Answer, KernelError> {
     if m.header.ty != family {
         return Err(KernelError::new(
             op,
@@ -234,7 +294,24 @@ pub(super) fn record_from_msg(
             ),
         ));
     }
-    parse_record(m.payload).map_err(|e| KernelError::new(op, format!("malformed carp record: {e}")))
+    parse_answer(m.payload).map_err(|e| KernelError::new(op, format!("malformed carp record: {e}")))
+}
+
+/// A GET dump, split by protocol: the CARP vhids carpd reads and manages, and the VRRP ones
+/// (FreeBSD 15+) it only reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dump {
+    pub carp: Vec<CarpRecord>,
+    pub vrrp: Vec<VrrpRecord>,
+}
+
+impl Dump {
+    pub(super) fn push(&mut self, a: Answer) {
+        match a {
+            Answer::Carp(r) => self.carp.push(r),
+            Answer::Vrrp(v) => self.vrrp.push(v),
+        }
+    }
 }
 
 /// What a finished GET dump means: ENOENT is "no CARP on this interface" (or no such vhid),
@@ -243,11 +320,15 @@ pub(super) fn finish_get(
     ifname: &str,
     vhid: Option<Vhid>,
     result: Result<(), KernelError>,
-    mut records: Vec<CarpRecord>,
-) -> Result<Vec<CarpRecord>, KernelError> {
+    dump: Dump,
+) -> Result<Dump, KernelError> {
+    let Dump {
+        carp: mut records,
+        mut vrrp,
+    } = dump;
     match result {
         Ok(()) => {}
-        Err(e) if e.is_errno(libc::ENOENT) => return Ok(Vec::new()),
+        Err(e) if e.is_errno(libc::ENOENT) => return Ok(Dump::default()),
         Err(e) if e.is_errno(libc::ENXIO) => {
             let detail = format!("no such interface '{}'", ifname.escape_default());
             return Err(e.detail(detail));
@@ -256,9 +337,14 @@ pub(super) fn finish_get(
     }
     if let Some(v) = vhid {
         records.retain(|r| r.vhid == v);
+        vrrp.retain(|r| r.vhid == v);
     }
     records.sort_by_key(|r| r.vhid);
-    Ok(records)
+    vrrp.sort_by_key(|r| r.vhid);
+    Ok(Dump {
+        carp: records,
+        vrrp,
+    })
 }
 
 /// Refuses names the kernel would misread: empty, too long for IFNAMSIZ, or with a NUL.
@@ -345,30 +431,26 @@ mod handle {
             self.family.id
         }
 
-        /// The carp family's version as the controller reports it (2 on FreeBSD 14).
+        /// The carp family's version as the controller reports it (2 on FreeBSD 14 and 15).
         pub fn family_version(&self) -> u32 {
             self.family.version
         }
 
-        /// The vhids of `ifname` (all, or only `vhid`), sorted by vhid. An interface without
-        /// CARP, or without that vhid, gives an empty list; a missing interface is an error
-        /// naming it (ENXIO).
-        pub fn get(
-            &self,
-            ifname: &str,
-            vhid: Option<Vhid>,
-        ) -> Result<Vec<CarpRecord>, KernelError> {
+        /// The vhids of `ifname` (all, or only `vhid`), sorted by vhid, CARP and VRRP apart.
+        /// An interface without CARP, or without that vhid, gives an empty dump; a missing
+        /// interface is an error naming it (ENXIO).
+        pub fn get(&self, ifname: &str, vhid: Option<Vhid>) -> Result<Dump, KernelError> {
             let op = get_op(ifname, vhid);
             check_ifname(&op, ifname)?;
             let mut msg = build_get(self.family.id, ifname, vhid)
                 .map_err(|e| KernelError::new(&op, e.to_string()))?;
             let family = self.family.id;
-            let mut records = Vec::new();
+            let mut dump = Dump::default();
             let result = self.sock.dump(&op, &mut msg, |m| {
-                records.push(record_from_msg(&op, family, m)?);
+                dump.push(record_from_msg(&op, family, m)?);
                 Ok(())
             });
-            finish_get(ifname, vhid, result, records)
+            finish_get(ifname, vhid, result, dump)
         }
 
         /// A raw SET with the kernel's semantics (see [`SetRequest`]). Needs root.
@@ -576,9 +658,9 @@ mod tests {
         8, 0, 7, 0, 178, 32, 70, 110, // ADDR 178.32.70.110
         20, 0, 8, 0,              // ADDR6 2001:db8::1
         0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
-        5, 0, 10, 0, 2, 0, 0, 0,  // VERSION 2 (u8 + padding): ignored
-        5, 0, 11, 0, 100, 0, 0, 0, // VRRP_PRIORITY 100: ignored
-        6, 0, 12, 0, 100, 0, 0, 0, // VRRP_ADV_INTER 100: ignored
+        5, 0, 10, 0, 2, 0, 0, 0,  // VERSION 2 (u8 + padding): CARP
+        5, 0, 11, 0, 100, 0, 0, 0, // VRRP_PRIORITY 100: ignored on a CARP vhid
+        6, 0, 12, 0, 100, 0, 0, 0, // VRRP_ADV_INTER 100: ignored on a CARP vhid
         8, 0, 99, 0, 1, 2, 3, 4,  // an attribute from the future: ignored
         // --- end of the dump ---
         20, 0, 0, 0, 3, 0, 0x02, 0, 7, 0, 0, 0, 0x34, 0x12, 0, 0, // NLMSG_DONE, seq 7
@@ -590,14 +672,75 @@ mod tests {
         seq: u32,
         vhid: Option<Vhid>,
     ) -> Result<Vec<CarpRecord>, KernelError> {
+        run_dump(datagram, seq, vhid).map(|d| d.carp)
+    }
+
+    fn run_dump(datagram: &[u8], seq: u32, vhid: Option<Vhid>) -> Result<Dump, KernelError> {
         let op = get_op("vmx1", vhid);
-        let mut records = Vec::new();
+        let mut dump = Dump::default();
         let result = handle_datagram(&op, datagram, seq, &mut |m| {
-            records.push(record_from_msg(&op, 0x21, m)?);
+            dump.push(record_from_msg(&op, 0x21, m)?);
             Ok(())
         })
         .map(|p| assert_eq!(p, Progress::Finished, "the dump must end in this datagram"));
-        finish_get("vmx1", vhid, result, records)
+        finish_get("vmx1", vhid, result, dump)
+    }
+
+    /// issue 16: a FreeBSD 15 dump mixing a CARP vhid and a VRRPv3 one (VERSION 3,
+    /// VRRP_PRIORITY, VRRP_ADV_INTER, no ADVBASE/ADVSKEW) used to fail as a whole ("no
+    /// ADVBASE attribute"); the VRRP vhid is now reported apart and the CARP one read.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn a_dump_with_a_vrrp_vhid_reads_the_carp_ones_and_reports_the_vrrp_one() {
+        #[rustfmt::skip]
+        let dump: &[u8] = &[
+            // --- vhid 1: CARP with VERSION 2 (FreeBSD 15 sends it) ---
+            60, 0, 0, 0,            // nlmsg_len = 16 + 4 + 4 * 8 + 8
+            0x21, 0, 0x02, 0, 7, 0, 0, 0, 0x34, 0x12, 0, 0,
+            1, 0, 0, 0,
+            8, 0, 1, 0, 1, 0, 0, 0, // VHID 1
+            8, 0, 2, 0, 1, 0, 0, 0, // STATE 1 (BACKUP)
+            8, 0, 3, 0, 1, 0, 0, 0, // ADVBASE 1
+            8, 0, 4, 0, 20, 0, 0, 0, // ADVSKEW 20
+            5, 0, 10, 0, 2, 0, 0, 0, // VERSION 2
+            // --- vhid 9: VRRPv3 ---
+            60, 0, 0, 0,            // nlmsg_len = 16 + 4 + 2 * 8 + 3 * 8
+            0x21, 0, 0x02, 0, 7, 0, 0, 0, 0x34, 0x12, 0, 0,
+            1, 0, 0, 0,
+            8, 0, 1, 0, 9, 0, 0, 0, // VHID 9
+            8, 0, 2, 0, 2, 0, 0, 0, // STATE 2 (MASTER)
+            5, 0, 10, 0, 3, 0, 0, 0, // VERSION 3
+            5, 0, 11, 0, 150, 0, 0, 0, // VRRP_PRIORITY 150
+            6, 0, 12, 0, 100, 0, 0, 0, // VRRP_ADV_INTER 100 cs
+            // --- end of the dump ---
+            20, 0, 0, 0, 3, 0, 0x02, 0, 7, 0, 0, 0, 0x34, 0x12, 0, 0,
+            0, 0, 0, 0,
+        ];
+        let d = run_dump(dump, 7, None).unwrap();
+        assert_eq!(
+            d.carp
+                .iter()
+                .map(|r| (r.vhid.get(), r.advskew))
+                .collect::<Vec<_>>(),
+            [(1, 20)]
+        );
+        assert_eq!(
+            d.vrrp,
+            [VrrpRecord {
+                vhid: vhid(9),
+                state: CarpState::Master,
+                version: 3,
+                priority: Some(150),
+                adv_interval: Some(100),
+            }]
+        );
+        // Asking for the VRRP vhid alone gives no CARP record, and no error either.
+        let d = run_dump(dump, 7, Some(vhid(9))).unwrap();
+        assert!(d.carp.is_empty() && d.vrrp.len() == 1, "{d:?}");
+        // parse_record (a single CARP answer) names what it got instead.
+        let vrrp_payload = &dump[60 + 16..60 + 60];
+        let e = parse_record(vrrp_payload).unwrap_err().to_string();
+        assert!(e.contains("VRRP") && e.contains("vhid 9"), "{e}");
     }
 
     #[cfg(target_endian = "little")]

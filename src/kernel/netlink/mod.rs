@@ -29,7 +29,9 @@ mod proptests;
 
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub use carp::CarpNetlink;
-pub use carp::{CarpRecord, build_get, build_set, parse_record};
+pub use carp::{
+    Answer, CarpRecord, Dump, VrrpRecord, build_get, build_set, parse_answer, parse_record,
+};
 pub use codec::{DecodeError, EncodeError};
 pub use ctrl::{Family, McastGroup};
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]

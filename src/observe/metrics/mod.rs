@@ -416,7 +416,7 @@ impl Metrics {
     /// Every metric in the Prometheus text exposition format 0.0.4 ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let reg = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        render(&reg)
+        render(&reg, crate::observe::logging::dropped_lines())
     }
 }
 
@@ -505,7 +505,8 @@ fn bool_value(b: bool) -> u8 {
     u8::from(b)
 }
 
-fn render(r: &Registry) -> String {
+/// `log_dropped`: the process's dropped syslog lines ([`crate::observe::logging::dropped_lines`]).
+fn render(r: &Registry, log_dropped: u64) -> String {
     let mut out = String::with_capacity(4096);
 
     header(
@@ -679,5 +680,13 @@ fn render(r: &Registry) -> String {
             n,
         );
     }
+
+    header(
+        &mut out,
+        "carpd_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because syslogd could not take them at once (carpd never waits for syslogd).",
+    );
+    sample(&mut out, "carpd_log_lines_dropped_total", &[], log_dropped);
     out
 }

@@ -115,6 +115,9 @@ carpd_demotion{source=\"kernel\"} 240
 carpd_maintenance 1
 # HELP carpd_metrics_dropped_total Metric updates dropped because a family reached its label-set cap (a carpd bug).
 # TYPE carpd_metrics_dropped_total counter
+# HELP carpd_log_lines_dropped_total Log lines dropped because syslogd could not take them at once (carpd never waits for syslogd).
+# TYPE carpd_log_lines_dropped_total counter
+carpd_log_lines_dropped_total 0
 ";
     let got = m.render();
     assert_eq!(got, want);
@@ -122,7 +125,7 @@ carpd_maintenance 1
     assert!(got.contains("le=\"0.005\""), "{got}");
     assert!(got.contains("le=\"60\""), "{got}");
     let f = expo::parse(&got).unwrap();
-    assert_eq!(f.len(), 13);
+    assert_eq!(f.len(), 14);
     assert!(f.iter().all(|f| f.name.starts_with("carpd_")));
 }
 
@@ -130,8 +133,13 @@ carpd_maintenance 1
 fn a_fresh_registry_renders_every_family_and_only_build_info() {
     let f = parsed(&Metrics::new());
     let samples = expo::samples(&f);
-    assert_eq!(samples.len(), 1, "{samples:?}");
+    // build_info, and the process-wide dropped log lines (a plain counter, 0 here).
+    assert_eq!(samples.len(), 2, "{samples:?}");
     assert_eq!(samples[0].name, "carpd_build_info");
+    assert_eq!(
+        (samples[1].name.as_str(), samples[1].value),
+        ("carpd_log_lines_dropped_total", 0.0)
+    );
     let names: Vec<&str> = f.iter().map(|f| f.name.as_str()).collect();
     for want in [
         "carpd_group_state",
@@ -145,6 +153,7 @@ fn a_fresh_registry_renders_every_family_and_only_build_info() {
         "carpd_ready_all",
         "carpd_demotion",
         "carpd_maintenance",
+        "carpd_log_lines_dropped_total",
         "carpd_build_info",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
@@ -831,7 +840,7 @@ mod textfile_writer {
                     // Complete means valid and with every family, down to the last one
                     // (an empty or cut file can still be a valid exposition).
                     match expo::parse(&text) {
-                        Ok(f) if f.len() == 13 => {}
+                        Ok(f) if f.len() == 14 => {}
                         Ok(f) => panic!("a reader saw a partial file: {} families", f.len()),
                         Err(e) => panic!("a reader saw a partial or broken file: {e}"),
                     }

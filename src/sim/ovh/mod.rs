@@ -4,7 +4,8 @@
 //!
 //! Used in-process by tests, the lab and the benchmarks: [`OvhSim::start`] returns a handle
 //! whose [`OvhSim::endpoint`] a [`crate::ovh::Client`] points at. Dropping the handle stops the
-//! server and every connection. It binds loopback only and never contacts anything.
+//! server and every connection. It binds loopback (or, for the FreeBSD acceptance script's
+//! jails, the address `examples/ovh-sim.rs` is given) and never contacts anything.
 //!
 //! Served (under `/1.0`): `GET /auth/time`; the dedicated-server vMAC endpoints and tasks;
 //! `GET /ip/{block}`, `POST /ip/{block}/move`, `GET /ip/{block}/task[/{id}]`; and outside
@@ -180,7 +181,13 @@ type Answer = Response<Full<Bytes>>;
 impl OvhSim {
     /// Starts the simulator on 127.0.0.1 with an empty account.
     pub async fn start(config: SimConfig) -> std::io::Result<OvhSim> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        OvhSim::start_on(config, (Ipv4Addr::LOCALHOST, 0).into()).await
+    }
+
+    /// Starts the simulator on `addr` (the FreeBSD acceptance script's jails reach it over
+    /// a bridge; `examples/ovh-sim.rs`). Tests use [`OvhSim::start`].
+    pub async fn start_on(config: SimConfig, addr: SocketAddr) -> std::io::Result<OvhSim> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (acceptor, ca_pem) = if config.tls {
             let (a, pem) = tls_acceptor()?;
