@@ -170,13 +170,7 @@ async fn daemon_killed_mid_claim_restarts_and_converges() {
     w.sim.with_world(|x| x.task_delay = Duration::from_secs(2));
     let t = Instant::now();
     let at = w.elect(B).await;
-    let sim = &w.sim;
-    wait_for("router-003's DELETE", || {
-        sim.requests()
-            .iter()
-            .any(|r| r.method == "DELETE" && r.mutation && r.at >= t)
-    })
-    .await;
+    w.accepted("DELETE", t, "router-003's DELETE").await;
     w.routers[B].kill();
     // The window was marked on disk before the DELETE was sent.
     let marker = w.routers[B].dir.join("db").join("claims.json");
@@ -200,14 +194,15 @@ async fn ovh_hung_during_a_claim_is_superseded_by_backup() {
         .inject(Fault::new(Some("POST"), None, FaultKind::Hang, 1));
     let t = Instant::now();
     let _ = w.elect(B).await;
+    w.accepted("DELETE", t, "router-003's DELETE").await;
+    // The simulator logs a hung request when it arrives (status 0, no answer).
     let sim = &w.sim;
     wait_for("router-003's hung POST", || {
         sim.requests()
             .iter()
-            .any(|r| r.method == "DELETE" && r.mutation && r.at >= t)
+            .any(|r| r.method == "POST" && r.status == 0 && r.at >= t)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let at = w.elect(A).await;
     w.expect_bound(A, at, "the hung claim superseded").await;
     let st = w.routers[B].status().await;

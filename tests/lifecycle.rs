@@ -45,13 +45,8 @@ async fn into_the_window(w: &mut World) -> Instant {
     w.sim.with_world(|x| x.task_delay = SLOW_TASK);
     let t = Instant::now();
     let _ = w.elect(A).await;
-    let sim = &w.sim;
-    wait_for("router-002's accepted DELETE", || {
-        sim.requests()
-            .iter()
-            .any(|r| r.method == "DELETE" && r.mutation && r.at >= t)
-    })
-    .await;
+    w.accepted("DELETE", t, "router-002's accepted DELETE")
+        .await;
     t
 }
 

@@ -321,6 +321,20 @@ pub fn assert_no_secrets(text: &str, what: &str) {
 pub const A: usize = 0;
 pub const B: usize = 1;
 
+impl World {
+    /// Waits until OVH accepted a `method` mutation at or after `since` (`what` names it in
+    /// the timeout's message).
+    pub async fn accepted(&self, method: &str, since: Instant, what: &str) {
+        let sim = &self.sim;
+        wait_for(what, || {
+            sim.requests()
+                .iter()
+                .any(|r| r.method == method && r.mutation && r.at >= since)
+        })
+        .await;
+    }
+}
+
 impl Router {
     /// Sends `sig` to the running daemon.
     pub fn signal(&self, sig: libc::c_int) {

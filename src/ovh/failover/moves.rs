@@ -20,14 +20,8 @@ pub async fn claim_move<A: FailoverApi>(
     opts: &ClaimOptions,
     fence: &dyn Fence,
 ) -> Result<ClaimOutcome, ClaimFailure> {
-    let start = Instant::now();
-    let mut run = Run {
-        start,
-        deadline: start + opts.deadline,
-        opts,
-        outcome: ClaimOutcome::new(t.block.to_string()),
-    };
     let ip_s = t.block.to_string();
+    let mut run = Run::new(ip_s.clone(), opts);
     let mut verifying = false;
     loop {
         let obs = within(

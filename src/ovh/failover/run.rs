@@ -57,7 +57,18 @@ pub(super) struct Run<'a> {
     pub(super) outcome: ClaimOutcome,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run for the claim of `ip` (as shown in outcomes), starting now.
+    pub(super) fn new(ip: String, opts: &'a ClaimOptions) -> Run<'a> {
+        let start = Instant::now();
+        Run {
+            start,
+            deadline: start + opts.deadline,
+            opts,
+            outcome: ClaimOutcome::new(ip),
+        }
+    }
+
     pub(super) fn fail(&mut self, error: ClaimError) -> ClaimFailure {
         self.outcome.elapsed = self.start.elapsed();
         ClaimFailure {

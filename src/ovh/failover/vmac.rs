@@ -60,14 +60,8 @@ pub async fn claim_vmac<A: FailoverApi>(
     hint: Option<&Found>,
     fence: &dyn Fence,
 ) -> Result<ClaimOutcome, ClaimFailure> {
-    let start = Instant::now();
-    let mut run = Run {
-        start,
-        deadline: start + opts.deadline,
-        opts,
-        outcome: ClaimOutcome::new(t.ip.to_string()),
-    };
     let ip_s = t.ip.to_string();
+    let mut run = Run::new(ip_s.clone(), opts);
     let allow_last = t.allow_last_ip_release || opts.force;
     let mut hint = hint.cloned();
     let mut next: Option<VmacStep> = None;
