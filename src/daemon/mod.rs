@@ -200,11 +200,12 @@ pub struct Daemon {
     vault: Option<(VaultAccessKey, AgentHandle)>,
     /// Set once a stop was asked.
     stopping: bool,
-    /// The reload being loaded off the runtime thread, and those asked meanwhile.
+    /// The reload being loaded off the runtime thread, and the one asked meanwhile (its
+    /// requesters share the next load).
     reloads: JoinSet<reload::Loading>,
-    queued_reloads: Vec<(
+    queued_reload: Option<(
         &'static str,
-        Option<tokio::sync::oneshot::Sender<crate::control::Reply>>,
+        Vec<tokio::sync::oneshot::Sender<crate::control::Reply>>,
     )>,
 }
 
@@ -278,7 +279,7 @@ impl Daemon {
             vault: None,
             stopping: false,
             reloads: JoinSet::new(),
-            queued_reloads: Vec::new(),
+            queued_reload: None,
         })
     }
 

@@ -19,16 +19,17 @@ use crate::controller::machine::Input;
 use super::failover;
 use super::{Daemon, Loaded, Note, StartError, load};
 
-/// A reload that has finished loading.
+/// A reload that has finished loading, with everyone waiting for its result.
 pub(super) struct Loading {
     via: &'static str,
-    reply: Option<oneshot::Sender<Reply>>,
+    replies: Vec<oneshot::Sender<Reply>>,
     result: Result<Loaded, StartError>,
 }
 
 impl Daemon {
     /// Starts loading the configuration off the runtime thread; [`Daemon::finish_reload`]
-    /// takes it from there. One reload at a time: a request during another waits for it.
+    /// takes it from there. One reload at a time: requests during another wait for it, then
+    /// share one more load (of the newest file).
     pub(super) fn start_reload(
         &mut self,
         via: &'static str,
@@ -43,9 +44,14 @@ impl Daemon {
             return;
         }
         if !self.reloads.is_empty() {
-            self.queued_reloads.push((via, reply));
+            let queued = self.queued_reload.get_or_insert((via, Vec::new()));
+            queued.1.extend(reply);
             return;
         }
+        self.load_in_background(via, reply.into_iter().collect());
+    }
+
+    fn load_in_background(&mut self, via: &'static str, replies: Vec<oneshot::Sender<Reply>>) {
         let settings = self.settings.clone();
         let kernel = self.kernel.clone();
         let (tx, rx) = oneshot::channel();
@@ -60,7 +66,11 @@ impl Daemon {
             let result = Err(StartError::Secrets(vec![format!(
                 "cannot start the reload thread: {e}"
             )]));
-            self.finish_reload(Loading { via, reply, result });
+            self.finish_reload(Loading {
+                via,
+                replies,
+                result,
+            });
             return;
         }
         self.reloads.spawn(async move {
@@ -69,13 +79,21 @@ impl Daemon {
                     "loading the configuration panicked".to_string(),
                 ]))
             });
-            Loading { via, reply, result }
+            Loading {
+                via,
+                replies,
+                result,
+            }
         });
     }
 
     /// Swaps in a loaded configuration, or keeps the running one and says why.
     pub(super) fn finish_reload(&mut self, done: Loading) {
-        let Loading { via, reply, result } = done;
+        let Loading {
+            via,
+            replies,
+            result,
+        } = done;
         let message = match result {
             Ok(loaded) => Ok(self.swap_in(via, loaded)),
             Err(e) => {
@@ -87,24 +105,18 @@ impl Daemon {
                 Err(message)
             }
         };
-        if let Some(r) = reply {
-            let _ = r.send(match message {
-                Ok(message) => Reply::Reloaded { message },
-                Err(message) => Reply::Error { message },
+        for r in replies {
+            let _ = r.send(match &message {
+                Ok(message) => Reply::Reloaded {
+                    message: message.clone(),
+                },
+                Err(message) => Reply::Error {
+                    message: message.clone(),
+                },
             });
         }
-        if let Some((via, reply)) = self.queued_reloads.pop() {
-            // Later requests than this one all want the newest file: one more load serves
-            // them all.
-            let rest: Vec<_> = self.queued_reloads.drain(..).collect();
-            self.start_reload(via, reply);
-            for (_, r) in rest {
-                if let Some(r) = r {
-                    let _ = r.send(Reply::Error {
-                        message: "another reload request was served at the same time; see its result in carpd status".to_string(),
-                    });
-                }
-            }
+        if let Some((via, replies)) = self.queued_reload.take() {
+            self.load_in_background(via, replies);
         }
     }
 
