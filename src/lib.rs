@@ -15,6 +15,8 @@
 //! - [`sim`]: simulators of external systems (the OVH API) for tests, the lab and benches.
 //! - [`lab`]: `carpd lab`, the two-router drill on simulators.
 //! - [`cli`]: clap definitions and one module per subcommand.
+//! - [`remote`]: rules for every HTTP client: no redirects, no environment proxies, server
+//!   text escaped.
 
 pub mod carp;
 pub mod cli;
@@ -27,6 +29,7 @@ pub mod lab;
 pub mod observe;
 pub mod ovh;
 pub mod plan;
+pub mod remote;
 pub mod secrets;
 pub mod sim;
 pub mod vault;

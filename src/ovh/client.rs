@@ -147,6 +147,9 @@ impl Client {
             .connect_timeout(opts.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
+            // Signed requests and tokens must never be re-sent elsewhere (src/remote.rs).
+            .redirect(crate::remote::no_redirects())
+            .no_proxy()
             .user_agent(concat!("carpd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OvhError::Config(format!("cannot set up the HTTP client: {e}")))?;
@@ -540,16 +543,26 @@ impl Client {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| network(describe_reqwest(&e), e.is_connect()))?;
+        let resp = req.send().await.map_err(|e| {
+            if e.is_redirect() {
+                // Not transient: asking again gets the same redirect (src/remote.rs).
+                OvhError::Decode {
+                    method: method.into(),
+                    endpoint: self.endpoint.name().into(),
+                    path: path.into(),
+                    query_id: None,
+                    detail: describe_reqwest(&e),
+                }
+            } else {
+                network(describe_reqwest(&e), e.is_connect())
+            }
+        })?;
         let status = resp.status().as_u16();
         let query_id = resp
             .headers()
             .get("X-Ovh-QueryID")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .map(|q| crate::remote::untrusted(q, 100));
         let retry_after = resp
             .headers()
             .get("Retry-After")

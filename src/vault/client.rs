@@ -122,12 +122,48 @@ fn connect(server: &Server, timeout: Duration, origin: &str) -> Result<VaultClie
             "check vault.server in the secretsmith file",
         )
     })?;
-    VaultClient::new(settings).map_err(|e| {
+    let mut client = VaultClient::new(settings).map_err(|e| {
         settings_err(
             format!("cannot set up the HTTP client: {}", chain(&e)),
             "check vault.server.verify (a PEM CA bundle) in the secretsmith file",
         )
-    })
+    })?;
+    // vaultrs builds its reqwest client with redirects followed and environment proxies
+    // honoured, and offers no setting for either: carpd swaps in its own, built the same way
+    // (TLS backend, timeout, verification, CA bundle) plus carpd's rules (src/remote.rs). A
+    // redirected login would otherwise re-send role_id and secret_id to the new origin.
+    client.http.http = http_client(server, timeout).map_err(|e| {
+        settings_err(
+            format!("cannot set up the HTTP client: {}", chain(&e)),
+            "check vault.server.verify (a PEM CA bundle) in the secretsmith file",
+        )
+    })?;
+    Ok(client)
+}
+
+/// The HTTP client of the Vault connection: what vaultrs would build, without redirects and
+/// without environment proxies.
+fn http_client(
+    server: &Server,
+    timeout: Duration,
+) -> Result<reqwest013::Client, reqwest013::Error> {
+    let mut b = reqwest013::ClientBuilder::new()
+        .tls_backend_rustls()
+        .timeout(timeout)
+        .tls_danger_accept_invalid_certs(server.verify == Verify::Insecure)
+        .redirect(crate::remote::no_redirects_013())
+        .no_proxy();
+    if server.url.starts_with("http://") {
+        // As vaultrs does: no certificate store is needed (and loading one may fail).
+        b = b.tls_certs_only(Vec::new());
+    } else if let Verify::CaFile(p) = &server.verify {
+        // Read and checked as PEM by `connect` just before.
+        let pem = std::fs::read(p).unwrap_or_default();
+        if let Ok(certs) = reqwest013::Certificate::from_pem_bundle(&pem) {
+            b = b.tls_certs_merge(certs);
+        }
+    }
+    b.build()
 }
 
 /// What an operation was, for the error translation.
@@ -182,6 +218,12 @@ fn translate(e: ClientError, server: &str, op: Op<'_>) -> VaultError {
             let reason = if errors.is_empty() {
                 format!("HTTP {code}")
             } else {
+                // Server text: escaped and bounded before it reaches a log line.
+                let errors: Vec<String> = errors
+                    .iter()
+                    .take(5)
+                    .map(|e| crate::remote::untrusted(e, 300))
+                    .collect();
                 format!("HTTP {code}: {}", errors.join("; "))
             };
             let text = errors.join(" ").to_lowercase();

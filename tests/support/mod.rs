@@ -3,3 +3,4 @@
 
 pub mod bao;
 pub mod daemon_lab;
+pub mod redirect;

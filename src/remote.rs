@@ -1,0 +1,111 @@
+//! Rules every HTTP client of carpd follows toward a server (OVH API, its OAuth2 token
+//! endpoint, Vault/OpenBao), in one place so that the clients cannot drift apart:
+//!
+//! - **No redirects.** A request carries credentials (an AppRole secret_id, a Vault token,
+//!   OVH signatures, an OAuth2 client secret or bearer token). Following a 3xx would send
+//!   them to whatever origin the answer names, so a redirect is refused before anything is
+//!   sent there, and the error names the target ([`RedirectRefused`]).
+//! - **No proxy from the environment.** `HTTPS_PROXY` and friends are ignored; a proxy is used
+//!   only when carpd.yaml's `proxy:` names one.
+//! - **Server text is untrusted.** What a server says (error messages, codes, a `Location`)
+//!   goes into log lines and `carpd status` only through [`untrusted`]: control characters
+//!   escaped (no line injection, no terminal escapes), length capped.
+
+use std::fmt;
+
+/// A redirect carpd refused to follow. Built by each client's redirect policy, so that it is
+/// the innermost source of the HTTP library's error and reaches the message.
+#[derive(Debug)]
+pub struct RedirectRefused {
+    pub status: u16,
+    /// Where the server wanted the request to go (escaped).
+    pub target: String,
+}
+
+impl RedirectRefused {
+    pub fn new(status: u16, target: &str) -> RedirectRefused {
+        RedirectRefused {
+            status,
+            target: untrusted(target, 300),
+        }
+    }
+}
+
+impl fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the server answered HTTP {} redirecting to {}; carpd never follows redirects (the request carries credentials). Fix: point the URL at the final address",
+            self.status, self.target
+        )
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// A reqwest 0.12 redirect policy that refuses every redirect (the OVH client).
+pub fn no_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let e = RedirectRefused::new(attempt.status().as_u16(), attempt.url().as_str());
+        attempt.error(e)
+    })
+}
+
+/// The same policy for reqwest 0.13, which vaultrs builds on (the Vault client).
+pub fn no_redirects_013() -> reqwest013::redirect::Policy {
+    reqwest013::redirect::Policy::custom(|attempt| {
+        let e = RedirectRefused::new(attempt.status().as_u16(), attempt.url().as_str());
+        attempt.error(e)
+    })
+}
+
+/// Server text made safe for one log line: control characters (newlines, escape sequences)
+/// are written as `\n`, `\u{1b}`…, and at most `max` characters are kept (the cut is marked
+/// with `…`). Printable text, including non-ASCII letters, is kept as it is.
+pub fn untrusted(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for (n, c) in text.chars().enumerate() {
+        if n >= max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_stays_one_line_and_bounded() {
+        let s = untrusted("bad\nFAKE carpd[1]: MASTER\r\x1b[31mred\u{2028}x", 100);
+        assert!(
+            !s.contains('\n') && !s.contains('\r') && !s.contains('\x1b'),
+            "{s}"
+        );
+        assert!(
+            s.contains("bad\\nFAKE") && s.contains("\\u{1b}[31mred"),
+            "{s}"
+        );
+        assert_eq!(untrusted("héllo", 100), "héllo");
+        assert_eq!(untrusted("abcdef", 3), "abc…");
+        assert_eq!(untrusted("abc", 3), "abc");
+    }
+
+    #[test]
+    fn a_refused_redirect_names_the_escaped_target() {
+        let e = RedirectRefused::new(307, "http://127.0.0.1:9/x\nforged");
+        let m = e.to_string();
+        assert!(
+            m.contains("HTTP 307") && m.contains("http://127.0.0.1:9/x\\nforged"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'));
+    }
+}
