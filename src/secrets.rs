@@ -8,7 +8,6 @@
 //! [`CarpKey`] (zeroized on drop, redacted in `Debug`) and never appear in messages: errors
 //! name the source, not the value.
 
-use std::fs;
 use std::io::Read;
 use std::path::Path;
 
@@ -23,6 +22,8 @@ use crate::vault::client::VaultStore;
 use crate::vault::session::Session;
 use crate::vault::{SecretPath, SecretStore};
 
+pub mod file;
+
 /// How strict the file checks are.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SecretPolicy {
@@ -30,38 +31,11 @@ pub struct SecretPolicy {
     pub allow_insecure_files: bool,
 }
 
-/// Checks that a file holding secrets is owned by root and not readable or writable by group
-/// or others. `what` names the file's role in the message.
+/// Checks that a file holding secrets is a regular file owned by root (or carpd's user) and
+/// not accessible to group or others, by opening it the one safe way ([`file::open_private`]).
+/// `what` names the file's role in the message.
 pub fn check_private_file(path: &Path, what: &str, policy: SecretPolicy) -> Result<(), String> {
-    let meta =
-        fs::metadata(path).map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{what} {} is not a regular file", path.display()));
-    }
-    if policy.allow_insecure_files {
-        return Ok(());
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let mode = meta.mode() & 0o777;
-        if meta.uid() != 0 {
-            return Err(format!(
-                "{what} {} is owned by uid {}, not root: it holds a secret, so carpd only trusts root-owned files. Fix: chown root:wheel {} (or pass --allow-insecure-files in a lab)",
-                path.display(),
-                meta.uid(),
-                path.display()
-            ));
-        }
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{what} {} has mode {mode:04o}: it holds a secret and must not be accessible to group or others. Fix: chmod 0400 {} (or pass --allow-insecure-files in a lab)",
-                path.display(),
-                path.display()
-            ));
-        }
-    }
-    Ok(())
+    file::open_private(path, what, policy).map(drop)
 }
 
 /// Reads the CARP password of `group` from its source.
@@ -73,19 +47,17 @@ pub fn resolve_password(
     match source {
         PasswordSource::Inline(k) => Ok(k.clone()),
         PasswordSource::File(path) => {
-            check_private_file(path, &format!("password file of group {group}"), policy)?;
+            let f = file::open_private(path, &format!("password file of group {group}"), policy)?;
             let mut bytes = Vec::new();
             // Read at most one byte more than a key (plus a newline) so a wrong file (a
             // certificate, a log) cannot make carpd read megabytes into memory.
             let limit = (KEY_LEN + 3) as u64;
-            fs::File::open(path)
-                .and_then(|f| f.take(limit).read_to_end(&mut bytes))
-                .map_err(|e| {
-                    format!(
-                        "password file {} of group {group}: cannot read: {e}",
-                        path.display()
-                    )
-                })?;
+            f.take(limit).read_to_end(&mut bytes).map_err(|e| {
+                format!(
+                    "password file {} of group {group}: cannot read: {e}",
+                    path.display()
+                )
+            })?;
             // One trailing newline is how editors and `echo` write files; it is not part of
             // the password.
             if bytes.ends_with(b"\n") {
@@ -218,25 +190,64 @@ pub fn wipe(buf: &mut Vec<u8>) {
     buf.zeroize();
 }
 
-/// Sets this process's core-file size limit to 0 (soft and hard), so that a crash never
-/// writes its memory (tokens, OVH keys, CARP passwords) to a core file. Called by
-/// `carpd run` at start; children inherit it. A portable setrlimit(2): Linux and FreeBSD.
+/// Keeps this process's memory (tokens, OVH keys, CARP passwords) out of core files and away
+/// from debuggers of the same user: the core-file size limit goes to 0 (soft and hard, so no
+/// child can raise it back; setrlimit(2)), and the process is made non-dumpable — Linux
+/// prctl(PR_SET_DUMPABLE, 0), FreeBSD procctl(PROC_TRACE_CTL_DISABLE), which also refuse
+/// ptrace attaches from the same uid. Called at the start of every command (`cli::run`);
+/// the first failure is returned, after every step was tried.
 pub fn forbid_core_dumps() -> std::io::Result<()> {
     let zero = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: setrlimit reads the struct we pass; no other preconditions.
-    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == 0 {
+    let limit = if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    limit.and(make_non_dumpable())
+}
+
+#[cfg(target_os = "linux")]
+fn make_non_dumpable() -> std::io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument; no memory is passed.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
     }
 }
 
+#[cfg(target_os = "freebsd")]
+fn make_non_dumpable() -> std::io::Result<()> {
+    let mut arg: libc::c_int = libc::PROC_TRACE_CTL_DISABLE;
+    // SAFETY: procctl reads one c_int through the pointer, which outlives the call.
+    let r = unsafe {
+        libc::procctl(
+            libc::P_PID,
+            0,
+            libc::PROC_TRACE_CTL,
+            (&raw mut arg).cast::<libc::c_void>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn make_non_dumpable() -> std::io::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn group() -> GroupId {
@@ -322,6 +333,22 @@ mod tests {
             store.state.lock().unwrap().calls,
             ["login", "read ops/carp/2"]
         );
+    }
+
+    #[test]
+    fn core_dumps_are_off_and_the_process_is_not_dumpable() {
+        // nextest runs each test in its own process: this changes only that process.
+        forbid_core_dumps().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: 1,
+        };
+        // SAFETY: getrlimit writes the struct we pass.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut lim) }, 0);
+        assert_eq!((lim.rlim_cur, lim.rlim_max), (0, 0));
+        #[cfg(target_os = "linux")]
+        // SAFETY: PR_GET_DUMPABLE takes no pointer.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
     }
 
     #[test]
