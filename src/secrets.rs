@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use zeroize::Zeroize;
 
 use crate::carp::{CarpKey, GroupId, KEY_LEN};
-use crate::config::{PasswordSource, VaultConfig};
+use crate::config::{Config, PasswordSource, VaultConfig};
 use crate::vault::blocking::{Access, BlockingSession};
 use crate::vault::check::carp_key_problem;
 use crate::vault::client::VaultStore;
@@ -36,6 +36,26 @@ pub struct SecretPolicy {
 /// `what` names the file's role in the message.
 pub fn check_private_file(path: &Path, what: &str, policy: SecretPolicy) -> Result<(), String> {
     file::open_private(path, what, policy).map(drop)
+}
+
+/// The one rule for inline passwords, applied by `check`, `plan`, `apply`, `run` and reload
+/// alike (they all resolve passwords through [`crate::plan::gather::desired`]): a
+/// configuration file that holds a password itself must be as private as a password file
+/// (`--allow-insecure-files` overrides, as for every secret file).
+pub fn inline_password_problem(config: &Config, policy: SecretPolicy) -> Option<String> {
+    let g = config
+        .groups
+        .iter()
+        .find(|g| matches!(g.password, Some(PasswordSource::Inline(_))))?;
+    check_private_file(
+        &config.file,
+        &format!(
+            "configuration file (it holds the inline password of {}, {})",
+            g.id, g.key
+        ),
+        policy,
+    )
+    .err()
 }
 
 /// Reads the CARP password of `group` from its source.

@@ -362,6 +362,41 @@ async fn reload_swaps_a_valid_configuration_and_keeps_the_old_one_otherwise() {
     lab.stop().await;
 }
 
+/// The inline-password rule on reload is the one `check`, `apply` and `run` apply (issue 19,
+/// item 6): a configuration that now holds a password inline while others can read it is
+/// refused, the running one stays; made private, the same file is taken.
+#[tokio::test]
+async fn reload_refuses_an_inline_password_in_a_configuration_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut lab = Lab::new(CONFIG).await;
+    lab.stop().await;
+    lab.tweak = Some(|s| s.policy.allow_insecure_files = false);
+    lab.start().await;
+    let cfg = lab.path("carpd.yaml");
+    let inline = CONFIG.replace(
+        "advskew: 0, addresses",
+        "advskew: 0, password: inlineSecret-5c1, addresses",
+    );
+    std::fs::write(&cfg, &inline).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    match lab.request(Request::Reload).await {
+        Reply::Error { message } => {
+            assert!(
+                message.contains("inline password of 2@vmx1") && message.contains("mode 0644"),
+                "{message}"
+            );
+            assert!(!message.contains("inlineSecret-5c1"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    match lab.request(Request::Reload).await {
+        Reply::Reloaded { .. } => {}
+        other => panic!("the private file must be taken: {other:?}"),
+    }
+    lab.stop().await;
+}
+
 /// Raw line exchange on the control socket, for abuse tests.
 fn raw(path: &Path, line: &[u8]) -> String {
     let mut s = UnixStream::connect(path).unwrap();

@@ -40,6 +40,9 @@ pub fn desired_for(
 
 /// Builds the desired state; every password that cannot be read is reported, none is shown.
 pub fn desired(config: &Config, policy: SecretPolicy) -> Result<Desired, Vec<String>> {
+    if let Some(p) = crate::secrets::inline_password_problem(config, policy) {
+        return Err(vec![p]);
+    }
     let mut errors = Vec::new();
     let mut groups = Vec::new();
     let mut resolver = Resolver::new(policy, config.vault.as_ref());
