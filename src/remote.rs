@@ -7,11 +7,34 @@
 //!   sent there, and the error names the target ([`RedirectRefused`]).
 //! - **No proxy from the environment.** `HTTPS_PROXY` and friends are ignored; a proxy is used
 //!   only when carpd.yaml's `proxy:` names one.
+//! - **Server numbers are untrusted.** A TTL, `expires_in` or `Retry-After` becomes a
+//!   [`Duration`] only through [`remote_secs`] (capped at [`MAX_REMOTE_DURATION`]) and is added
+//!   to an instant only through [`later`]: no answer can overflow time arithmetic, which
+//!   panics, and with `panic = "abort"` would stop the daemon.
 //! - **Server text is untrusted.** What a server says (error messages, codes, a `Location`)
 //!   goes into log lines and `carpd status` only through [`untrusted`]: control characters
 //!   escaped (no line injection, no terminal escapes), length capped.
 
 use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Longest duration carpd takes from a server: a year. Longer TTLs and token lifetimes are
+/// treated as a year (the token is renewed or fetched again then); a longer `Retry-After`
+/// is longer than any request deadline anyway.
+pub const MAX_REMOTE_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Seconds from a server as a duration, capped at [`MAX_REMOTE_DURATION`].
+pub fn remote_secs(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_REMOTE_DURATION)
+}
+
+/// `at + d`, saturating: an instant the platform cannot represent becomes the latest one
+/// that [`MAX_REMOTE_DURATION`] still reaches, or `at` itself.
+pub fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(d.min(MAX_REMOTE_DURATION)))
+        .unwrap_or(at)
+}
 
 /// A redirect carpd refused to follow. Built by each client's redirect policy, so that it is
 /// the innermost source of the HTTP library's error and reaches the message.
@@ -81,6 +104,18 @@ pub fn untrusted(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_numbers_are_capped_and_never_overflow() {
+        assert_eq!(remote_secs(u64::MAX), MAX_REMOTE_DURATION);
+        assert_eq!(remote_secs(30), Duration::from_secs(30));
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+    }
 
     #[test]
     fn untrusted_text_stays_one_line_and_bounded() {

@@ -257,7 +257,8 @@ impl Client {
 
     async fn sync_time(&self) -> Result<i64, OvhError> {
         let server = self.server_time().await?;
-        let delta = server - unix_now();
+        // Saturating: the server's number can be anything (src/remote.rs).
+        let delta = server.saturating_sub(unix_now());
         self.lock().delta = Some((delta, Instant::now()));
         tracing::debug!(delta, endpoint = self.endpoint.name(), "OVH time delta");
         Ok(delta)
@@ -315,13 +316,10 @@ impl Client {
         }
         let reply: TokenReply = serde_json::from_slice(&body)
             .map_err(|_| fail("the reply is not {access_token, expires_in}".into()))?;
-        let life = Duration::from_secs(reply.expires_in);
-        // Refresh at 90% of the lifetime, and at most a minute before expiry.
-        let margin = (life / 10).min(Duration::from_secs(60));
         let value = SecretString::from(reply.access_token);
         self.lock().token = Some(Token {
             value: value.clone(),
-            refresh_at: Instant::now() + life - margin,
+            refresh_at: token_refresh_at(Instant::now(), reply.expires_in),
         });
         Ok(value)
     }
@@ -510,7 +508,7 @@ impl Client {
         };
         match auth {
             Prepared::Classic { ak, as_, ck, delta } => {
-                let ts = unix_now() + delta;
+                let ts = unix_now().saturating_add(*delta);
                 let sig = sign::signature(
                     as_.expose_secret(),
                     ck.expose_secret(),
@@ -567,8 +565,7 @@ impl Client {
             .headers()
             .get("Retry-After")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(retry_after_secs);
         let body = match read_bounded(resp, MAX_BODY).await {
             Ok(b) => b,
             Err(BodyError::Network(e)) => return Err(network(describe_reqwest(&e), false)),
@@ -609,6 +606,24 @@ impl Client {
             retry_after,
         })))
     }
+}
+
+/// When to fetch a new OAuth2 token, from the `expires_in` of the token answer: at 90% of
+/// the lifetime, and at most a minute before expiry. Any number is safe (src/remote.rs).
+pub fn token_refresh_at(now: Instant, expires_in: u64) -> Instant {
+    let life = crate::remote::remote_secs(expires_in);
+    let margin = (life / 10).min(Duration::from_secs(60));
+    crate::remote::later(now, life - margin)
+}
+
+/// A `Retry-After` in seconds (the HTTP-date form is not used by OVH), capped; `None` when it
+/// is not a number.
+pub fn retry_after_secs(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(crate::remote::remote_secs)
 }
 
 /// Largest answer carpd reads from the OVH API or its token endpoint. The biggest real

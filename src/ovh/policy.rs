@@ -59,7 +59,9 @@ impl RetryPolicy {
         let base = self.initial.as_secs_f64() * exp;
         let base = base.min(self.max.as_secs_f64());
         let rand01 = rand01.clamp(0.0, 1.0);
-        let jittered = Duration::from_secs_f64(base / 2.0 + base / 2.0 * rand01);
+        // try_: a NaN or infinite base (extreme settings) must not panic; the cap then holds.
+        let jittered =
+            Duration::try_from_secs_f64(base / 2.0 + base / 2.0 * rand01).unwrap_or(self.max);
         let d = retry_after.map_or(jittered, |ra| ra.max(jittered));
         (d < remaining).then_some(d)
     }

@@ -491,7 +491,7 @@ pub mod decoding {
 
 fn token_info(lease: u64, renewable: bool, policies: Vec<String>) -> TokenInfo {
     TokenInfo {
-        ttl: (lease > 0).then(|| Duration::from_secs(lease)),
+        ttl: (lease > 0).then(|| crate::remote::remote_secs(lease)),
         renewable,
         policies,
     }
@@ -585,7 +585,7 @@ impl SecretStore for VaultStore {
                 // Unlike a login, a renewal answering 0 s means "capped to nothing" (max TTL
                 // reached), not "never expires": the lifecycle then logs in again.
                 Ok(TokenInfo {
-                    ttl: Some(Duration::from_secs(a.lease_duration)),
+                    ttl: Some(crate::remote::remote_secs(a.lease_duration)),
                     renewable: a.renewable,
                     policies,
                 })

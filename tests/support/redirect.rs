@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 proxy on 127.0.0.1 that forwards requests to a real server (OpenBao, the
-//! OVH simulator) except those whose path matches a rule, which it answers with a redirect to
-//! another origin; and that other origin, a listener that records every byte it receives.
-//! Used to prove that no carpd client follows a redirect: the recorder must stay empty.
+//! OVH simulator) except those whose path matches a rule, which it answers itself: with a
+//! redirect to another origin, or with a canned answer (extreme numbers); and that other
+//! origin, a listener that records every byte it receives. Used to prove that no carpd client
+//! follows a redirect (the recorder must stay empty) and that no server number panics.
 
 #![allow(dead_code)]
 
@@ -67,8 +68,8 @@ impl Drop for Recorder {
     }
 }
 
-/// The proxy: requests whose path contains `redirect_path` get `status` with
-/// `Location: <to><path>`; the others are forwarded to `upstream`.
+/// The proxy: requests whose path matches the rule are answered by it (a redirect, a canned
+/// answer); the others are forwarded to `upstream`.
 pub struct Redirector {
     pub addr: SocketAddr,
     redirected: Arc<Mutex<Vec<String>>>,
@@ -82,17 +83,42 @@ impl Redirector {
         status: u16,
         to: &str,
     ) -> Redirector {
+        let to = to.to_string();
+        Redirector::answering(upstream, redirect_path, move |path| {
+            format!("HTTP/1.1 {status} Moved\r\nlocation: {to}{path}\r\ncontent-length: 0\r\n\r\n")
+        })
+        .await
+    }
+
+    /// Requests whose path contains `path` get a 200 with this JSON body.
+    pub async fn json(upstream: SocketAddr, path: &str, body: &str) -> Redirector {
+        let body = body.to_string();
+        Redirector::answering(upstream, path, move |_| {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        })
+        .await
+    }
+
+    /// Requests whose path contains `rule_path` get `answer(path)`, a whole HTTP answer.
+    pub async fn answering(
+        upstream: SocketAddr,
+        rule_path: &str,
+        answer: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Redirector {
+        let answer = Arc::new(answer);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let redirected: Arc<Mutex<Vec<String>>> = Arc::default();
         let red = redirected.clone();
-        let rule = redirect_path.to_string();
-        let to = to.to_string();
+        let rule = rule_path.to_string();
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
-                let (red, rule, to) = (red.clone(), rule.clone(), to.clone());
+                let (red, rule, answer) = (red.clone(), rule.clone(), answer.clone());
                 tokio::spawn(async move {
-                    let _ = serve(s, upstream, &rule, status, &to, &red).await;
+                    let _ = serve(s, upstream, &rule, &*answer, &red).await;
                 });
             }
         });
@@ -107,7 +133,7 @@ impl Redirector {
         format!("http://{}", self.addr)
     }
 
-    /// The paths answered with a redirect.
+    /// The paths answered by the rule (not forwarded).
     pub fn redirected(&self) -> Vec<String> {
         self.redirected.lock().unwrap().clone()
     }
@@ -148,8 +174,7 @@ async fn serve(
     mut s: TcpStream,
     upstream: SocketAddr,
     rule: &str,
-    status: u16,
-    to: &str,
+    answer: &(dyn Fn(&str) -> String + Send + Sync),
     redirected: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
@@ -159,10 +184,7 @@ async fn serve(
         let path = line.split(' ').nth(1).unwrap_or("/").to_string();
         if path.contains(rule) {
             redirected.lock().unwrap().push(path.clone());
-            let answer = format!(
-                "HTTP/1.1 {status} Moved\r\nlocation: {to}{path}\r\ncontent-length: 0\r\n\r\n"
-            );
-            s.write_all(answer.as_bytes()).await?;
+            s.write_all(answer(&path).as_bytes()).await?;
             continue;
         }
         // Forward on a fresh connection that the upstream closes after its answer, and
