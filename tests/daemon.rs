@@ -407,6 +407,49 @@ fn raw(path: &Path, line: &[u8]) -> String {
     reply
 }
 
+/// A flood of connections past the limit is refused in the accept loop (issue 19, item 8):
+/// hundreds of clients that connect and stay silent cost the daemon no task each.
+#[tokio::test]
+async fn a_connection_flood_is_refused_without_a_task_per_refusal() {
+    let mut lab = Lab::new(CONFIG).await;
+    let path = lab.path("carpd.sock");
+    let idle: Vec<UnixStream> = (0..carpd::control::server::MAX_CLIENTS)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    // Let the daemon accept the idle clients and start their tasks.
+    let p = path.clone();
+    let first = tokio::task::spawn_blocking(move || raw(&p, b"{\"v\":1,\"cmd\":\"status\"}\n"))
+        .await
+        .unwrap();
+    assert!(first.contains("busy"), "{first}");
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let flood: Vec<UnixStream> = (0..300)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    // Connections are accepted in order: once this one is answered, the flood was handled.
+    let p = path.clone();
+    let last = tokio::task::spawn_blocking(move || raw(&p, b"{\"v\":1,\"cmd\":\"status\"}\n"))
+        .await
+        .unwrap();
+    assert!(last.contains("busy"), "{last}");
+    let after = metrics.num_alive_tasks();
+    assert!(
+        after <= before + 5,
+        "{} tasks alive after 300 refused connections ({before} before): a task per refusal",
+        after
+    );
+    // Every flooded client got its reply, and nothing else.
+    for mut c in flood.into_iter().take(5) {
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut reply = String::new();
+        BufReader::new(&mut c).read_line(&mut reply).unwrap();
+        assert!(reply.contains("busy"), "{reply}");
+    }
+    drop(idle);
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn the_control_socket_survives_abuse() {
     let mut lab = Lab::new(CONFIG).await;

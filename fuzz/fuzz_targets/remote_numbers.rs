@@ -50,7 +50,12 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(d) = retry_after_secs(&step.to_string()) {
             let p = RetryPolicy::default();
-            let _ = p.delay((ttl % 20) as u32, (step as f64) / (u64::MAX as f64), Some(d), Duration::from_secs(30));
+            let _ = p.delay(
+                (ttl % 20) as u32,
+                (step as f64) / (u64::MAX as f64),
+                Some(d),
+                Duration::from_secs(30),
+            );
         }
     }
 });
