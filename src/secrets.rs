@@ -10,6 +10,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use zeroize::Zeroize;
@@ -20,8 +21,9 @@ use crate::vault::blocking::{Access, BlockingSession};
 use crate::vault::check::carp_key_problem;
 use crate::vault::client::VaultStore;
 use crate::vault::session::Session;
-use crate::vault::{SecretPath, SecretStore};
+use crate::vault::{Kind, SecretPath, SecretStore};
 
+pub mod copy;
 pub mod file;
 
 /// How strict the file checks are.
@@ -153,6 +155,10 @@ pub struct Resolver<S = VaultStore> {
     policy: SecretPolicy,
     open: Box<dyn Fn() -> Result<BlockingSession<S>, String>>,
     session: Option<BlockingSession<S>>,
+    /// Where Vault passwords are copied to, and taken from when Vault is down.
+    copies: Option<copy::LocalCopies>,
+    /// Groups whose password came from the local copy, with why (no secret in it).
+    pub from_copy: Vec<(GroupId, String)>,
 }
 
 impl Resolver<VaultStore> {
@@ -173,6 +179,8 @@ impl Resolver<VaultStore> {
             }
             }),
             session: None,
+            copies: None,
+            from_copy: Vec::new(),
         }
     }
 }
@@ -184,7 +192,16 @@ impl<S: SecretStore> Resolver<S> {
             policy,
             open: Box::new(|| Err("no second session".into())),
             session: Some(session),
+            copies: None,
+            from_copy: Vec::new(),
         }
+    }
+
+    /// Keeps a local copy of every password read from Vault, and uses it when Vault is
+    /// unreachable or sealed (src/secrets/copy.rs).
+    pub fn with_copies(mut self, copies: copy::LocalCopies) -> Resolver<S> {
+        self.copies = Some(copies);
+        self
     }
 
     /// The group's password from its source.
@@ -196,12 +213,73 @@ impl<S: SecretStore> Resolver<S> {
         let PasswordSource::Vault { path, field } = source else {
             return resolve_password(group, source, self.policy);
         };
+        let source = format!("{path}#{field}");
+        let read = self.vault_read(group, path, field);
+        let Some(copies) = &self.copies else {
+            return read.map_err(|(e, _)| e);
+        };
+        match read {
+            Ok(key) => {
+                if let Err(e) = copies.save(group, &source, &key) {
+                    tracing::warn!(%group, "{e}; CARP cannot come up from it while Vault is down");
+                }
+                Ok(key)
+            }
+            Err((e, true)) => match copies.load(group, &source, self.policy) {
+                Ok(Some(c)) => {
+                    let age = c
+                        .written
+                        .and_then(|w| w.elapsed().ok())
+                        .map(|d| {
+                            format!(
+                                ", written {} ago",
+                                humantime::format_duration(Duration::from_secs(d.as_secs()))
+                            )
+                        })
+                        .unwrap_or_default();
+                    let why = format!(
+                        "Vault is unreachable or sealed ({e}): configured from the local copy {}{age}",
+                        copies.path(group).display()
+                    );
+                    tracing::warn!(%group, "password of group {group}: {why}");
+                    self.from_copy.push((group.clone(), why));
+                    Ok(c.key)
+                }
+                Ok(None) => Err(format!(
+                    "{e}; no local copy of it to fall back on ({} is written after the first successful read)",
+                    copies.path(group).display()
+                )),
+                Err(copy_err) => Err(format!("{e}; the local copy cannot be used: {copy_err}")),
+            },
+            Err((e, false)) => Err(e),
+        }
+    }
+
+    /// Reads from Vault; the error says whether Vault was unreachable or sealed (the cases a
+    /// local copy may stand in for).
+    fn vault_read(
+        &mut self,
+        group: &GroupId,
+        path: &str,
+        field: &str,
+    ) -> Result<CarpKey, (String, bool)> {
         if self.session.is_none() {
-            self.session =
-                Some((self.open)().map_err(|e| format!("password of group {group}: {e}"))?);
+            let s =
+                (self.open)().map_err(|e| (format!("password of group {group}: {e}"), false))?;
+            self.session = Some(s);
         }
         let s = self.session.as_mut().expect("opened above");
-        s.run(async |s| vault_password(s, group, path, field).await)
+        let p: SecretPath = path
+            .parse()
+            .map_err(|e| (format!("password of group {group}: {e}"), false))?;
+        let (value, stale) = s.run(async |s| s.field(&p, field).await).map_err(|e| {
+            let down = matches!(e.kind(), Kind::Unreachable | Kind::Server);
+            (format!("password of group {group}: {e}"), down)
+        })?;
+        if let Some(e) = stale {
+            tracing::warn!(%group, "using the cached CARP password: {e}");
+        }
+        key_from_vault(group, &p, field, value.expose_secret().as_bytes()).map_err(|e| (e, false))
     }
 }
 

@@ -59,8 +59,9 @@ fn every_secret_touching_command_runs_without_core_dumps() {
     write(
         &cfg,
         &format!(
-            "node: router-003\nvault:\n  secretsmith: {}\n  timeout: 30s\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: {{ vault: ops/carp/vhid2, field: password }}\n    addresses: [51.68.252.230/32]\n",
-            d.join("s.yaml").display()
+            "node: router-003\nvault:\n  secretsmith: {}\n  timeout: 30s\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: {{ vault: ops/carp/vhid2, field: password }}\n    addresses: [51.68.252.230/32]\nmaintenance: {{ state_dir: {}/db }}\n",
+            d.join("s.yaml").display(),
+            d.display()
         ),
         0o600,
     );

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use crate::config::Config;
 use crate::config::validate::kernel_problems;
 use crate::kernel::{Kernel, KernelError};
+use crate::secrets::copy::LocalCopies;
 use crate::secrets::{Resolver, SecretPolicy};
 
 use super::{Desired, DesiredGroup, Observed};
@@ -45,7 +46,8 @@ pub fn desired(config: &Config, policy: SecretPolicy) -> Result<Desired, Vec<Str
     }
     let mut errors = Vec::new();
     let mut groups = Vec::new();
-    let mut resolver = Resolver::new(policy, config.vault.as_ref());
+    let mut resolver = Resolver::new(policy, config.vault.as_ref())
+        .with_copies(LocalCopies::new(&config.maintenance.state_dir));
     for g in &config.groups {
         let key = match &g.password {
             None => None,
@@ -71,6 +73,7 @@ pub fn desired(config: &Config, policy: SecretPolicy) -> Result<Desired, Vec<Str
         Ok(Desired {
             sysctls: config.sysctls.clone(),
             groups,
+            from_local_copy: resolver.from_copy,
         })
     } else {
         Err(errors)
