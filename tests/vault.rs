@@ -874,6 +874,21 @@ fn with_vault_sealed_at_start_carp_comes_up_from_the_local_copy() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(key, b"carp-pw-99");
+        // `carpd status` says so, human and JSON.
+        let o = carpd("boot.json", &["status", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let from_copy = v["daemon"]["passwords_from_local_copy"].to_string();
+        assert!(
+            from_copy.contains("2@vmx1: Vault is unreachable or sealed"),
+            "{v}"
+        );
+        let o = carpd("boot.json", &["status"]).output().unwrap();
+        let human = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            human.contains("PASSWORD FROM LOCAL COPY: 2@vmx1"),
+            "{human}"
+        );
+        assert_no_secret(&(human + &from_copy), &["carp-pw-99"], "status");
         unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
         daemon.wait().unwrap();
         let text = std::fs::read_to_string(&log).unwrap();

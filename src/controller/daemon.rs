@@ -966,6 +966,9 @@ impl Daemon {
                 .unwrap_or_default(),
             readiness: self.readiness_view(),
             maintenance: serde_json::to_value(self.ledger().status(self.kernel.as_ref())).ok(),
+            passwords_from_local_copy: (self.loaded.desired.from_local_copy.iter())
+                .map(|(g, why)| format!("{g}: {why}"))
+                .collect(),
         }
     }
 
