@@ -66,6 +66,24 @@ impl fmt::Display for RedirectRefused {
 
 impl std::error::Error for RedirectRefused {}
 
+/// Checks a `proxy:` setting: an `http://` or `https://` URL with a host. Returns the URL
+/// as given, or what is wrong with it (never echoing a password in the URL).
+pub fn check_proxy(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let url = url::Url::parse(t).map_err(|e| {
+        format!(
+            "is not a URL ({e}): give the proxy as http://host:port, e.g. http://proxy.example:3128"
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "must be an http:// or https:// URL with a host (got scheme {}), e.g. http://proxy.example:3128",
+            url.scheme()
+        ));
+    }
+    Ok(t.to_string())
+}
+
 /// A reqwest 0.12 redirect policy that refuses every redirect (the OVH client).
 pub fn no_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
@@ -104,6 +122,23 @@ pub fn untrusted(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_settings_are_http_urls() {
+        assert_eq!(
+            check_proxy(" http://p.example:3128 ").unwrap(),
+            "http://p.example:3128"
+        );
+        assert!(check_proxy("https://p.example").is_ok());
+        assert!(check_proxy("p.example:3128").is_err());
+        assert!(
+            check_proxy("socks5://p.example:1080")
+                .unwrap_err()
+                .contains("http://")
+        );
+        let e = check_proxy("http//user:hunter2@p").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn remote_numbers_are_capped_and_never_overflow() {

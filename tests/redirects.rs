@@ -129,6 +129,7 @@ fn vault_session(dir: &std::path::Path, url: &str, auth: &str) -> Session<VaultS
         policy: SecretPolicy {
             allow_insecure_files: true,
         },
+        proxy: None,
     };
     a.session()
 }
@@ -192,6 +193,99 @@ async fn the_vault_client_never_sends_its_token_to_a_redirect() {
             assert_refused(&e.to_string(), status, &rec);
             assert_eq!(proxy.redirected().len(), 1, "{:?}", proxy.redirected());
         }
+    })
+    .await
+}
+
+// --- proxies: only the configured one ---------------------------------------------------------
+
+/// `HTTPS_PROXY` and friends are ignored (issue 19, item 9): with every proxy variable of the
+/// environment pointing at the recorder, the OVH and Vault clients still go straight to their
+/// servers, and the recorder hears nothing. `ovh.proxy`/`vault.proxy` are used when set.
+#[tokio::test]
+async fn environment_proxies_are_ignored_and_the_configured_one_is_used() {
+    limit("proxies", async {
+        let rec = Recorder::start().await;
+        // Started first: the test's own admin client of OpenBao would use the variables.
+        let bao = Bao::start().await;
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ] {
+            // SAFETY: nextest runs this test alone in its process; no other thread reads the
+            // environment while it is set.
+            unsafe { std::env::set_var(var, rec.url()) };
+        }
+        let sim = OvhSim::start(SimConfig::default()).await.unwrap();
+        sim.with_world(|w| {
+            w.add_vmac(SN, "02:00:00:aa:bb:cc", &["178.32.70.111".parse().unwrap()])
+        });
+        let c = ovh_client(
+            sim.base_url().trim_end_matches("/1.0"),
+            Credentials::classic(TEST_AK, TEST_AS, TEST_CK),
+        );
+        c.list_vmacs(SN).await.unwrap();
+        let mut s = vault_session(
+            bao.dir.path(),
+            &bao.url,
+            &format!("    token: {}\n", support::bao::ROOT_TOKEN),
+        );
+        s.ensure_token().await.unwrap();
+        assert!(rec.received().is_empty(), "{:?}", rec.received());
+
+        // Configured: every request goes to the proxy (here the recorder, which answers {}).
+        let opts = ClientOptions {
+            proxy: Some(rec.url()),
+            timeout: Duration::from_secs(2),
+            request_deadline: Duration::from_secs(3),
+            ..ClientOptions::default()
+        };
+        let ep = Endpoint::parse(&sim.base_url()).unwrap();
+        let c = Client::new(
+            ep,
+            Arc::new(FixedCredentials(Credentials::classic(
+                TEST_AK, TEST_AS, TEST_CK,
+            ))),
+            opts,
+        )
+        .unwrap();
+        let _ = c.list_vmacs(SN).await;
+        let seen = rec.received();
+        assert!(
+            seen.iter()
+                .any(|r| r.starts_with(&format!("GET {}/auth/time", sim.base_url()))),
+            "the OVH client did not use ovh.proxy: {seen:?}"
+        );
+        let file = bao.dir.path().join("p.yaml");
+        write_private(
+            &file,
+            &format!(
+                "vault:\n  server:\n    url: {}\n  auth:\n    token: {}\n",
+                bao.url,
+                support::bao::ROOT_TOKEN
+            ),
+        );
+        let a = Access {
+            secretsmith: Some(file),
+            approle_mount: "approle".into(),
+            cache_max_age: Duration::from_secs(60),
+            timeout: Duration::from_secs(3),
+            policy: SecretPolicy {
+                allow_insecure_files: true,
+            },
+            proxy: Some(rec.url()),
+        };
+        let _ = a.session().lookup().await;
+        let seen = rec.received();
+        assert!(
+            seen.iter()
+                .any(|r| r.contains(&format!("{}/v1/auth/token/lookup-self", bao.url))),
+            "the Vault client did not use vault.proxy: {seen:?}"
+        );
     })
     .await
 }

@@ -140,6 +140,7 @@ async fn an_extreme_vault_token_ttl_is_capped() {
             policy: SecretPolicy {
                 allow_insecure_files: true,
             },
+            proxy: None,
         };
         let mut s = a.session();
         let info = s.ensure_token().await.unwrap();

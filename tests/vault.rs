@@ -156,6 +156,7 @@ fn access(file: &Path, max_age: u64) -> Access {
             // The files are 0400; ownership is root only when the tests run as root.
             allow_insecure_files: true,
         },
+        proxy: None,
     }
 }
 

@@ -747,7 +747,10 @@ impl Daemon {
                 agent,
                 kernel: self.kernel.clone(),
                 reports: self.reports.0.clone(),
-                client_options: self.settings.ovh_client.clone(),
+                client_options: crate::ovh::ClientOptions {
+                    proxy: config.ovh.as_ref().and_then(|o| o.proxy.clone()),
+                    ..self.settings.ovh_client.clone()
+                },
                 metrics: self.metrics.clone(),
                 watch_only: !self.settings.apply,
             },

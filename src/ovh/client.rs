@@ -52,6 +52,9 @@ pub struct ClientOptions {
     /// cache's maximum age: while Vault answers, credentials follow rotations; when it is
     /// down, the last good ones serve until they are that old, then calls fail clearly.
     pub credentials_max_age: Option<Duration>,
+    /// The HTTP proxy (`ovh.proxy`); `None`: direct. The environment's proxies are never
+    /// used (src/remote.rs).
+    pub proxy: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +68,7 @@ impl Default for ClientOptions {
             time_refresh: Duration::from_secs(3600),
             extra_roots_pem: Vec::new(),
             credentials_max_age: None,
+            proxy: None,
         }
     }
 }
@@ -142,6 +146,13 @@ impl Client {
             })?;
             builder = builder.add_root_certificate(cert);
         }
+        // Never a proxy from the environment; the configured one only (src/remote.rs).
+        builder = builder.no_proxy();
+        if let Some(url) = &opts.proxy {
+            let proxy = reqwest::Proxy::all(url.as_str())
+                .map_err(|e| OvhError::Config(format!("ovh.proxy: {e}")))?;
+            builder = builder.proxy(proxy);
+        }
         let http = builder
             .timeout(opts.timeout)
             .connect_timeout(opts.connect_timeout)
@@ -149,7 +160,6 @@ impl Client {
             .tcp_nodelay(true)
             // Signed requests and tokens must never be re-sent elsewhere (src/remote.rs).
             .redirect(crate::remote::no_redirects())
-            .no_proxy()
             .user_agent(concat!("carpd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OvhError::Config(format!("cannot set up the HTTP client: {e}")))?;

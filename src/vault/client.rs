@@ -30,6 +30,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A Vault/OpenBao server reached with vaultrs.
 pub struct VaultStore {
     timeout: Duration,
+    /// `vault.proxy`; `None`: direct (the environment's proxies are never used).
+    proxy: Option<String>,
     conn: Option<Conn>,
 }
 
@@ -46,8 +48,15 @@ impl VaultStore {
         install_ring_provider();
         VaultStore {
             timeout,
+            proxy: None,
             conn: None,
         }
+    }
+
+    /// Reaches Vault through this HTTP proxy.
+    pub fn with_proxy(mut self, proxy: Option<String>) -> VaultStore {
+        self.proxy = proxy;
+        self
     }
 
     fn conn(&self) -> Result<&Conn, VaultError> {
@@ -68,7 +77,12 @@ pub fn install_ring_provider() {
 }
 
 /// Builds a vaultrs client with every setting explicit.
-fn connect(server: &Server, timeout: Duration, origin: &str) -> Result<VaultClient, VaultError> {
+fn connect(
+    server: &Server,
+    timeout: Duration,
+    proxy: Option<&str>,
+    origin: &str,
+) -> Result<VaultClient, VaultError> {
     let settings_err = |reason: String, fix: &str| VaultError::Api {
         kind: Kind::Settings,
         server: server.url.clone(),
@@ -132,7 +146,7 @@ fn connect(server: &Server, timeout: Duration, origin: &str) -> Result<VaultClie
     // honoured, and offers no setting for either: carpd swaps in its own, built the same way
     // (TLS backend, timeout, verification, CA bundle) plus carpd's rules (src/remote.rs). A
     // redirected login would otherwise re-send role_id and secret_id to the new origin.
-    client.http.http = http_client(server, timeout).map_err(|e| {
+    client.http.http = http_client(server, timeout, proxy).map_err(|e| {
         settings_err(
             format!("cannot set up the HTTP client: {}", chain(&e)),
             "check vault.server.verify (a PEM CA bundle) in the secretsmith file",
@@ -146,6 +160,7 @@ fn connect(server: &Server, timeout: Duration, origin: &str) -> Result<VaultClie
 fn http_client(
     server: &Server,
     timeout: Duration,
+    proxy: Option<&str>,
 ) -> Result<reqwest013::Client, reqwest013::Error> {
     let mut b = reqwest013::ClientBuilder::new()
         .tls_backend_rustls()
@@ -153,6 +168,9 @@ fn http_client(
         .tls_danger_accept_invalid_certs(server.verify == Verify::Insecure)
         .redirect(crate::remote::no_redirects_013())
         .no_proxy();
+    if let Some(url) = proxy {
+        b = b.proxy(reqwest013::Proxy::all(url)?);
+    }
     if server.url.starts_with("http://") {
         // As vaultrs does: no certificate store is needed (and loading one may fail).
         b = b.tls_certs_only(Vec::new());
@@ -513,7 +531,12 @@ impl SecretStore for VaultStore {
             .as_ref()
             .is_some_and(|c| c.server == settings.server);
         if !reuse {
-            let client = connect(&settings.server, self.timeout, &origin)?;
+            let client = connect(
+                &settings.server,
+                self.timeout,
+                self.proxy.as_deref(),
+                &origin,
+            )?;
             self.conn = Some(Conn {
                 server: settings.server.clone(),
                 client,
