@@ -417,3 +417,50 @@ fn the_fault_matrix_names_only_tests_that_exist() {
         "docs/faults.md names tests that do not exist: {missing:#?}"
     );
 }
+
+/// The kernel-error row of docs/faults.md names five errnos: each becomes a message with the
+/// operation (vhid and interface), the errno's name, what it means for CARP, and (where there
+/// is one) the fix. A mapping removed or changed fails here.
+#[test]
+fn every_errno_of_the_kernel_row_names_operation_meaning_and_fix() {
+    use carpd::kernel::KernelError;
+    for (errno, name, meaning, fix) in [
+        (
+            libc::EINVAL,
+            "EINVAL",
+            "rejected a value as invalid",
+            Some("advskew 0..240"),
+        ),
+        (
+            libc::ENOENT,
+            "ENOENT",
+            "no such vhid on this interface",
+            None,
+        ),
+        (
+            libc::ENXIO,
+            "ENXIO",
+            "no such interface",
+            Some("ifconfig -l"),
+        ),
+        (
+            libc::EOPNOTSUPP,
+            "EOPNOTSUPP",
+            "cannot carry CARP",
+            Some("Ethernet, VLAN or bridge"),
+        ),
+        (
+            libc::EADDRNOTAVAIL,
+            "EADDRNOTAVAIL",
+            "no IFF_MULTICAST",
+            Some("multicast-capable"),
+        ),
+    ] {
+        let s = KernelError::errno("SET carp 2@vmx1 (netlink)", errno).to_string();
+        assert!(s.starts_with("SET carp 2@vmx1 (netlink): "), "{name}: {s}");
+        assert!(s.contains(name) && s.contains(meaning), "{name}: {s}");
+        if let Some(f) = fix {
+            assert!(s.contains(f), "{name}: the fix is missing: {s}");
+        }
+    }
+}
