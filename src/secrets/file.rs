@@ -52,6 +52,15 @@ pub fn read_private(
     limit: usize,
 ) -> Result<Zeroizing<Vec<u8>>, String> {
     let file = open_private(path, what, policy)?;
+    // Refused on its size first, without reading; the bounded read below still holds a
+    // file that grows meanwhile.
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size > limit as u64 {
+        return Err(format!(
+            "{what} {} is {size} bytes long, more than the {limit} bytes carpd reads for it: check the path",
+            path.display()
+        ));
+    }
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)
@@ -197,7 +206,7 @@ mod tests {
         std::fs::write(&f, "x".repeat(101)).unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o400)).unwrap();
         let e = read_private(&f, "token file", strict(), 100).unwrap_err();
-        assert!(e.contains("longer than 100 bytes"), "{e}");
+        assert!(e.contains("is 101 bytes long"), "{e}");
         assert_eq!(
             read_private(&f, "token file", strict(), 101).unwrap().len(),
             101
