@@ -6,6 +6,7 @@
 //! no one but the process.
 //!
 //! Linux only (/proc); the same function runs on FreeBSD.
+#![cfg(target_os = "linux")]
 
 use std::fs;
 use std::net::TcpListener;
