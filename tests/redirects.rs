@@ -206,7 +206,6 @@ async fn the_vault_client_never_sends_its_token_to_a_redirect() {
 async fn environment_proxies_are_ignored_and_the_configured_one_is_used() {
     limit("proxies", async {
         let rec = Recorder::start().await;
-        // Started first: the test's own admin client of OpenBao would use the variables.
         let bao = Bao::start().await;
         for var in [
             "HTTP_PROXY",
@@ -216,8 +215,9 @@ async fn environment_proxies_are_ignored_and_the_configured_one_is_used() {
             "https_proxy",
             "all_proxy",
         ] {
-            // SAFETY: nextest runs this test alone in its process; no other thread reads the
-            // environment while it is set.
+            // SAFETY: nextest runs this test alone in its process; under `cargo test` the other
+            // tests of this file may read the variables, and ignore them as carpd does (the
+            // test's OpenBao admin client is built with no_proxy too).
             unsafe { std::env::set_var(var, rec.url()) };
         }
         let sim = OvhSim::start(SimConfig::default()).await.unwrap();
