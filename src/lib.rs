@@ -15,6 +15,9 @@
 //! - [`sim`]: simulators of external systems (the OVH API) for tests, the lab and benches.
 //! - [`lab`]: `carpd lab`, the two-router drill on simulators.
 //! - [`cli`]: clap definitions and one module per subcommand.
+//! - [`statedir`]: the state directory's rule and its atomic, no-symlink file writes.
+//! - [`remote`]: rules for every HTTP client: no redirects, no environment proxies, server
+//!   text escaped.
 
 pub mod backoff;
 pub mod carp;
@@ -29,6 +32,8 @@ pub mod lab;
 pub mod observe;
 pub mod ovh;
 pub mod plan;
+pub mod remote;
 pub mod secrets;
 pub mod sim;
+pub mod statedir;
 pub mod vault;

@@ -8,20 +8,23 @@
 //! [`CarpKey`] (zeroized on drop, redacted in `Debug`) and never appear in messages: errors
 //! name the source, not the value.
 
-use std::fs;
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use zeroize::Zeroize;
 
 use crate::carp::{CarpKey, GroupId, KEY_LEN};
-use crate::config::{PasswordSource, VaultConfig};
+use crate::config::{Config, PasswordSource, VaultConfig};
 use crate::vault::blocking::{Access, BlockingSession};
 use crate::vault::check::carp_key_problem;
 use crate::vault::client::VaultStore;
 use crate::vault::session::Session;
-use crate::vault::{SecretPath, SecretStore};
+use crate::vault::{Kind, SecretPath, SecretStore};
+
+pub mod copy;
+pub mod file;
 
 /// How strict the file checks are.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,38 +33,31 @@ pub struct SecretPolicy {
     pub allow_insecure_files: bool,
 }
 
-/// Checks that a file holding secrets is owned by root and not readable or writable by group
-/// or others. `what` names the file's role in the message.
+/// Checks that a file holding secrets is a regular file owned by root (or carpd's user) and
+/// not accessible to group or others, by opening it the one safe way ([`file::open_private`]).
+/// `what` names the file's role in the message.
 pub fn check_private_file(path: &Path, what: &str, policy: SecretPolicy) -> Result<(), String> {
-    let meta =
-        fs::metadata(path).map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{what} {} is not a regular file", path.display()));
-    }
-    if policy.allow_insecure_files {
-        return Ok(());
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let mode = meta.mode() & 0o777;
-        if meta.uid() != 0 {
-            return Err(format!(
-                "{what} {} is owned by uid {}, not root: it holds a secret, so carpd only trusts root-owned files. Fix: chown root:wheel {} (or pass --allow-insecure-files in a lab)",
-                path.display(),
-                meta.uid(),
-                path.display()
-            ));
-        }
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{what} {} has mode {mode:04o}: it holds a secret and must not be accessible to group or others. Fix: chmod 0400 {} (or pass --allow-insecure-files in a lab)",
-                path.display(),
-                path.display()
-            ));
-        }
-    }
-    Ok(())
+    file::open_private(path, what, policy).map(drop)
+}
+
+/// The one rule for inline passwords, applied by `check`, `plan`, `apply`, `run` and reload
+/// alike (they all resolve passwords through [`crate::plan::gather::desired`]): a
+/// configuration file that holds a password itself must be as private as a password file
+/// (`--allow-insecure-files` overrides, as for every secret file).
+pub fn inline_password_problem(config: &Config, policy: SecretPolicy) -> Option<String> {
+    let g = config
+        .groups
+        .iter()
+        .find(|g| matches!(g.password, Some(PasswordSource::Inline(_))))?;
+    check_private_file(
+        &config.file,
+        &format!(
+            "configuration file (it holds the inline password of {}, {})",
+            g.id, g.key
+        ),
+        policy,
+    )
+    .err()
 }
 
 /// Reads the CARP password of `group` from its source.
@@ -73,19 +69,17 @@ pub fn resolve_password(
     match source {
         PasswordSource::Inline(k) => Ok(k.clone()),
         PasswordSource::File(path) => {
-            check_private_file(path, &format!("password file of group {group}"), policy)?;
+            let f = file::open_private(path, &format!("password file of group {group}"), policy)?;
             let mut bytes = Vec::new();
             // Read at most one byte more than a key (plus a newline) so a wrong file (a
             // certificate, a log) cannot make carpd read megabytes into memory.
             let limit = (KEY_LEN + 3) as u64;
-            fs::File::open(path)
-                .and_then(|f| f.take(limit).read_to_end(&mut bytes))
-                .map_err(|e| {
-                    format!(
-                        "password file {} of group {group}: cannot read: {e}",
-                        path.display()
-                    )
-                })?;
+            f.take(limit).read_to_end(&mut bytes).map_err(|e| {
+                format!(
+                    "password file {} of group {group}: cannot read: {e}",
+                    path.display()
+                )
+            })?;
             // One trailing newline is how editors and `echo` write files; it is not part of
             // the password.
             if bytes.ends_with(b"\n") {
@@ -161,6 +155,10 @@ pub struct Resolver<S = VaultStore> {
     policy: SecretPolicy,
     open: Box<dyn Fn() -> Result<BlockingSession<S>, String>>,
     session: Option<BlockingSession<S>>,
+    /// Where Vault passwords are copied to, and taken from when Vault is down.
+    copies: Option<copy::LocalCopies>,
+    /// Groups whose password came from the local copy, with why (no secret in it).
+    pub from_copy: Vec<(GroupId, String)>,
 }
 
 impl Resolver<VaultStore> {
@@ -181,6 +179,8 @@ impl Resolver<VaultStore> {
             }
             }),
             session: None,
+            copies: None,
+            from_copy: Vec::new(),
         }
     }
 }
@@ -192,7 +192,16 @@ impl<S: SecretStore> Resolver<S> {
             policy,
             open: Box::new(|| Err("no second session".into())),
             session: Some(session),
+            copies: None,
+            from_copy: Vec::new(),
         }
+    }
+
+    /// Keeps a local copy of every password read from Vault, and uses it when Vault is
+    /// unreachable or sealed (src/secrets/copy.rs).
+    pub fn with_copies(mut self, copies: copy::LocalCopies) -> Resolver<S> {
+        self.copies = Some(copies);
+        self
     }
 
     /// The group's password from its source.
@@ -204,12 +213,73 @@ impl<S: SecretStore> Resolver<S> {
         let PasswordSource::Vault { path, field } = source else {
             return resolve_password(group, source, self.policy);
         };
+        let source = format!("{path}#{field}");
+        let read = self.vault_read(group, path, field);
+        let Some(copies) = &self.copies else {
+            return read.map_err(|(e, _)| e);
+        };
+        match read {
+            Ok(key) => {
+                if let Err(e) = copies.save(group, &source, &key) {
+                    tracing::warn!(%group, "{e}; CARP cannot come up from it while Vault is down");
+                }
+                Ok(key)
+            }
+            Err((e, true)) => match copies.load(group, &source, self.policy) {
+                Ok(Some(c)) => {
+                    let age = c
+                        .written
+                        .and_then(|w| w.elapsed().ok())
+                        .map(|d| {
+                            format!(
+                                ", written {} ago",
+                                humantime::format_duration(Duration::from_secs(d.as_secs()))
+                            )
+                        })
+                        .unwrap_or_default();
+                    let why = format!(
+                        "Vault is unreachable or sealed ({e}): configured from the local copy {}{age}",
+                        copies.path(group).display()
+                    );
+                    tracing::warn!(%group, "password of group {group}: {why}");
+                    self.from_copy.push((group.clone(), why));
+                    Ok(c.key)
+                }
+                Ok(None) => Err(format!(
+                    "{e}; no local copy of it to fall back on ({} is written after the first successful read)",
+                    copies.path(group).display()
+                )),
+                Err(copy_err) => Err(format!("{e}; the local copy cannot be used: {copy_err}")),
+            },
+            Err((e, false)) => Err(e),
+        }
+    }
+
+    /// Reads from Vault; the error says whether Vault was unreachable or sealed (the cases a
+    /// local copy may stand in for).
+    fn vault_read(
+        &mut self,
+        group: &GroupId,
+        path: &str,
+        field: &str,
+    ) -> Result<CarpKey, (String, bool)> {
         if self.session.is_none() {
-            self.session =
-                Some((self.open)().map_err(|e| format!("password of group {group}: {e}"))?);
+            let s =
+                (self.open)().map_err(|e| (format!("password of group {group}: {e}"), false))?;
+            self.session = Some(s);
         }
         let s = self.session.as_mut().expect("opened above");
-        s.run(async |s| vault_password(s, group, path, field).await)
+        let p: SecretPath = path
+            .parse()
+            .map_err(|e| (format!("password of group {group}: {e}"), false))?;
+        let (value, stale) = s.run(async |s| s.field(&p, field).await).map_err(|e| {
+            let down = matches!(e.kind(), Kind::Unreachable | Kind::Server);
+            (format!("password of group {group}: {e}"), down)
+        })?;
+        if let Some(e) = stale {
+            tracing::warn!(%group, "using the cached CARP password: {e}");
+        }
+        key_from_vault(group, &p, field, value.expose_secret().as_bytes()).map_err(|e| (e, false))
     }
 }
 
@@ -218,25 +288,64 @@ pub fn wipe(buf: &mut Vec<u8>) {
     buf.zeroize();
 }
 
-/// Sets this process's core-file size limit to 0 (soft and hard), so that a crash never
-/// writes its memory (tokens, OVH keys, CARP passwords) to a core file. Called by
-/// `carpd run` at start; children inherit it. A portable setrlimit(2): Linux and FreeBSD.
+/// Keeps this process's memory (tokens, OVH keys, CARP passwords) out of core files and away
+/// from debuggers of the same user: the core-file size limit goes to 0 (soft and hard, so no
+/// child can raise it back; setrlimit(2)), and the process is made non-dumpable — Linux
+/// prctl(PR_SET_DUMPABLE, 0), FreeBSD procctl(PROC_TRACE_CTL_DISABLE), which also refuse
+/// ptrace attaches from the same uid. Called at the start of every command (`cli::run`);
+/// the first failure is returned, after every step was tried.
 pub fn forbid_core_dumps() -> std::io::Result<()> {
     let zero = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: setrlimit reads the struct we pass; no other preconditions.
-    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == 0 {
+    let limit = if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    limit.and(make_non_dumpable())
+}
+
+#[cfg(target_os = "linux")]
+fn make_non_dumpable() -> std::io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument; no memory is passed.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
     }
 }
 
+#[cfg(target_os = "freebsd")]
+fn make_non_dumpable() -> std::io::Result<()> {
+    let mut arg: libc::c_int = libc::PROC_TRACE_CTL_DISABLE;
+    // SAFETY: procctl reads one c_int through the pointer, which outlives the call.
+    let r = unsafe {
+        libc::procctl(
+            libc::P_PID,
+            0,
+            libc::PROC_TRACE_CTL,
+            (&raw mut arg).cast::<libc::c_void>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn make_non_dumpable() -> std::io::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn group() -> GroupId {
@@ -322,6 +431,22 @@ mod tests {
             store.state.lock().unwrap().calls,
             ["login", "read ops/carp/2"]
         );
+    }
+
+    #[test]
+    fn core_dumps_are_off_and_the_process_is_not_dumpable() {
+        // nextest runs each test in its own process: this changes only that process.
+        forbid_core_dumps().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: 1,
+        };
+        // SAFETY: getrlimit writes the struct we pass.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut lim) }, 0);
+        assert_eq!((lim.rlim_cur, lim.rlim_max), (0, 0));
+        #[cfg(target_os = "linux")]
+        // SAFETY: PR_GET_DUMPABLE takes no pointer.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
     }
 
     #[test]

@@ -321,3 +321,39 @@ fn config_path_from_environment() {
         .unwrap();
     assert!(o.status.success(), "{}", stdout(&o));
 }
+
+/// One rule for an inline password (issue 19, item 6): `check`, `plan`, `apply` and `run`
+/// refuse it the same way while others can read carpd.yaml, and all take it once the file is
+/// private or with `--allow-insecure-files`. (Reload: tests/daemon.rs.)
+#[test]
+fn an_inline_password_in_a_readable_configuration_is_refused_by_every_command() {
+    let lab = Lab::new();
+    let inline = "node: router-003\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: inl1nePw-93e\n    addresses: [51.68.252.230/32]\n";
+    lab.write("carpd.yaml", inline, 0o644);
+    for args in [
+        &["check"][..],
+        &["plan"],
+        &["apply"],
+        &[
+            "--control-socket",
+            &lab.path("c.sock").display().to_string(),
+            "run",
+            "--devd-socket",
+            &lab.path("devd.sock").display().to_string(),
+        ],
+    ] {
+        let o = lab.carpd("sim", args);
+        let text = stdout(&o) + &stderr(&o);
+        assert!(!o.status.success(), "{args:?} accepted it: {text}");
+        assert!(
+            text.contains("inline password of 2@vmx1") && text.contains("has mode 0644"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("inl1nePw-93e"), "{args:?}: {text}");
+    }
+    let o = lab.carpd("sim", &["--allow-insecure-files", "apply"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    fs::set_permissions(lab.path("carpd.yaml"), fs::Permissions::from_mode(0o600)).unwrap();
+    let o = lab.carpd("sim", &["check"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}

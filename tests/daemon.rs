@@ -362,6 +362,41 @@ async fn reload_swaps_a_valid_configuration_and_keeps_the_old_one_otherwise() {
     lab.stop().await;
 }
 
+/// The inline-password rule on reload is the one `check`, `apply` and `run` apply (issue 19,
+/// item 6): a configuration that now holds a password inline while others can read it is
+/// refused, the running one stays; made private, the same file is taken.
+#[tokio::test]
+async fn reload_refuses_an_inline_password_in_a_configuration_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut lab = Lab::new(CONFIG).await;
+    lab.stop().await;
+    lab.tweak = Some(|s| s.policy.allow_insecure_files = false);
+    lab.start().await;
+    let cfg = lab.path("carpd.yaml");
+    let inline = CONFIG.replace(
+        "advskew: 0, addresses",
+        "advskew: 0, password: inlineSecret-5c1, addresses",
+    );
+    std::fs::write(&cfg, &inline).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    match lab.request(Request::Reload).await {
+        Reply::Error { message } => {
+            assert!(
+                message.contains("inline password of 2@vmx1") && message.contains("mode 0644"),
+                "{message}"
+            );
+            assert!(!message.contains("inlineSecret-5c1"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    match lab.request(Request::Reload).await {
+        Reply::Reloaded { .. } => {}
+        other => panic!("the private file must be taken: {other:?}"),
+    }
+    lab.stop().await;
+}
+
 /// Raw line exchange on the control socket, for abuse tests.
 fn raw(path: &Path, line: &[u8]) -> String {
     let mut s = UnixStream::connect(path).unwrap();
@@ -370,6 +405,49 @@ fn raw(path: &Path, line: &[u8]) -> String {
     let mut reply = String::new();
     BufReader::new(&s).read_line(&mut reply).unwrap();
     reply
+}
+
+/// A flood of connections past the limit is refused in the accept loop (issue 19, item 8):
+/// hundreds of clients that connect and stay silent cost the daemon no task each.
+#[tokio::test]
+async fn a_connection_flood_is_refused_without_a_task_per_refusal() {
+    let mut lab = Lab::new(CONFIG).await;
+    let path = lab.path("carpd.sock");
+    let idle: Vec<UnixStream> = (0..carpd::control::server::MAX_CLIENTS)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    // Let the daemon accept the idle clients and start their tasks.
+    let p = path.clone();
+    let first = tokio::task::spawn_blocking(move || raw(&p, b"{\"v\":1,\"cmd\":\"status\"}\n"))
+        .await
+        .unwrap();
+    assert!(first.contains("busy"), "{first}");
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let flood: Vec<UnixStream> = (0..300)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    // Connections are accepted in order: once this one is answered, the flood was handled.
+    let p = path.clone();
+    let last = tokio::task::spawn_blocking(move || raw(&p, b"{\"v\":1,\"cmd\":\"status\"}\n"))
+        .await
+        .unwrap();
+    assert!(last.contains("busy"), "{last}");
+    let after = metrics.num_alive_tasks();
+    assert!(
+        after <= before + 5,
+        "{} tasks alive after 300 refused connections ({before} before): a task per refusal",
+        after
+    );
+    // Every flooded client got its reply, and nothing else.
+    for mut c in flood.into_iter().take(5) {
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut reply = String::new();
+        BufReader::new(&mut c).read_line(&mut reply).unwrap();
+        assert!(reply.contains("busy"), "{reply}");
+    }
+    drop(idle);
+    lab.stop().await;
 }
 
 #[tokio::test]

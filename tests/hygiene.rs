@@ -268,6 +268,7 @@ groups:
   - {{ interface: em0, vhid: 3, advskew: 100, password: {{ vault: ops/secrets/network/carp/2, field: password }}, addresses: [10.3.3.3/24] }}
 vault:
   secretsmith: {d}/secretsmith.yaml
+maintenance: {{ state_dir: {d}/db }}
 ovh:
   endpoint: {}
   credentials: {{ file: {d}/ovh.conf }}

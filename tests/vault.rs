@@ -156,6 +156,7 @@ fn access(file: &Path, max_age: u64) -> Access {
             // The files are 0400; ownership is root only when the tests run as root.
             allow_insecure_files: true,
         },
+        proxy: None,
     }
 }
 
@@ -618,8 +619,9 @@ fn the_cli_checks_secrets_and_group_passwords() {
             std::fs::write(
                 &conf,
                 format!(
-                    "node: router-003\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: {{ vault: ops/secrets/network/carp/2, field: {field} }}\n    addresses: [51.68.252.230/32]\nvault:\n  secretsmith: {}\n  timeout: 5\n",
-                    file.display()
+                    "node: router-003\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: {{ vault: ops/secrets/network/carp/2, field: {field} }}\n    addresses: [51.68.252.230/32]\nvault:\n  secretsmith: {}\n  timeout: 5\nmaintenance: {{ state_dir: {}/db }}\n",
+                    file.display(),
+                    bao.dir.path().display()
                 ),
             )
             .unwrap();
@@ -695,8 +697,9 @@ fn the_daemon_hands_a_vault_password_to_the_kernel() {
         std::fs::write(
             &conf,
             format!(
-                "node: router-003\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: {{ vault: ops/secrets/network/carp/2, field: password }}\n    addresses: [51.68.252.230/32]\nvault:\n  secretsmith: {}\n  timeout: 5\n",
-                file.display()
+                "node: router-003\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: {{ vault: ops/secrets/network/carp/2, field: password }}\n    addresses: [51.68.252.230/32]\nvault:\n  secretsmith: {}\n  timeout: 5\nmaintenance: {{ state_dir: {}/db }}\n",
+                file.display(),
+                dir.display()
             ),
         )
         .unwrap();
@@ -784,6 +787,129 @@ fn the_daemon_hands_a_vault_password_to_the_kernel() {
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("carpd stopped"), "{text}");
         assert_no_secret(&text, &["carp-pw-77", &role, &secret], "the daemon's log");
+    });
+}
+
+/// CARP comes up with Vault sealed at boot (issue 17, item 5): a first `carpd apply` with
+/// OpenBao up reads the password and keeps a local copy (0600, in the 0700 state directory);
+/// OpenBao is sealed; `carpd run` on a freshly booted kernel configures the group from the
+/// copy, says so in its log, and no secret appears in any output. Without a copy, the same
+/// start fails naming the missing copy.
+#[test]
+fn with_vault_sealed_at_start_carp_comes_up_from_the_local_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    run(120, |_| async {
+        let (bao, role, secret) = deployment("300s", "600s").await;
+        bao.put(
+            "ops",
+            "secrets/network/carp/2",
+            &[("password", "carp-pw-99")],
+        )
+        .await;
+        let file = bao.secretsmith("s.yaml", None, &approle(&role, &secret));
+        let dir = bao.dir.path();
+        let conf = dir.join("carpd.yaml");
+        let write_conf = |state_dir: &str| {
+            std::fs::write(
+                &conf,
+                format!(
+                    "node: router-003\ngroups:\n  - interface: vmx1\n    vhid: 2\n    password: {{ vault: ops/secrets/network/carp/2, field: password }}\n    addresses: [51.68.252.230/32]\nvault:\n  secretsmith: {}\n  timeout: 5\nmaintenance: {{ state_dir: {}/{state_dir} }}\n",
+                    file.display(),
+                    dir.display()
+                ),
+            )
+            .unwrap();
+        };
+        write_conf("db");
+        let carpd = |kernel: &str, args: &[&str]| {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_carpd"));
+            c.arg("-c")
+                .arg(&conf)
+                .args(["--kernel", "sim", "--log-target", "stderr", "--sim-state"])
+                .arg(dir.join(kernel))
+                .arg("--control-socket")
+                .arg(dir.join("carpd.sock"))
+                .args(args)
+                .env_remove("CARPD_CONFIG")
+                .env_remove("VAULT_ADDR")
+                .env_remove("VAULT_TOKEN");
+            c
+        };
+        let o = carpd("before.json", &["apply"]).output().unwrap();
+        let out =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{out}");
+        let copy = dir.join("db/carp-password.2@vmx1");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&copy), 0o600);
+        assert_eq!(mode(&dir.join("db")), 0o700);
+
+        bao.ok("PUT", "sys/seal", None).await;
+        // Boot: a kernel with no CARP yet, Vault sealed.
+        let log = dir.join("daemon.log");
+        let mut daemon = carpd(
+            "boot.json",
+            &["--log-level", "debug", "run", "--devd-socket"],
+        )
+        .arg(dir.join("no-devd"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+        let kernel = carpd::kernel::sim::SimKernel::open(
+            carpd::kernel::sim::Flavour::FreeBsd14,
+            Some(dir.join("boot.json")),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let key = loop {
+            let snap = kernel.snapshot().unwrap();
+            if let Some(v) = snap.interfaces.get("vmx1").and_then(|i| i.vhids.get(&2)) {
+                break v.key.clone();
+            }
+            assert!(
+                daemon.try_wait().unwrap().is_none(),
+                "the daemon exited: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            assert!(Instant::now() < deadline, "2@vmx1 never created");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(key, b"carp-pw-99");
+        // `carpd status` says so, human and JSON.
+        let o = carpd("boot.json", &["status", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let from_copy = v["daemon"]["passwords_from_local_copy"].to_string();
+        assert!(
+            from_copy.contains("2@vmx1: Vault is unreachable or sealed"),
+            "{v}"
+        );
+        let o = carpd("boot.json", &["status"]).output().unwrap();
+        let human = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            human.contains("PASSWORD FROM LOCAL COPY: 2@vmx1"),
+            "{human}"
+        );
+        assert_no_secret(&(human + &from_copy), &["carp-pw-99"], "status");
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        daemon.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("configured from the local copy") && text.contains("2@vmx1"),
+            "{text}"
+        );
+        assert_no_secret(&text, &["carp-pw-99", &role, &secret], "the daemon's log");
+
+        // No copy: the sealed Vault's error stands, naming the copy that is missing.
+        write_conf("empty-db");
+        let o = carpd("other.json", &["apply"]).output().unwrap();
+        let out =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{out}");
+        assert!(
+            out.contains("no local copy") && out.contains("sealed"),
+            "{out}"
+        );
+        assert_no_secret(&out, &["carp-pw-99", &role, &secret], "the refusal");
     });
 }
 

@@ -30,19 +30,7 @@ pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
         let _ = writeln!(out, "warning: {w}");
     }
 
-    let inline = config
-        .groups
-        .iter()
-        .any(|g| matches!(g.password, Some(PasswordSource::Inline(_))));
-    if inline
-        && let Err(e) = check_private_file(
-            &config.file,
-            "configuration file (it holds an inline password)",
-            ctx.policy,
-        )
-    {
-        problems.push(e);
-    }
+    problems.extend(crate::secrets::inline_password_problem(&config, ctx.policy));
     for g in &config.groups {
         if let Some(src @ PasswordSource::File(path)) = &g.password {
             if let Err(e) = check_private_file(

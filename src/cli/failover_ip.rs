@@ -48,7 +48,11 @@ pub(crate) fn client(
 ) -> Result<Client, String> {
     let _in_runtime = rt.enter();
     let source = credential_source(config, ovh, ctx.policy)?;
-    Client::new(ovh.endpoint.clone(), source, ClientOptions::default()).map_err(|e| e.to_string())
+    let opts = ClientOptions {
+        proxy: ovh.proxy.clone(),
+        ..ClientOptions::default()
+    };
+    Client::new(ovh.endpoint.clone(), source, opts).map_err(|e| e.to_string())
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -285,6 +285,16 @@ pub fn run(cli: Cli) -> ExitCode {
         syslog_socket: cli.syslog_socket,
         syslog,
     };
+    // Every command but `lab` (simulators only) may read a secret (a password file, the
+    // secretsmith file, a Vault answer, ovh.conf) or talk to a daemon that holds them: no
+    // core file, no same-user debugger, from the start (src/secrets.rs).
+    if !matches!(cli.command, Command::Lab { .. })
+        && let Err(e) = crate::secrets::forbid_core_dumps()
+    {
+        tracing::warn!(
+            "cannot keep this process out of core dumps (setrlimit RLIMIT_CORE, non-dumpable): {e}; a crash may write its memory, secrets included, to disk"
+        );
+    }
     let mut out = std::io::stdout().lock();
     let ok = match cli.command {
         Command::Check { online } => check::run(&ctx, online, &mut out),

@@ -100,6 +100,9 @@ pub struct VaultConfig {
     pub cache_max_age: Duration,
     /// Time limit of one request to Vault (default 10 s).
     pub timeout: Duration,
+    /// The HTTP proxy to reach Vault through (`vault.proxy`); `None`: direct. Proxies from
+    /// the environment (HTTPS_PROXY…) are never used (src/remote.rs).
+    pub proxy: Option<String>,
     pub pos: Pos,
 }
 

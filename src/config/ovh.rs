@@ -47,6 +47,7 @@ pub struct RawOvh {
     pub claim_deadline: Option<Spanned<i64>>,
     pub recheck_interval: Option<Spanned<RawDuration>>,
     pub hold_down: Option<Spanned<RawDuration>>,
+    pub proxy: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +103,9 @@ pub struct OvhConfig {
     /// At most one claim that moves an IP per this period, unless the local state changed:
     /// two MASTERs of a split brain cannot ping-pong the IP faster than this.
     pub hold_down: Duration,
+    /// The HTTP proxy to reach the OVH API through (`ovh.proxy`); `None`: direct, whatever
+    /// the environment says (src/remote.rs).
+    pub proxy: Option<String>,
     pub pos: Pos,
 }
 
@@ -222,10 +226,16 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         }
         Some(c) => validate_credentials(c, pos, p),
     };
+    let proxy = raw.proxy.as_ref().and_then(|u| {
+        crate::remote::check_proxy(&u.value)
+            .map_err(|m| p.add(Pos::of(u), "ovh.proxy", m))
+            .ok()
+    });
     if p.list.len() != before {
         return None;
     }
     Some(OvhConfig {
+        proxy,
         endpoint: endpoint?,
         credentials: credentials?,
         claim_deadline: claim_deadline?,

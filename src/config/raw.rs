@@ -37,6 +37,7 @@ pub struct RawVault {
     pub approle_mount: Option<Spanned<String>>,
     pub cache_max_age: Option<Spanned<i64>>,
     pub timeout: Option<Spanned<i64>>,
+    pub proxy: Option<Spanned<String>>,
 }
 
 /// `net.inet.carp.*` knobs; omitted keys are left alone.

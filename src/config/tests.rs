@@ -284,6 +284,38 @@ fn vault_section_defaults_and_values() {
 }
 
 #[test]
+fn proxies_are_configured_per_service_and_checked() {
+    let c = parse_str("node: a\nvault: {proxy: 'http://proxy.example:3128'}\n").unwrap();
+    assert_eq!(
+        c.vault.unwrap().proxy.as_deref(),
+        Some("http://proxy.example:3128")
+    );
+    assert_eq!(
+        parse_str("node: a\nvault: {}\n")
+            .unwrap()
+            .vault
+            .unwrap()
+            .proxy,
+        None
+    );
+    let e = parse_str("node: a\nvault: {proxy: 'socks5://p:1080'}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("vault.proxy") && e.contains("http://"), "{e}");
+    let c = parse_str(
+        "node: a\novh: {endpoint: ovh-eu, credentials: {file: /etc/ovh.conf}, proxy: 'https://p.example'}\n",
+    )
+    .unwrap();
+    assert_eq!(c.ovh.unwrap().proxy.as_deref(), Some("https://p.example"));
+    let e = parse_str(
+        "node: a\novh: {endpoint: ovh-eu, credentials: {file: /etc/ovh.conf}, proxy: 'p.example'}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ovh.proxy"), "{e}");
+}
+
+#[test]
 fn all_problems_are_reported_at_once() {
     let yaml = "node: a\ngroups:\n  - interface: vmx1\n    vhid: 0\n    advskew: 241\n    addresses: [1.2.3.4]\n";
     let e = parse_str(yaml).unwrap_err();

@@ -324,11 +324,17 @@ fn validate_vault(v: &Spanned<RawVault>, p: &mut Problems) -> Option<VaultConfig
         VaultConfig::DEFAULT_TIMEOUT,
         "time limit of one request to Vault",
     );
+    let proxy = v.value.proxy.as_ref().and_then(|u| {
+        crate::remote::check_proxy(&u.value)
+            .map_err(|m| p.add(Pos::of(u), "vault.proxy", m))
+            .ok()
+    });
     (p.list.len() == before).then(|| VaultConfig {
         secretsmith,
         approle_mount,
         cache_max_age,
         timeout,
+        proxy,
         pos: Pos::of(v),
     })
 }

@@ -6,7 +6,8 @@
 //!   the daemon's own uid for unprivileged test runs); others get one error reply and are
 //!   closed. The mode alone would do on FreeBSD; the check is the defence if someone loosens
 //!   the mode or the directory.
-//! - Bounded everything: [`MAX_CLIENTS`] connections at once (more are told "busy"), request
+//! - Bounded everything: [`MAX_CLIENTS`] connections at once (more are told "busy" at once,
+//!   in the accept loop, without a task per refusal: a flood costs no memory), request
 //!   lines up to [`protocol::MAX_REQUEST`], an idle client is closed after [`IDLE_TIMEOUT`],
 //!   a client that does not read its reply is dropped after [`WRITE_TIMEOUT`]. A stuck client
 //!   can never block the controller: the loop only ever sees complete requests.
@@ -141,14 +142,12 @@ impl ControlServer {
                         drop(permit);
                     });
                 }
-                Err(_) => {
-                    tokio::spawn(refuse(
-                        stream,
-                        format!(
-                            "the daemon is busy ({MAX_CLIENTS} control connections open); try again"
-                        ),
-                    ));
-                }
+                Err(_) => refuse_now(
+                    stream,
+                    &format!(
+                        "the daemon is busy ({MAX_CLIENTS} control connections open); try again"
+                    ),
+                ),
             }
         }
     }
@@ -184,6 +183,26 @@ async fn refuse(mut stream: UnixStream, message: String) {
     let _ = tokio::time::timeout(REFUSE_READ, read).await;
     let line = protocol::encode_reply(&Reply::Error { message });
     let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&line)).await;
+}
+
+/// Refuses a connection past [`MAX_CLIENTS`] at once, in the accept loop: no task, no
+/// wait, so a flood of connections costs one accept and one close each. What the client
+/// already sent is drained (closing a unix socket with unread data resets the peer, which
+/// would then miss the reply), the reply is written if the socket buffer takes it, and the
+/// connection is closed. A client that had not sent its request yet still finds the reply
+/// to read (the CLI reads after a failed write).
+fn refuse_now(stream: UnixStream, message: &str) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..(protocol::MAX_REQUEST / sink.len() + 1) {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let line = protocol::encode_reply(&Reply::Error {
+        message: message.to_string(),
+    });
+    let _ = stream.try_write(&line);
 }
 
 async fn serve_client(stream: UnixStream, tx: mpsc::Sender<Incoming>, own_uid: u32) {

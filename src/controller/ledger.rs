@@ -45,8 +45,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -623,71 +621,14 @@ impl LedgerStore {
         self.dir.join(LEDGER_FILE)
     }
 
-    /// Creates the directory (0700) when missing and refuses one others can write.
+    /// Creates the directory (0700) when missing and refuses one others can write or
+    /// another user owns (src/statedir.rs).
     fn ensure_dir(&self) -> Result<(), LedgerError> {
-        let dir = &self.dir;
-        let err = |detail: String, fix: String| LedgerError::Dir {
-            dir: dir.clone(),
-            detail,
-            fix,
-        };
-        match fs::metadata(dir) {
-            Ok(m) if !m.is_dir() => {
-                return Err(err(
-                    "exists but is not a directory".into(),
-                    format!(
-                        "Move it away, or point maintenance.state_dir in carpd.yaml at a directory (default {})",
-                        crate::config::maintenance::DEFAULT_STATE_DIR
-                    ),
-                ));
-            }
-            Ok(m) => {
-                let mode = m.permissions().mode() & 0o777;
-                if mode & 0o022 != 0 {
-                    return Err(err(
-                        format!(
-                            "is writable by group or others (mode {mode:04o}): anyone could change what carpd believes it added to the kernel"
-                        ),
-                        format!("chmod 0700 {}", dir.display()),
-                    ));
-                }
-                return Ok(());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return Err(err(
-                    format!("cannot be created: a part of the path is a file ({e})"),
-                    "Point maintenance.state_dir in carpd.yaml at a directory path".into(),
-                ));
-            }
-            Err(e) => {
-                return Err(err(
-                    format!("cannot be examined: {e}"),
-                    format!(
-                        "Run carpd as root, or create it: install -d -m 0700 -o root {}",
-                        dir.display()
-                    ),
-                ));
-            }
-        }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    format!(
-                        "Run carpd as root, or create it: install -d -m 0700 -o root {}",
-                        dir.display()
-                    )
-                } else {
-                    format!(
-                        "Create it (install -d -m 0700 -o root {}), or set maintenance.state_dir in carpd.yaml",
-                        dir.display()
-                    )
-                };
-                err(format!("cannot be created: {e}"), fix)
-            })
+        crate::statedir::ensure(&self.dir).map_err(|p| LedgerError::Dir {
+            dir: self.dir.clone(),
+            detail: p.detail,
+            fix: p.fix,
+        })
     }
 
     /// Takes the exclusive lock (creating the directory and lock file when missing).
@@ -700,13 +641,7 @@ impl LedgerStore {
             fix: io_fix(&source),
             source,
         };
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io("open the lock file", e))?;
+        let f = crate::statedir::open_in_place(&path).map_err(|e| io("open the lock file", e))?;
         f.lock().map_err(|e| io("lock", e))?;
         Ok(f)
     }
@@ -716,13 +651,15 @@ impl LedgerStore {
         let path = self.path();
         // Read at most one byte past the limit: enough for decode to say the file is too
         // big, never the whole of a runaway file.
-        let bytes = match fs::File::open(&path).and_then(|f| {
-            let mut b = Vec::new();
-            f.take(MAX_FILE_SIZE + 1).read_to_end(&mut b)?;
-            Ok(b)
-        }) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ledger::default()),
+        // A directory others could have written is not believed (src/statedir.rs).
+        crate::statedir::check_existing(&self.dir).map_err(|p| LedgerError::Dir {
+            dir: self.dir.clone(),
+            detail: p.detail,
+            fix: p.fix,
+        })?;
+        let bytes = match crate::statedir::read_bounded(&path, MAX_FILE_SIZE) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(Ledger::default()),
             Err(e) => {
                 return Err(LedgerError::Io {
                     path,
@@ -735,37 +672,21 @@ impl LedgerStore {
         Ledger::decode(&bytes).map_err(|detail| LedgerError::Corrupt { path, detail })
     }
 
-    /// Atomically replaces the ledger: temp file, fsync, rename, fsync of the directory (so
-    /// the rename itself survives a power loss).
+    /// Atomically replaces the ledger: exclusive temp file, fsync, rename, fsync of the
+    /// directory (so the rename itself survives a power loss); src/statedir.rs.
     fn save(&self, l: &Ledger) -> Result<(), LedgerError> {
         let path = self.path();
-        let tmp = self.dir.join(format!("{LEDGER_FILE}.tmp"));
-        let io = |path: &Path, op, source: std::io::Error| LedgerError::Io {
-            path: path.to_path_buf(),
-            op,
-            fix: io_fix(&source),
-            source,
-        };
         let mut bytes = serde_json::to_vec_pretty(l).map_err(|e| LedgerError::Corrupt {
             path: path.clone(),
             detail: format!("cannot encode: {e}"),
         })?;
         bytes.push(b'\n');
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io(&tmp, "create", e))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io(&tmp, "write", e))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(|e| io(&path, "replace", e))?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io(&self.dir, "sync the directory", e))
+        crate::statedir::write_atomic(&self.dir, LEDGER_FILE, &bytes).map_err(|e| LedgerError::Io {
+            path: e.path,
+            op: e.op,
+            fix: io_fix(&e.source),
+            source: e.source,
+        })
     }
 
     /// Carries out a planned transaction under the lock `_lock` (held by the caller).

@@ -44,6 +44,9 @@ pub struct Evidence<'a> {
     pub max_clock_delta: Duration,
     /// OAuth2 credentials do not sign with a timestamp: the clock matters less.
     pub clock_needed: bool,
+    /// CARP passwords taken from the local copy because Vault could not be read at the last
+    /// load (group, why): the groups run, but on a password Vault did not confirm.
+    pub passwords_from_local_copy: &'a [(crate::carp::GroupId, String)],
 }
 
 /// Error classes that mean the credentials are refused (not the network or OVH).
@@ -83,6 +86,21 @@ pub fn assess(e: &Evidence<'_>) -> Vec<Check> {
                     v.server
                 ),
             },
+        });
+    }
+    if !e.passwords_from_local_copy.is_empty() {
+        let list: Vec<String> = e
+            .passwords_from_local_copy
+            .iter()
+            .map(|(g, why)| format!("{g} ({why})"))
+            .collect();
+        out.push(Check {
+            name: "carp_passwords".into(),
+            ok: false,
+            detail: format!(
+                "CARP password(s) from the local copy, not from Vault: {}; once Vault answers, `carpd reload` (or service carpd reload) reads them again",
+                list.join(", ")
+            ),
         });
     }
     if e.ips.is_empty() {
@@ -213,7 +231,27 @@ mod tests {
             clock_delta: Some(1),
             max_clock_delta: Duration::from_secs(10),
             clock_needed: true,
+            passwords_from_local_copy: &[],
         }
+    }
+
+    #[test]
+    fn a_password_from_the_local_copy_is_not_ready_and_says_how_to_recover() {
+        let now = Instant::now();
+        let ips = [ok_ip(now)];
+        let copies = [("2@vmx1".parse().unwrap(), "Vault unreachable".to_string())];
+        let mut e = evidence(now, &ips, None);
+        e.passwords_from_local_copy = &copies;
+        let checks = assess(&e);
+        assert_eq!(failing(&checks), vec!["carp_passwords"]);
+        let c = checks.iter().find(|c| c.name == "carp_passwords").unwrap();
+        assert!(
+            c.detail.contains("2@vmx1 (Vault unreachable)"),
+            "{}",
+            c.detail
+        );
+        assert!(c.detail.contains("carpd reload"), "{}", c.detail);
+        assert!(!ready(&checks));
     }
 
     fn failing(checks: &[Check]) -> Vec<&str> {

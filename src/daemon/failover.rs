@@ -111,6 +111,7 @@ pub struct Failover {
     vault_view: Option<AgentView>,
     metrics: Metrics,
     marker: Option<Arc<Marker>>,
+    passwords_from_local_copy: Vec<(GroupId, String)>,
     watch_only: bool,
     /// Watch only: the generation in which "would claim" was last said, per IP.
     told_would_claim: BTreeMap<IpAddr, u64>,
@@ -212,6 +213,7 @@ impl Failover {
             vault_view: None,
             metrics,
             marker,
+            passwords_from_local_copy: Vec::new(),
             watch_only,
             told_would_claim: BTreeMap::new(),
         };
@@ -517,7 +519,14 @@ impl Failover {
             clock_delta: self.api.time_delta(),
             max_clock_delta: self.readiness.max_clock_delta,
             clock_needed: self.api.signs_with_time().unwrap_or(true),
+            passwords_from_local_copy: &self.passwords_from_local_copy,
         })
+    }
+
+    /// The CARP passwords the last load took from the local copy (readiness says so).
+    pub fn set_passwords_from_local_copy(&mut self, list: Vec<(GroupId, String)>) {
+        self.passwords_from_local_copy = list;
+        self.publish_readiness();
     }
 
     /// Status of every failover IP.
@@ -606,6 +615,8 @@ fn build_client(
     };
     let source = cloud::credential_source(config, ovh, policy, agent)?;
     let mut client_options = client_options;
+    // `ovh.proxy`, never one from the environment.
+    client_options.proxy = ovh.proxy.clone();
     if matches!(
         ovh.credentials,
         crate::config::ovh::OvhCredentialSource::Vault { .. }

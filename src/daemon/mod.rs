@@ -359,6 +359,7 @@ impl Daemon {
         };
         if let Some(f) = &mut self.failover {
             f.sync_fences(self.controller.claims());
+            f.set_passwords_from_local_copy(self.loaded.desired.from_local_copy.clone());
             self.aux.spawn(f.warm_up());
         }
     }
@@ -506,6 +507,13 @@ impl Daemon {
             kernel: self.kernel.info().name.to_string(),
             apply: self.settings.apply,
             stopping: self.stopping,
+            passwords_from_local_copy: self
+                .loaded
+                .desired
+                .from_local_copy
+                .iter()
+                .map(|(g, why)| format!("{g}: {why}"))
+                .collect(),
             started_at: Clock::wall_stamp(self.started.wall),
             uptime_s: clock.mono.duration_since(self.started.mono).as_secs(),
             resync_interval_ms: millis(timing.resync_interval),

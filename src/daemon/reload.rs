@@ -140,6 +140,7 @@ impl Daemon {
         let readiness = self.readiness_settings();
         if let Some(f) = self.failover.as_mut() {
             f.set_agent(self.vault.as_ref().map(|(_, a)| a.clone()));
+            f.set_passwords_from_local_copy(self.loaded.desired.from_local_copy.clone());
             if let Err(e) = f.reconfigure(
                 &self.loaded.config,
                 readiness,

@@ -59,6 +59,10 @@ pub struct DaemonView {
     /// `carpd maintenance status --json` prints it).
     #[serde(default)]
     pub maintenance: Option<serde_json::Value>,
+    /// Groups configured from the local copy of their Vault password because Vault was
+    /// unreachable or sealed (`<group>: <why>`, src/secrets/copy.rs); empty normally.
+    #[serde(default)]
+    pub passwords_from_local_copy: Vec<String>,
 }
 
 /// One failover IP as the daemon knows it.
@@ -304,6 +308,9 @@ pub fn to_text(v: &DaemonView) -> String {
                 .map(|e| format!("; last error: {e}"))
                 .unwrap_or_default()
         );
+    }
+    for p in &v.passwords_from_local_copy {
+        let _ = writeln!(o, "  PASSWORD FROM LOCAL COPY: {p}");
     }
     for g in &v.groups {
         let _ = writeln!(

@@ -31,7 +31,8 @@ impl TaskStatus {
         match s {
             "done" => TaskStatus::Done,
             "cancelled" | "customerError" | "ovhError" => TaskStatus::Failed(s.to_string()),
-            other => TaskStatus::Pending(other.to_string()),
+            // Server text: escaped and bounded before it can reach a log line.
+            other => TaskStatus::Pending(crate::remote::untrusted(other, 64)),
         }
     }
 }
@@ -47,11 +48,17 @@ impl<'de> Deserialize<'de> for TaskStatus {
 pub struct Task {
     #[serde(rename = "taskId")]
     pub id: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "untrusted_text")]
     pub function: Option<String>,
     pub status: TaskStatus,
-    #[serde(default)]
+    /// OVH's words on a failed task; quoted in errors and logs, so escaped and bounded.
+    #[serde(default, deserialize_with = "untrusted_text")]
     pub comment: Option<String>,
+}
+
+/// An optional string from the server, escaped and cut to 500 characters (src/remote.rs).
+fn untrusted_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(|t| crate::remote::untrusted(&t, 500)))
 }
 
 /// `GET /ip/{block}`, the part carpd reads.
@@ -234,6 +241,12 @@ mod tests {
         .unwrap();
         assert_eq!(t.id, 42);
         assert_eq!(t.status, TaskStatus::Pending("doing".into()));
+        let t: Task = serde_json::from_str(
+            r#"{"taskId":1,"status":"ovhError","comment":"no\nFAKE carpd: MASTER","function":"x\u001b[2J"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.comment.as_deref(), Some("no\\nFAKE carpd: MASTER"));
+        assert_eq!(t.function.as_deref(), Some("x\\u{1b}[2J"));
         assert_eq!(
             TaskStatus::parse("customerError"),
             TaskStatus::Failed("customerError".into())

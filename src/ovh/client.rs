@@ -52,6 +52,9 @@ pub struct ClientOptions {
     /// cache's maximum age: while Vault answers, credentials follow rotations; when it is
     /// down, the last good ones serve until they are that old, then calls fail clearly.
     pub credentials_max_age: Option<Duration>,
+    /// The HTTP proxy (`ovh.proxy`); `None`: direct. The environment's proxies are never
+    /// used (src/remote.rs).
+    pub proxy: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +68,7 @@ impl Default for ClientOptions {
             time_refresh: Duration::from_secs(3600),
             extra_roots_pem: Vec::new(),
             credentials_max_age: None,
+            proxy: None,
         }
     }
 }
@@ -142,11 +146,20 @@ impl Client {
             })?;
             builder = builder.add_root_certificate(cert);
         }
+        // Never a proxy from the environment; the configured one only (src/remote.rs).
+        builder = builder.no_proxy();
+        if let Some(url) = &opts.proxy {
+            let proxy = reqwest::Proxy::all(url.as_str())
+                .map_err(|e| OvhError::Config(format!("ovh.proxy: {e}")))?;
+            builder = builder.proxy(proxy);
+        }
         let http = builder
             .timeout(opts.timeout)
             .connect_timeout(opts.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
+            // Signed requests and tokens must never be re-sent elsewhere (src/remote.rs).
+            .redirect(crate::remote::no_redirects())
             .user_agent(concat!("carpd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| OvhError::Config(format!("cannot set up the HTTP client: {e}")))?;
@@ -254,7 +267,8 @@ impl Client {
 
     async fn sync_time(&self) -> Result<i64, OvhError> {
         let server = self.server_time().await?;
-        let delta = server - unix_now();
+        // Saturating: the server's number can be anything (src/remote.rs).
+        let delta = server.saturating_sub(unix_now());
         self.lock().delta = Some((delta, Instant::now()));
         tracing::debug!(delta, endpoint = self.endpoint.name(), "OVH time delta");
         Ok(delta)
@@ -312,13 +326,10 @@ impl Client {
         }
         let reply: TokenReply = serde_json::from_slice(&body)
             .map_err(|_| fail("the reply is not {access_token, expires_in}".into()))?;
-        let life = Duration::from_secs(reply.expires_in);
-        // Refresh at 90% of the lifetime, and at most a minute before expiry.
-        let margin = (life / 10).min(Duration::from_secs(60));
         let value = SecretString::from(reply.access_token);
         self.lock().token = Some(Token {
             value: value.clone(),
-            refresh_at: Instant::now() + life - margin,
+            refresh_at: token_refresh_at(Instant::now(), reply.expires_in),
         });
         Ok(value)
     }
@@ -507,7 +518,7 @@ impl Client {
         };
         match auth {
             Prepared::Classic { ak, as_, ck, delta } => {
-                let ts = unix_now() + delta;
+                let ts = unix_now().saturating_add(*delta);
                 let sig = sign::signature(
                     as_.expose_secret(),
                     ck.expose_secret(),
@@ -540,22 +551,31 @@ impl Client {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| network(describe_reqwest(&e), e.is_connect()))?;
+        let resp = req.send().await.map_err(|e| {
+            if e.is_redirect() {
+                // Not transient: asking again gets the same redirect (src/remote.rs).
+                OvhError::Decode {
+                    method: method.into(),
+                    endpoint: self.endpoint.name().into(),
+                    path: path.into(),
+                    query_id: None,
+                    detail: describe_reqwest(&e),
+                }
+            } else {
+                network(describe_reqwest(&e), e.is_connect())
+            }
+        })?;
         let status = resp.status().as_u16();
         let query_id = resp
             .headers()
             .get("X-Ovh-QueryID")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .map(|q| crate::remote::untrusted(q, 100));
         let retry_after = resp
             .headers()
             .get("Retry-After")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(retry_after_secs);
         let body = match read_bounded(resp, MAX_BODY).await {
             Ok(b) => b,
             Err(BodyError::Network(e)) => return Err(network(describe_reqwest(&e), false)),
@@ -596,6 +616,24 @@ impl Client {
             retry_after,
         })))
     }
+}
+
+/// When to fetch a new OAuth2 token, from the `expires_in` of the token answer: at 90% of
+/// the lifetime, and at most a minute before expiry. Any number is safe (src/remote.rs).
+pub fn token_refresh_at(now: Instant, expires_in: u64) -> Instant {
+    let life = crate::remote::remote_secs(expires_in);
+    let margin = (life / 10).min(Duration::from_secs(60));
+    crate::remote::later(now, life - margin)
+}
+
+/// A `Retry-After` in seconds (the HTTP-date form is not used by OVH), capped; `None` when it
+/// is not a number.
+pub fn retry_after_secs(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(crate::remote::remote_secs)
 }
 
 /// Largest answer carpd reads from the OVH API or its token endpoint. The biggest real

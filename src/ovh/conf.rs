@@ -21,7 +21,8 @@ use configparser::ini::{Ini, IniDefault};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::credentials::{CredentialError, Credentials, FieldNames};
-use crate::secrets::{SecretPolicy, check_private_file};
+use crate::secrets::SecretPolicy;
+use crate::secrets::file::read_private;
 
 /// Largest ovh.conf carpd reads.
 const MAX_SIZE: u64 = 64 * 1024;
@@ -98,19 +99,16 @@ pub fn load_files(paths: &[PathBuf], policy: SecretPolicy) -> Result<OvhConf, Cr
         if !p.exists() {
             continue;
         }
-        check_private_file(p, "OVH credentials file", policy).map_err(CredentialError::Source)?;
-        let meta = std::fs::metadata(p)
-            .map_err(|e| CredentialError::Source(format!("{}: cannot read: {e}", p.display())))?;
-        if meta.len() > MAX_SIZE {
-            return Err(CredentialError::Source(format!(
-                "{} is {} bytes long: an ovh.conf is a few lines; carpd refuses files over {MAX_SIZE} bytes",
+        let bytes = read_private(p, "OVH credentials file", policy, MAX_SIZE as usize)
+            .map_err(CredentialError::Source)?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| {
+            CredentialError::Source(format!(
+                "{} is not UTF-8 (byte {})",
                 p.display(),
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| CredentialError::Source(format!("{}: cannot read: {e}", p.display())))?;
-        parse_into(&mut conf, &text).map_err(|e| {
+                e.valid_up_to()
+            ))
+        })?;
+        parse_into(&mut conf, text).map_err(|e| {
             CredentialError::Source(format!(
                 "{}: {e} (expected INI: [default] endpoint=ovh-eu, then [ovh-eu] application_key=...)",
                 p.display()

@@ -86,9 +86,9 @@ impl ErrorBody {
             }
             _ => {
                 let text = String::from_utf8_lossy(bytes);
-                let text: String = text.chars().take(200).collect();
+                let text = crate::remote::untrusted(text.trim(), 200);
                 ErrorBody {
-                    message: (!text.trim().is_empty()).then(|| text.trim().to_string()),
+                    message: (!text.is_empty()).then_some(text),
                     ..ErrorBody::default()
                 }
             }
@@ -101,12 +101,10 @@ pub const MESSAGE_MAX: usize = 500;
 /// Longest class or error code kept (OVH's are like `Client::Forbidden`).
 pub const CODE_MAX: usize = 64;
 
-/// Cuts `s` to `max` characters, marking the cut.
+/// Cuts `s` to `max` characters, marking the cut, and escapes control characters: the text
+/// comes from the server and ends up in log lines (src/remote.rs).
 fn cut(s: &mut String, max: usize) {
-    if let Some((i, _)) = s.char_indices().nth(max) {
-        s.truncate(i);
-        s.push('…');
-    }
+    *s = crate::remote::untrusted(s, max);
 }
 
 /// An HTTP error answer from the API.

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use crate::config::Config;
 use crate::config::validate::kernel_problems;
 use crate::kernel::{Kernel, KernelError};
+use crate::secrets::copy::LocalCopies;
 use crate::secrets::{Resolver, SecretPolicy};
 
 use super::{Desired, DesiredGroup, Observed};
@@ -40,9 +41,13 @@ pub fn desired_for(
 
 /// Builds the desired state; every password that cannot be read is reported, none is shown.
 pub fn desired(config: &Config, policy: SecretPolicy) -> Result<Desired, Vec<String>> {
+    if let Some(p) = crate::secrets::inline_password_problem(config, policy) {
+        return Err(vec![p]);
+    }
     let mut errors = Vec::new();
     let mut groups = Vec::new();
-    let mut resolver = Resolver::new(policy, config.vault.as_ref());
+    let mut resolver = Resolver::new(policy, config.vault.as_ref())
+        .with_copies(LocalCopies::new(&config.maintenance.state_dir));
     for g in &config.groups {
         let key = match &g.password {
             None => None,
@@ -68,6 +73,7 @@ pub fn desired(config: &Config, policy: SecretPolicy) -> Result<Desired, Vec<Str
         Ok(Desired {
             sysctls: config.sysctls.clone(),
             groups,
+            from_local_copy: resolver.from_copy,
         })
     } else {
         Err(errors)

@@ -41,6 +41,10 @@ pub struct DesiredGroup {
 pub struct Desired {
     pub sysctls: Vec<(Sysctl, i64)>,
     pub groups: Vec<DesiredGroup>,
+    /// Groups whose password came from its local copy because Vault was unreachable or
+    /// sealed, each with the reason (src/secrets/copy.rs); empty normally. For status and
+    /// readiness: the passwords are in use, but Vault must be fixed.
+    pub from_local_copy: Vec<(GroupId, String)>,
 }
 
 /// What the kernel has, as far as the plan cares.

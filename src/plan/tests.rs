@@ -47,6 +47,7 @@ fn create_then_nothing() {
     let d = Desired {
         sysctls: vec![(Sysctl::Preempt, 1)],
         groups: vec![want("2@vmx1", 100, &["10.0.0.1/24"])],
+        ..Desired::default()
     };
     let first = converge(&k, &d);
     assert_eq!(first.actions.len(), 3, "{:?}", first.actions);
@@ -60,6 +61,7 @@ fn only_changed_fields_are_updated_and_state_is_kept() {
     let mut d = Desired {
         sysctls: vec![],
         groups: vec![want("2@vmx1", 100, &["10.0.0.1/24"])],
+        ..Desired::default()
     };
     converge(&k, &d);
     k.set_state("vmx1", Vhid::new(2).unwrap(), CarpState::Master)
@@ -82,6 +84,7 @@ fn attach_before_detach_keeps_the_vhid() {
     let mut d = Desired {
         sysctls: vec![],
         groups: vec![want("2@vmx1", 0, &["10.0.0.1/24"])],
+        ..Desired::default()
     };
     converge(&k, &d);
     k.set_state("vmx1", Vhid::new(2).unwrap(), CarpState::Master)
@@ -110,6 +113,7 @@ fn only_address_prefix_change_recreates_with_a_note() {
     let mut d = Desired {
         sysctls: vec![],
         groups: vec![want("2@vmx1", 70, &["10.0.0.1/24"])],
+        ..Desired::default()
     };
     converge(&k, &d);
     d.groups[0].addresses = vec![net("10.0.0.1/25")];
@@ -132,11 +136,13 @@ fn unmanaged_groups_are_left_alone() {
     let other = Desired {
         sysctls: vec![],
         groups: vec![want("9@vmx1", 10, &["192.0.2.9/32"])],
+        ..Desired::default()
     };
     converge(&k, &other);
     let d = Desired {
         sysctls: vec![],
         groups: vec![want("2@vmx1", 0, &["10.0.0.1/24", "192.0.2.9/32"])],
+        ..Desired::default()
     };
     let p = converge(&k, &d);
     assert!(
@@ -161,6 +167,7 @@ fn key_is_compared_not_rewritten() {
     let mut d = Desired {
         sysctls: vec![],
         groups: vec![g],
+        ..Desired::default()
     };
     converge(&k, &d);
     assert!(diff(&d, &observe(&k, &d).unwrap()).is_empty());
@@ -292,7 +299,11 @@ fn arb_desired() -> impl Strategy<Value = Desired> {
         if let Some(d) = dscp {
             sysctls.push((Sysctl::Dscp, d))
         }
-        Desired { sysctls, groups }
+        Desired {
+            sysctls,
+            groups,
+            from_local_copy: Vec::new(),
+        }
     })
 }
 

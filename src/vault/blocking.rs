@@ -23,6 +23,8 @@ pub struct Access {
     pub cache_max_age: Duration,
     pub timeout: Duration,
     pub policy: SecretPolicy,
+    /// `vault.proxy`; `None`: direct (never the environment's).
+    pub proxy: Option<String>,
 }
 
 impl Access {
@@ -34,6 +36,7 @@ impl Access {
             cache_max_age: v.cache_max_age,
             timeout: v.timeout,
             policy,
+            proxy: v.proxy.clone(),
         }
     }
 
@@ -48,7 +51,7 @@ impl Access {
     /// A session with the real client.
     pub fn session(&self) -> Session<VaultStore> {
         Session::new(
-            VaultStore::new(self.timeout),
+            VaultStore::new(self.timeout).with_proxy(self.proxy.clone()),
             self.loader(),
             self.cache_max_age,
         )

@@ -30,6 +30,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A Vault/OpenBao server reached with vaultrs.
 pub struct VaultStore {
     timeout: Duration,
+    /// `vault.proxy`; `None`: direct (the environment's proxies are never used).
+    proxy: Option<String>,
     conn: Option<Conn>,
 }
 
@@ -46,8 +48,15 @@ impl VaultStore {
         install_ring_provider();
         VaultStore {
             timeout,
+            proxy: None,
             conn: None,
         }
+    }
+
+    /// Reaches Vault through this HTTP proxy.
+    pub fn with_proxy(mut self, proxy: Option<String>) -> VaultStore {
+        self.proxy = proxy;
+        self
     }
 
     fn conn(&self) -> Result<&Conn, VaultError> {
@@ -68,7 +77,12 @@ pub fn install_ring_provider() {
 }
 
 /// Builds a vaultrs client with every setting explicit.
-fn connect(server: &Server, timeout: Duration, origin: &str) -> Result<VaultClient, VaultError> {
+fn connect(
+    server: &Server,
+    timeout: Duration,
+    proxy: Option<&str>,
+    origin: &str,
+) -> Result<VaultClient, VaultError> {
     let settings_err = |reason: String, fix: &str| VaultError::Api {
         kind: Kind::Settings,
         server: server.url.clone(),
@@ -122,12 +136,52 @@ fn connect(server: &Server, timeout: Duration, origin: &str) -> Result<VaultClie
             "check vault.server in the secretsmith file",
         )
     })?;
-    VaultClient::new(settings).map_err(|e| {
+    let mut client = VaultClient::new(settings).map_err(|e| {
         settings_err(
             format!("cannot set up the HTTP client: {}", chain(&e)),
             "check vault.server.verify (a PEM CA bundle) in the secretsmith file",
         )
-    })
+    })?;
+    // vaultrs builds its reqwest client with redirects followed and environment proxies
+    // honoured, and offers no setting for either: carpd swaps in its own, built the same way
+    // (TLS backend, timeout, verification, CA bundle) plus carpd's rules (src/remote.rs). A
+    // redirected login would otherwise re-send role_id and secret_id to the new origin.
+    client.http.http = http_client(server, timeout, proxy).map_err(|e| {
+        settings_err(
+            format!("cannot set up the HTTP client: {}", chain(&e)),
+            "check vault.server.verify (a PEM CA bundle) in the secretsmith file",
+        )
+    })?;
+    Ok(client)
+}
+
+/// The HTTP client of the Vault connection: what vaultrs would build, without redirects and
+/// without environment proxies.
+fn http_client(
+    server: &Server,
+    timeout: Duration,
+    proxy: Option<&str>,
+) -> Result<reqwest013::Client, reqwest013::Error> {
+    let mut b = reqwest013::ClientBuilder::new()
+        .tls_backend_rustls()
+        .timeout(timeout)
+        .tls_danger_accept_invalid_certs(server.verify == Verify::Insecure)
+        .redirect(crate::remote::no_redirects_013())
+        .no_proxy();
+    if let Some(url) = proxy {
+        b = b.proxy(reqwest013::Proxy::all(url)?);
+    }
+    if server.url.starts_with("http://") {
+        // As vaultrs does: no certificate store is needed (and loading one may fail).
+        b = b.tls_certs_only(Vec::new());
+    } else if let Verify::CaFile(p) = &server.verify {
+        // Read and checked as PEM by `connect` just before.
+        let pem = std::fs::read(p).unwrap_or_default();
+        if let Ok(certs) = reqwest013::Certificate::from_pem_bundle(&pem) {
+            b = b.tls_certs_merge(certs);
+        }
+    }
+    b.build()
 }
 
 /// What an operation was, for the error translation.
@@ -182,6 +236,12 @@ fn translate(e: ClientError, server: &str, op: Op<'_>) -> VaultError {
             let reason = if errors.is_empty() {
                 format!("HTTP {code}")
             } else {
+                // Server text: escaped and bounded before it reaches a log line.
+                let errors: Vec<String> = errors
+                    .iter()
+                    .take(5)
+                    .map(|e| crate::remote::untrusted(e, 300))
+                    .collect();
                 format!("HTTP {code}: {}", errors.join("; "))
             };
             let text = errors.join(" ").to_lowercase();
@@ -449,7 +509,7 @@ pub mod decoding {
 
 fn token_info(lease: u64, renewable: bool, policies: Vec<String>) -> TokenInfo {
     TokenInfo {
-        ttl: (lease > 0).then(|| Duration::from_secs(lease)),
+        ttl: (lease > 0).then(|| crate::remote::remote_secs(lease)),
         renewable,
         policies,
     }
@@ -471,7 +531,12 @@ impl SecretStore for VaultStore {
             .as_ref()
             .is_some_and(|c| c.server == settings.server);
         if !reuse {
-            let client = connect(&settings.server, self.timeout, &origin)?;
+            let client = connect(
+                &settings.server,
+                self.timeout,
+                self.proxy.as_deref(),
+                &origin,
+            )?;
             self.conn = Some(Conn {
                 server: settings.server.clone(),
                 client,
@@ -543,7 +608,7 @@ impl SecretStore for VaultStore {
                 // Unlike a login, a renewal answering 0 s means "capped to nothing" (max TTL
                 // reached), not "never expires": the lifecycle then logs in again.
                 Ok(TokenInfo {
-                    ttl: Some(Duration::from_secs(a.lease_duration)),
+                    ttl: Some(crate::remote::remote_secs(a.lease_duration)),
                     renewable: a.renewable,
                     policies,
                 })

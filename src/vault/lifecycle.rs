@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::error::Kind;
 use super::store::TokenInfo;
+use crate::remote::later;
 
 /// What the session should do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,11 +65,12 @@ impl Lifecycle {
         let Some(ttl) = t.ttl else {
             return Step::Use { next: None };
         };
-        let due = t.obtained + ttl * 2 / 3;
+        // Two thirds, without multiplying first (a TTL from the server can be any size).
+        let due = later(t.obtained, ttl - ttl / 3);
         if now < due {
             return Step::Use { next: Some(due) };
         }
-        if t.renewable && !t.exhausted && now < t.obtained + ttl {
+        if t.renewable && !t.exhausted && now < later(t.obtained, ttl) {
             Step::Renew
         } else {
             Step::Login
@@ -78,14 +80,14 @@ impl Lifecycle {
     /// When the token expires (`None`: no token, or it never expires).
     pub fn expires_at(&self) -> Option<Instant> {
         let t = self.token.as_ref()?;
-        Some(t.obtained + t.ttl?)
+        Some(later(t.obtained, t.ttl?))
     }
 
     /// True when a token is held and, as far as the clock says, still valid.
     pub fn has_token(&self, now: Instant) -> bool {
         match &self.token {
             None => false,
-            Some(t) => t.ttl.is_none_or(|ttl| now < t.obtained + ttl),
+            Some(t) => t.ttl.is_none_or(|ttl| now < later(t.obtained, ttl)),
         }
     }
 

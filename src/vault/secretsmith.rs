@@ -31,7 +31,8 @@ use zeroize::Zeroizing;
 
 use super::error::SettingsError;
 use super::pybool::{PyScalar, classify};
-use crate::secrets::{SecretPolicy, check_private_file};
+use crate::secrets::SecretPolicy;
+use crate::secrets::file::read_private;
 
 /// Where carpd's deployment keeps the file.
 pub const DEFAULT_PATH: &str = "/usr/local/etc/secrets/carp-secretsmith.yaml";
@@ -235,20 +236,13 @@ pub fn load(file: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Settings, Set
         key: String::new(),
         message,
     };
-    check_private_file(
+    let bytes = read_private(
         file,
         "secretsmith file (it holds Vault credentials)",
         opts.policy,
+        MAX_FILE_SIZE as usize,
     )
     .map_err(fail)?;
-    let meta = std::fs::metadata(file).map_err(|e| fail(format!("cannot read: {e}")))?;
-    if meta.len() > MAX_FILE_SIZE {
-        return Err(fail(format!(
-            "is {} bytes long: a secretsmith file is a few hundred bytes; check the path (vault.secretsmith in carpd.yaml)",
-            meta.len()
-        )));
-    }
-    let bytes = Zeroizing::new(std::fs::read(file).map_err(|e| fail(format!("cannot read: {e}")))?);
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| fail(format!("is not UTF-8 (byte {})", e.valid_up_to())))?;
     let read_token = |p: &Path| read_token_file(p, opts.policy);
@@ -257,11 +251,8 @@ pub fn load(file: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Settings, Set
 
 /// Reads a token file: root-only, one line, trailing newline ignored.
 pub fn read_token_file(path: &Path, policy: SecretPolicy) -> Result<SecretString, String> {
-    check_private_file(path, "token file", policy)?;
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| format!("token file {}: cannot read: {e}", path.display()))?,
-    );
+    // A Vault token is at most a few hundred bytes.
+    let bytes = read_private(path, "token file", policy, 4096)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| format!("token file {} is not UTF-8", path.display()))?;
     let token = text.trim();

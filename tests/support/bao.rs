@@ -102,7 +102,8 @@ impl Bao {
             url: format!("{scheme}://127.0.0.1:{port}"),
             dir,
             ca,
-            http: reqwest::Client::new(),
+            // No proxy from the environment: tests/redirects.rs sets HTTPS_PROXY and friends.
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
             admin_tls: false,
         };
         bao.wait_ready().await;
@@ -124,6 +125,7 @@ impl Bao {
                 && let Ok(cert) = reqwest::Certificate::from_pem(&pem)
             {
                 self.http = reqwest::Client::builder()
+                    .no_proxy()
                     .tls_built_in_root_certs(false)
                     .add_root_certificate(cert)
                     .build()

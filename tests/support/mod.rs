@@ -4,3 +4,4 @@
 pub mod bao;
 pub mod daemon_lab;
 pub mod pair;
+pub mod redirect;

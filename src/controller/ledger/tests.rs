@@ -14,6 +14,7 @@ use super::*;
 use crate::carp::{CarpStats, Vhid};
 use crate::kernel::sim::{Flavour, SimKernel};
 use crate::kernel::{BackendInfo, KernelGroup, SetRequest};
+use std::os::unix::fs::PermissionsExt;
 
 /// What the next `demotion_add` does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -541,7 +542,12 @@ fn files_are_private_and_written_atomically() {
     assert_eq!(mode(f.store.dir()), 0o700);
     assert_eq!(mode(&f.store.path()), 0o600);
     assert_eq!(mode(&f.store.dir().join(LOCK_FILE)), 0o600);
-    assert!(!f.store.dir().join("ledger.json.tmp").exists());
+    // No temp file is left behind: the directory holds the ledger and the lock only.
+    let names: Vec<String> = fs::read_dir(f.store.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
     let text = fs::read_to_string(f.store.path()).unwrap();
     assert!(
         text.contains("\"schema\": \"carpd.ledger.v1\"") && text.contains("\"maintenance\""),
@@ -809,4 +815,27 @@ proptest! {
             prop_assert_eq!(carpd, 0);
         }
     }
+}
+
+/// Issue 19, item 4: the ledger is neither written nor believed in a directory another user
+/// owns, and a symlink planted as the ledger is replaced, never written through.
+#[test]
+fn a_state_directory_others_control_is_refused_before_any_write() {
+    let f = fixture();
+    f.store.add(&f.k, Reason::Maintenance, 240, t(1)).unwrap();
+    let before = fs::read(f.store.path()).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(f.store.dir(), Some(4242), None).unwrap();
+        let e = f.store.remove(&f.k, Reason::Maintenance, t(2)).unwrap_err();
+        assert!(e.to_string().contains("uid 4242"), "{e}");
+        assert!(f.store.read().unwrap_err().to_string().contains("uid 4242"));
+        assert_eq!(fs::read(f.store.path()).unwrap(), before, "nothing written");
+        std::os::unix::fs::chown(f.store.dir(), Some(0), None).unwrap();
+    }
+    let victim = f.store.dir().parent().unwrap().join("victim");
+    fs::write(&victim, "keep").unwrap();
+    fs::remove_file(f.store.path()).unwrap();
+    std::os::unix::fs::symlink(&victim, f.store.path()).unwrap();
+    assert!(f.store.read().is_err(), "a symlinked ledger is not read");
 }
