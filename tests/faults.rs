@@ -429,7 +429,7 @@ fn every_errno_of_the_kernel_row_names_operation_meaning_and_fix() {
             libc::EINVAL,
             "EINVAL",
             "rejected a value as invalid",
-            Some("advskew 0..240"),
+            Some("advskew below 255"),
         ),
         (
             libc::ENOENT,
