@@ -1,4 +1,5 @@
-//! The controller: `carpd run`'s decisions, pure (no I/O, the clock as an input).
+//! The controller: `carpd run`'s decisions, pure (no I/O, the clock as an input) — all but
+//! the ledger's store, the one place the demotion ledger's file and kernel I/O live.
 //!
 //! - [`machine`]: the one decision core, `handle(input, now) -> effects`, built from:
 //! - [`core`]: what carpd believes about each CARP group (only from kernel readings),
