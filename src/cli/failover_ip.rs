@@ -48,7 +48,11 @@ pub(crate) fn client(
 ) -> Result<Client, String> {
     let _in_runtime = rt.enter();
     let source = credential_source(config, ovh, ctx.policy)?;
-    Client::new(ovh.endpoint.clone(), source, ClientOptions::default()).map_err(|e| e.to_string())
+    let opts = ClientOptions {
+        rate: crate::ovh::policy::RateLimit::per_minute(ovh.requests_per_minute),
+        ..ClientOptions::default()
+    };
+    Client::new(ovh.endpoint.clone(), source, opts).map_err(|e| e.to_string())
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {

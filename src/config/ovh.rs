@@ -12,6 +12,8 @@
 //!   claim_deadline: 300                 # seconds, optional
 //!   recheck_interval: 30s               # while MASTER: re-read the binding, repair drift
 //!   hold_down: 60s                      # at most one moving claim per IP per period
+//!   requests_per_minute: 60             # this router's share of the consumer key's budget
+//!   # token_url: https://...            # OAuth2 token URL of a custom endpoint
 //! failover_ips:
 //!   - ip: 51.68.252.230
 //!     group: 2@vmx1
@@ -47,6 +49,8 @@ pub struct RawOvh {
     pub claim_deadline: Option<Spanned<i64>>,
     pub recheck_interval: Option<Spanned<RawDuration>>,
     pub hold_down: Option<Spanned<RawDuration>>,
+    pub requests_per_minute: Option<Spanned<i64>>,
+    pub token_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +106,9 @@ pub struct OvhConfig {
     /// At most one claim that moves an IP per this period, unless the local state changed:
     /// two MASTERs of a split brain cannot ping-pong the IP faster than this.
     pub hold_down: Duration,
+    /// This daemon's OVH request budget (requests in any minute); claims come first, checks
+    /// use what is left.
+    pub requests_per_minute: u32,
     pub pos: Pos,
 }
 
@@ -133,6 +140,8 @@ pub struct FailoverIp {
 }
 
 const DEFAULT_DEADLINE: u64 = 300;
+/// Range of `ovh.requests_per_minute`.
+const RPM_RANGE: (i64, i64) = (6, 600);
 
 fn valid_service(s: &str) -> bool {
     !s.is_empty()
@@ -188,6 +197,38 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
             }
         },
     };
+    let endpoint = match (&raw.token_url, endpoint) {
+        (Some(t), Some(ep)) => match Endpoint::parse(&t.value) {
+            Ok(u) => Some(ep.with_token_url(u.base())),
+            Err(_) => {
+                p.add(
+                    Pos::of(t),
+                    "ovh.token_url",
+                    format!(
+                        "'{}' is not an http(s) URL: give the OAuth2 token URL of the custom endpoint, e.g. https://proxy.example/auth/oauth2/token",
+                        t.value.escape_default()
+                    ),
+                );
+                None
+            }
+        },
+        (_, ep) => ep,
+    };
+    let requests_per_minute = match &raw.requests_per_minute {
+        None => Some(crate::ovh::policy::DEFAULT_PER_MINUTE),
+        Some(n) if (RPM_RANGE.0..=RPM_RANGE.1).contains(&n.value) => u32::try_from(n.value).ok(),
+        Some(n) => {
+            p.add(
+                Pos::of(n),
+                "ovh.requests_per_minute",
+                format!(
+                    "{} is out of range: allowed {}..{} (OVH suggests staying under about 60 a minute per consumer key; two routers sharing one key take 30 each)",
+                    n.value, RPM_RANGE.0, RPM_RANGE.1
+                ),
+            );
+            None
+        }
+    };
     let claim_deadline = match &raw.claim_deadline {
         None => Some(Duration::from_secs(DEFAULT_DEADLINE)),
         Some(d) if (10..=3600).contains(&d.value) => Some(Duration::from_secs(d.value as u64)),
@@ -231,6 +272,7 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         claim_deadline: claim_deadline?,
         recheck_interval: recheck_interval?,
         hold_down: hold_down?,
+        requests_per_minute: requests_per_minute?,
         pos,
     })
 }

@@ -606,6 +606,7 @@ fn build_client(
     };
     let source = cloud::credential_source(config, ovh, policy, agent)?;
     let mut client_options = client_options;
+    client_options.rate = crate::ovh::policy::RateLimit::per_minute(ovh.requests_per_minute);
     if matches!(
         ovh.credentials,
         crate::config::ovh::OvhCredentialSource::Vault { .. }
