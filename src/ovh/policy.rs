@@ -82,21 +82,21 @@ pub struct PollPolicy {
     /// A 404 never ends a claim before its deadline.
     pub fresh_404: Duration,
     /// With a learned duration `e`: the first poll at `first * e`, then every `step * e`
-    /// (at least `min`) until `(1 + 5 * step) * e`, then the ratio rule.
+    /// (at least `min / 5`) until `(1 + 5 * step) * e`, then the ratio rule.
     pub first: f64,
     pub step: f64,
 }
 
 impl Default for PollPolicy {
     /// Unknown duration: 100 ms, growing at 10% of the time waited, capped at 5 s. Learned
-    /// duration: first poll at 98% of it, then every 3%. Fresh-task 404s for 5 s.
+    /// duration: first poll at it, then every 3%. Fresh-task 404s for 5 s.
     fn default() -> PollPolicy {
         PollPolicy {
             min: Duration::from_millis(100),
             max: Duration::from_secs(5),
             ratio: 0.1,
             fresh_404: Duration::from_secs(5),
-            first: 0.98,
+            first: 1.0,
             step: 0.03,
         }
     }
@@ -123,16 +123,32 @@ impl PollPolicy {
         if waited > e.mul_f64(1.0 + 5.0 * step) {
             return self.next(waited);
         }
-        e.mul_f64(step).clamp(self.min, self.max.max(self.min))
+        // Close polls near the end: a fifth of `min` is their floor (`min` itself is sized
+        // for the unknown start of a task).
+        let floor = self.min / 5;
+        e.mul_f64(step).clamp(floor, self.max.max(floor))
     }
 }
 
-/// The learned duration after one more task took `took`: a moving average weighted towards
-/// the latest (half and half), so a change of OVH's pace is followed within a few claims.
-pub fn smooth(old: Option<Duration>, took: Duration) -> Duration {
+/// What one task says about the duration of its kind: between the last poll that saw it
+/// pending and the one that saw it done, the middle; when the first poll already saw it
+/// done, 97% of that (the task may be shorter: probe a little earlier next time). Learning the raw
+/// "seen done" time would only ever grow, by the polling overshoot, claim after claim.
+pub fn sample(last_pending: Option<Duration>, done: Duration) -> Duration {
+    match last_pending {
+        Some(p) if p <= done => p + (done - p) / 2,
+        _ => done.mul_f64(0.97),
+    }
+}
+
+/// The learned duration after one more task's [`sample`]: down at once, up by a quarter of
+/// the difference. A task faster than learned moves the first poll earlier right away; one
+/// slow outlier cannot push the next claim's first poll far past a task of the usual length
+/// (a first poll too late is waiting time added to a failover; one too early costs a poll).
+pub fn smooth(old: Option<Duration>, sample: Duration) -> Duration {
     match old {
-        None => took,
-        Some(o) => (o + took) / 2,
+        Some(o) if sample > o => o + (sample - o) / 4,
+        _ => sample,
     }
 }
 
@@ -291,13 +307,17 @@ mod tests {
     fn learned_durations_put_the_first_poll_near_the_end() {
         let p = PollPolicy::default();
         let e = Duration::from_secs(10);
-        // First poll at 98%, then 3% steps up to 115%.
+        // First poll at the expected end, then 3% steps up to 115%.
         assert_eq!(
             p.next_expecting(Duration::ZERO, Some(e)),
-            Duration::from_millis(9_800)
+            Duration::from_secs(10)
         );
         assert_eq!(
             p.next_expecting(Duration::from_millis(9_800), Some(e)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            p.next_expecting(Duration::from_millis(10_000), Some(e)),
             Duration::from_millis(300)
         );
         assert_eq!(
@@ -334,8 +354,40 @@ mod tests {
         }
         assert_eq!(smooth(None, e), e);
         assert_eq!(
-            smooth(Some(e), Duration::from_secs(20)),
-            Duration::from_secs(15)
+            sample(Some(Duration::from_secs(9)), Duration::from_secs(11)),
+            e
+        );
+        assert_eq!(sample(None, e), Duration::from_millis(9_700));
+        // Learning converges to a series of equal tasks from above and below, each seen
+        // within 5% once learned.
+        let task = Duration::from_millis(800);
+        for start in [Duration::from_millis(1000), Duration::from_millis(500)] {
+            let mut learned = Some(start);
+            for round in 0..12 {
+                let (mut waited, mut pending) = (Duration::ZERO, None);
+                loop {
+                    waited += p.next_expecting(waited, learned);
+                    if waited >= task {
+                        break;
+                    }
+                    pending = Some(waited);
+                }
+                if round >= 6 {
+                    assert!(
+                        waited <= task.mul_f64(1.05),
+                        "{start:?} {round}: {waited:?}"
+                    );
+                }
+                learned = Some(smooth(learned, sample(pending, waited)));
+            }
+        }
+        assert_eq!(
+            smooth(Some(e), Duration::from_secs(50)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            smooth(Some(e), Duration::from_secs(4)),
+            Duration::from_secs(4)
         );
     }
 

@@ -38,6 +38,7 @@ async fn claim_move_inner<A: FailoverApi>(
         opts,
         outcome: ClaimOutcome::new(t.block.to_string()),
         ambiguous: false,
+        last_pending: None,
     };
     let ip_s = t.block.to_string();
     let mut verifying = false;

@@ -147,6 +147,8 @@ pub(super) struct Run<'a> {
     pub(super) outcome: ClaimOutcome,
     /// A write of this claim had an unknown outcome (it may be why the IP is where it is).
     pub(super) ambiguous: bool,
+    /// The last poll of the current task that saw it pending (time since submitted).
+    pub(super) last_pending: Option<Duration>,
 }
 
 impl Run<'_> {
@@ -255,7 +257,10 @@ impl Run<'_> {
                 Some(&step.seen),
             )
             .await?;
-        api.learn(step.kind, task_time);
+        api.learn(
+            step.kind,
+            crate::ovh::policy::sample(self.last_pending, task_time),
+        );
         self.outcome.steps.push(StepRecord {
             action: step.action,
             task_id: Some(task.id),
@@ -359,6 +364,7 @@ impl Run<'_> {
         expect: Option<Duration>,
         seen: Option<&Seen>,
     ) -> Result<Duration, ClaimFailure> {
+        self.last_pending = None;
         loop {
             let waited = submitted.elapsed();
             let wait = self.opts.poll.next_expecting(waited, expect);
@@ -389,7 +395,9 @@ impl Run<'_> {
                             comment: t.comment,
                         }));
                     }
-                    TaskStatus::Pending(_) => {}
+                    TaskStatus::Pending(_) => {
+                        self.last_pending = Some(submitted.elapsed());
+                    }
                 },
                 // A task just created may not be visible for a while (region lag): wait
                 // until the deadline, and once it lasts, read whether the step took effect.

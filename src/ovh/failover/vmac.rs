@@ -114,6 +114,7 @@ async fn claim_vmac_inner<A: FailoverApi>(
         opts,
         outcome: ClaimOutcome::new(t.ip.to_string()),
         ambiguous: false,
+        last_pending: None,
     };
     let ip_s = t.ip.to_string();
     let allow_last = t.allow_last_ip_release || opts.force;
