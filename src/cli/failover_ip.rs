@@ -49,7 +49,10 @@ pub(crate) fn client(
     let _in_runtime = rt.enter();
     let source = credential_source(config, ovh, ctx.policy)?;
     let opts = ClientOptions {
-        rate: crate::ovh::policy::RateLimit::per_minute(ovh.requests_per_minute),
+        rate: crate::ovh::policy::RateLimit::per_minute(
+            ovh.requests_per_minute
+                .unwrap_or(crate::ovh::policy::DEFAULT_PER_MINUTE),
+        ),
         ..ClientOptions::default()
     };
     Client::new(ovh.endpoint.clone(), source, opts).map_err(|e| e.to_string())

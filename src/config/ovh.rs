@@ -106,9 +106,9 @@ pub struct OvhConfig {
     /// At most one claim that moves an IP per this period, unless the local state changed:
     /// two MASTERs of a split brain cannot ping-pong the IP faster than this.
     pub hold_down: Duration,
-    /// This daemon's OVH request budget (requests in any minute); claims come first, checks
-    /// use what is left.
-    pub requests_per_minute: u32,
+    /// This daemon's OVH request budget (requests in any minute) when set; claims come
+    /// first, checks use what is left. `None`: the default, 60.
+    pub requests_per_minute: Option<u32>,
     pub pos: Pos,
 }
 
@@ -215,8 +215,10 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         (_, ep) => ep,
     };
     let requests_per_minute = match &raw.requests_per_minute {
-        None => Some(crate::ovh::policy::DEFAULT_PER_MINUTE),
-        Some(n) if (RPM_RANGE.0..=RPM_RANGE.1).contains(&n.value) => u32::try_from(n.value).ok(),
+        None => Some(None),
+        Some(n) if (RPM_RANGE.0..=RPM_RANGE.1).contains(&n.value) => {
+            Some(u32::try_from(n.value).ok())
+        }
         Some(n) => {
             p.add(
                 Pos::of(n),
@@ -635,6 +637,7 @@ failover_ips:
         assert_eq!(o.claim_deadline, Duration::from_secs(300));
         assert_eq!(o.recheck_interval, DEFAULT_RECHECK);
         assert_eq!(o.hold_down, DEFAULT_HOLD_DOWN);
+        assert_eq!(o.requests_per_minute, None);
         assert_eq!(c.failover_ips.len(), 2);
         match &c.failover_ips[0].mode {
             FailoverMode::VirtualMac(v) => {
@@ -651,6 +654,26 @@ failover_ips:
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn budget_and_token_url_of_a_custom_endpoint() {
+        let c = parse_with(
+            "ovh:\n  endpoint: https://proxy.example/1.0\n  credentials: { file: /etc/ovh.conf }\n  requests_per_minute: 30\n  token_url: https://proxy.example/auth/oauth2/token\n",
+        )
+        .unwrap();
+        let o = c.ovh.unwrap();
+        assert_eq!(o.requests_per_minute, Some(30));
+        assert_eq!(
+            o.endpoint.token_url(),
+            Some("https://proxy.example/auth/oauth2/token")
+        );
+        // Without token_url, a custom endpoint has none (never a guessed one).
+        let c = parse_with(
+            "ovh:\n  endpoint: https://proxy.example/1.0\n  credentials: { file: /etc/ovh.conf }\n",
+        )
+        .unwrap();
+        assert_eq!(c.ovh.unwrap().endpoint.token_url(), None);
     }
 
     #[test]
@@ -684,6 +707,14 @@ failover_ips:
             (
                 "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  hold_down: soon\n",
                 "ovh.hold_down: \"soon\" is not a duration",
+            ),
+            (
+                "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  requests_per_minute: 5000\n",
+                "ovh.requests_per_minute: 5000 is out of range: allowed 6..600",
+            ),
+            (
+                "ovh:\n  endpoint: https://p.example/1.0\n  credentials: { file: /x }\n  token_url: p.example/token\n",
+                "ovh.token_url: 'p.example/token' is not an http(s) URL",
             ),
             (
                 "ovh:\n  endpoint: ovh-eu\n  credentials: { vault: apps/network/x }\n",

@@ -606,7 +606,9 @@ fn build_client(
     };
     let source = cloud::credential_source(config, ovh, policy, agent)?;
     let mut client_options = client_options;
-    client_options.rate = crate::ovh::policy::RateLimit::per_minute(ovh.requests_per_minute);
+    if let Some(n) = ovh.requests_per_minute {
+        client_options.rate = crate::ovh::policy::RateLimit::per_minute(n);
+    }
     if matches!(
         ovh.credentials,
         crate::config::ovh::OvhCredentialSource::Vault { .. }
