@@ -291,10 +291,14 @@ impl Run<'_> {
         .await;
         let pending = match pending {
             Ok(p) => p,
-            // Unreadable (transient): the re-plan wait and the full read that follows stand
-            // in; a write never follows without a read.
-            Err(e) if !matches!(outcome(&e), Outcome::Fatal) => return Ok(()),
-            Err(e) => return Err(self.fail(e)),
+            // Unreadable (transient, or a consumer key without the rule for the task list):
+            // the re-plan wait and the read that follows stand in (a write that landed and
+            // whose task still runs is then refused as pending, and read again); a write
+            // never follows without a read.
+            Err(e) => {
+                tracing::warn!(ip = %ip, error = %e, "cannot read the server's pending tasks: re-reading the binding after the re-plan wait instead");
+                return Ok(());
+            }
         };
         for id in pending {
             let now = Instant::now();
