@@ -10,7 +10,11 @@
 //! 3. flap storm: 10,000 alternating events per router within a second -> OVH mutations;
 //! 4. status quo: the same claim by a fresh `carpd failover-ip claim` process per event (what
 //!    a devd action running a script does: start, read credentials, find the IP, claim);
-//! 5. the idle `carpd run` process with failover IPs: RSS and wake-ups.
+//! 5. the idle `carpd run` process with failover IPs: RSS and wake-ups;
+//! 6. a series of failovers 12 s apart under the default request budget (60 a minute, the
+//!    periodic checks running): event -> first OVH request, -> first mutation, the worst
+//!    event -> bound against the two task times, and the requests each claim cost.
+//!    `cargo bench --bench failover -- series` runs this phase alone.
 
 mod common;
 
@@ -264,7 +268,132 @@ async fn idle(dir: &Path) -> Option<(f64, f64)> {
     ))
 }
 
+/// Phase 6 (issue 15): failovers 12 s apart, default budget, checks on.
+struct Series {
+    first_request: Vec<Duration>,
+    first_mutation: Vec<Duration>,
+    bound: Vec<Duration>,
+    requests: Vec<usize>,
+}
+
+const SERIES_RUNS: usize = 8;
+const SERIES_GAP: Duration = Duration::from_secs(12);
+
+async fn series() -> Series {
+    let mut pair = Pair::start(PairOptions {
+        task: TASK,
+        hold_down: Duration::from_secs(1),
+        recheck: Duration::from_secs(30),
+        readiness: Duration::from_secs(30),
+        vault: false,
+        rate: RateLimit::default(),
+    })
+    .await
+    .expect("pair");
+    for r in &mut pair.routers {
+        r.start().await.expect("daemon");
+        r.set(CarpState::Backup, true).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut s = Series {
+        first_request: Vec::new(),
+        first_mutation: Vec::new(),
+        bound: Vec::new(),
+        requests: Vec::new(),
+    };
+    for i in 0..SERIES_RUNS {
+        let started = Instant::now();
+        let (win, lose) = if i % 2 == 0 { (0, 1) } else { (1, 0) };
+        pair.routers[lose]
+            .set(CarpState::Backup, true)
+            .await
+            .unwrap();
+        pair.routers[win]
+            .set(CarpState::Master, false)
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        pair.routers[win]
+            .devd
+            .send_event(&CarpEvent::new(group(), CarpState::Master))
+            .await
+            .unwrap();
+        let mac = pair.routers[win].mac;
+        let Some(bound) = wait_holder(&pair, mac, Duration::from_secs(10)).await else {
+            eprintln!("series run {i}: not bound within 10 s");
+            continue;
+        };
+        // The claim's read-back follows the bind.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let log = pair.sim.requests();
+        let during: Vec<_> = log
+            .iter()
+            .filter(|r| r.at >= t0 && r.at <= bound + Duration::from_millis(50))
+            .collect();
+        if let Some(first) = during.iter().map(|r| r.at).min() {
+            s.first_request.push(first - t0);
+        }
+        if let Some(first) = during.iter().filter(|r| r.mutation).map(|r| r.at).min() {
+            s.first_mutation.push(first - t0);
+        }
+        s.bound.push(bound - t0);
+        s.requests.push(during.len());
+        tokio::time::sleep_until((started + SERIES_GAP).into()).await;
+    }
+    pair.stop().await;
+    s
+}
+
+fn report_series(s: &Series) {
+    let row = |what: &str, v: &[Duration]| {
+        if v.is_empty() {
+            println!("{what:<58} no samples");
+        } else {
+            println!(
+                "{what:<58} p50 {:>8.2} ms  p99 {:>8.2} ms  (n={})",
+                ms(pct(v, 0.5)),
+                ms(pct(v, 0.99)),
+                v.len()
+            );
+        }
+    };
+    println!(
+        "series: {SERIES_RUNS} failovers {} s apart, default budget (60/min), checks on",
+        SERIES_GAP.as_secs()
+    );
+    row("series: devd event -> first OVH request", &s.first_request);
+    row(
+        "series: devd event -> first OVH mutation",
+        &s.first_mutation,
+    );
+    if let Some(worst) = s.bound.iter().max() {
+        println!(
+            "{:<58} {:.1} ms = {:.1}% of the 2 task times ({} ms)",
+            "series: worst event -> bound",
+            ms(*worst),
+            100.0 * ms(*worst) / ms(2 * TASK),
+            ms(2 * TASK)
+        );
+    }
+    println!(
+        "{:<58} {:?} (max {})",
+        "series: OVH requests per failover (both routers)",
+        s.requests,
+        s.requests.iter().max().copied().unwrap_or(0)
+    );
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "series") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let s = rt.block_on(series());
+        report_series(&s);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     // Two workers: the simulator and the two daemons do not queue behind each other on one
     // thread (in production each daemon is its own process).
@@ -283,6 +412,7 @@ fn main() {
         .expect("the status quo without Vault always runs");
     let vault_quo = rt.block_on(status_quo(dir.path(), true));
     let idle = rt.block_on(idle(dir.path()));
+    let series = rt.block_on(series());
 
     let row = |what: &str, v: &[Duration]| {
         if v.is_empty() {
@@ -354,6 +484,7 @@ fn main() {
         ),
         None => println!("idle carpd run: not measured (no /proc)"),
     }
+    report_series(&series);
     if let Ok(m) = std::fs::metadata(BIN) {
         println!(
             "{:<58} {:.2} MiB",

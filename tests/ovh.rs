@@ -64,6 +64,7 @@ fn claim_opts() -> ClaimOptions {
             max: Duration::from_millis(50),
             ratio: 0.1,
             fresh_404: Duration::from_secs(2),
+            ..PollPolicy::default()
         },
         replan_backoff: RetryPolicy {
             initial: Duration::from_millis(20),

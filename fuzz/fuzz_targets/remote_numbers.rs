@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use carpd::ovh::client::{retry_after_secs, token_refresh_at};
+use carpd::ovh::client::{TOKEN_LIFE_MAX, parse_retry_after, token_timing};
 use carpd::ovh::policy::RetryPolicy;
 use carpd::remote::{MAX_REMOTE_DURATION, later, remote_secs};
 use carpd::vault::TokenInfo;
@@ -42,13 +42,14 @@ fuzz_target!(|data: &[u8]| {
         let _ = l.step(later(at, remote_secs(step.rotate_left(17))));
         let _ = l.expires_at();
         let _ = l.has_token(at);
-        let refresh = token_refresh_at(now, ttl);
-        assert!(refresh >= now);
+        let (refresh, life) = token_timing((step & 4 == 0).then_some(ttl));
+        assert!(refresh <= life && life <= TOKEN_LIFE_MAX);
+        let _ = later(now, life);
         let text = String::from_utf8_lossy(data);
-        if let Some(d) = retry_after_secs(&text) {
+        if let Some(d) = parse_retry_after(&text) {
             assert!(d <= MAX_REMOTE_DURATION);
         }
-        if let Some(d) = retry_after_secs(&step.to_string()) {
+        if let Some(d) = parse_retry_after(&step.to_string()) {
             let p = RetryPolicy::default();
             let _ = p.delay(
                 (ttl % 20) as u32,

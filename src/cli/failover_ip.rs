@@ -50,6 +50,10 @@ pub(crate) fn client(
     let source = credential_source(config, ovh, ctx.policy)?;
     let opts = ClientOptions {
         proxy: ovh.proxy.clone(),
+        rate: crate::ovh::policy::RateLimit::per_minute(
+            ovh.requests_per_minute
+                .unwrap_or(crate::ovh::policy::DEFAULT_PER_MINUTE),
+        ),
         ..ClientOptions::default()
     };
     Client::new(ovh.endpoint.clone(), source, opts).map_err(|e| e.to_string())

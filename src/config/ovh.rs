@@ -12,6 +12,8 @@
 //!   claim_deadline: 300                 # seconds, optional
 //!   recheck_interval: 30s               # while MASTER: re-read the binding, repair drift
 //!   hold_down: 60s                      # at most one moving claim per IP per period
+//!   requests_per_minute: 60             # this router's share of the consumer key's budget
+//!   # token_url: https://...            # OAuth2 token URL of a custom endpoint
 //! failover_ips:
 //!   - ip: 51.68.252.230
 //!     group: 2@vmx1
@@ -48,6 +50,8 @@ pub struct RawOvh {
     pub recheck_interval: Option<Spanned<RawDuration>>,
     pub hold_down: Option<Spanned<RawDuration>>,
     pub proxy: Option<Spanned<String>>,
+    pub requests_per_minute: Option<Spanned<i64>>,
+    pub token_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +110,9 @@ pub struct OvhConfig {
     /// The HTTP proxy to reach the OVH API through (`ovh.proxy`); `None`: direct, whatever
     /// the environment says (src/remote.rs).
     pub proxy: Option<String>,
+    /// This daemon's OVH request budget (requests in any minute) when set; claims come
+    /// first, checks use what is left. `None`: the default, 60.
+    pub requests_per_minute: Option<u32>,
     pub pos: Pos,
 }
 
@@ -137,6 +144,8 @@ pub struct FailoverIp {
 }
 
 const DEFAULT_DEADLINE: u64 = 300;
+/// Range of `ovh.requests_per_minute`.
+const RPM_RANGE: (i64, i64) = (6, 600);
 
 fn valid_service(s: &str) -> bool {
     !s.is_empty()
@@ -192,6 +201,40 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
             }
         },
     };
+    let endpoint = match (&raw.token_url, endpoint) {
+        (Some(t), Some(ep)) => match Endpoint::parse(&t.value) {
+            Ok(u) => Some(ep.with_token_url(u.base())),
+            Err(_) => {
+                p.add(
+                    Pos::of(t),
+                    "ovh.token_url",
+                    format!(
+                        "'{}' is not an http(s) URL: give the OAuth2 token URL of the custom endpoint, e.g. https://proxy.example/auth/oauth2/token",
+                        t.value.escape_default()
+                    ),
+                );
+                None
+            }
+        },
+        (_, ep) => ep,
+    };
+    let requests_per_minute = match &raw.requests_per_minute {
+        None => Some(None),
+        Some(n) if (RPM_RANGE.0..=RPM_RANGE.1).contains(&n.value) => {
+            Some(u32::try_from(n.value).ok())
+        }
+        Some(n) => {
+            p.add(
+                Pos::of(n),
+                "ovh.requests_per_minute",
+                format!(
+                    "{} is out of range: allowed {}..{} (OVH suggests staying under about 60 a minute per consumer key; two routers sharing one key take 30 each)",
+                    n.value, RPM_RANGE.0, RPM_RANGE.1
+                ),
+            );
+            None
+        }
+    };
     let claim_deadline = match &raw.claim_deadline {
         None => Some(Duration::from_secs(DEFAULT_DEADLINE)),
         Some(d) if (10..=3600).contains(&d.value) => Some(Duration::from_secs(d.value as u64)),
@@ -241,6 +284,7 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         claim_deadline: claim_deadline?,
         recheck_interval: recheck_interval?,
         hold_down: hold_down?,
+        requests_per_minute: requests_per_minute?,
         pos,
     })
 }
@@ -603,6 +647,7 @@ failover_ips:
         assert_eq!(o.claim_deadline, Duration::from_secs(300));
         assert_eq!(o.recheck_interval, DEFAULT_RECHECK);
         assert_eq!(o.hold_down, DEFAULT_HOLD_DOWN);
+        assert_eq!(o.requests_per_minute, None);
         assert_eq!(c.failover_ips.len(), 2);
         match &c.failover_ips[0].mode {
             FailoverMode::VirtualMac(v) => {
@@ -619,6 +664,26 @@ failover_ips:
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn budget_and_token_url_of_a_custom_endpoint() {
+        let c = parse_with(
+            "ovh:\n  endpoint: https://proxy.example/1.0\n  credentials: { file: /etc/ovh.conf }\n  requests_per_minute: 30\n  token_url: https://proxy.example/auth/oauth2/token\n",
+        )
+        .unwrap();
+        let o = c.ovh.unwrap();
+        assert_eq!(o.requests_per_minute, Some(30));
+        assert_eq!(
+            o.endpoint.token_url(),
+            Some("https://proxy.example/auth/oauth2/token")
+        );
+        // Without token_url, a custom endpoint has none (never a guessed one).
+        let c = parse_with(
+            "ovh:\n  endpoint: https://proxy.example/1.0\n  credentials: { file: /etc/ovh.conf }\n",
+        )
+        .unwrap();
+        assert_eq!(c.ovh.unwrap().endpoint.token_url(), None);
     }
 
     #[test]
@@ -652,6 +717,14 @@ failover_ips:
             (
                 "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  hold_down: soon\n",
                 "ovh.hold_down: \"soon\" is not a duration",
+            ),
+            (
+                "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /x }\n  requests_per_minute: 5000\n",
+                "ovh.requests_per_minute: 5000 is out of range: allowed 6..600",
+            ),
+            (
+                "ovh:\n  endpoint: https://p.example/1.0\n  credentials: { file: /x }\n  token_url: p.example/token\n",
+                "ovh.token_url: 'p.example/token' is not an http(s) URL",
             ),
             (
                 "ovh:\n  endpoint: ovh-eu\n  credentials: { vault: apps/network/x }\n",

@@ -617,6 +617,9 @@ fn build_client(
     let mut client_options = client_options;
     // `ovh.proxy`, never one from the environment.
     client_options.proxy = ovh.proxy.clone();
+    if let Some(n) = ovh.requests_per_minute {
+        client_options.rate = crate::ovh::policy::RateLimit::per_minute(n);
+    }
     if matches!(
         ovh.credentials,
         crate::config::ovh::OvhCredentialSource::Vault { .. }

@@ -3,8 +3,13 @@
 //! them on anything that answers like OVH (the simulator over HTTP, or a fake in memory).
 //!
 //! Paths follow the reference: MACs go into the path literally (with colons), a vMAC's IP as
-//! a bare IPv4, an IP block URL-encoded (`/ip/51.68.252.230%2F32`). Decoders accept unknown
-//! fields and never panic on any input.
+//! a bare IPv4, an IP block URL-encoded (`/ip/51.68.252.230%2F32`). Every variable path
+//! segment goes through one encoder, [`seg`]. Decoders accept unknown fields and never panic
+//! on any input.
+//!
+//! Answers are untrusted: a vMAC listing keeps only entries that parse as MACs (normalised
+//! to lowercase; anything else is dropped with a warning and never reaches a path), an IP
+//! listing only entries that parse as IPv4, each once.
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -30,6 +35,7 @@ impl TaskStatus {
     pub fn parse(s: &str) -> TaskStatus {
         match s {
             "done" => TaskStatus::Done,
+            "init" | "todo" | "doing" => TaskStatus::Pending(s.to_string()),
             "cancelled" | "customerError" | "ovhError" => TaskStatus::Failed(s.to_string()),
             // Server text: escaped and bounded before it can reach a log line.
             other => TaskStatus::Pending(crate::remote::untrusted(other, 64)),
@@ -131,19 +137,114 @@ pub trait FailoverApi {
         &self,
         block: IpNet,
     ) -> impl Future<Output = Result<Vec<u64>, OvhError>> + Send;
+    /// Tasks of a dedicated server that are not finished (`init`, `todo`, `doing`): read
+    /// after a write whose outcome is unknown, before anything is written again.
+    fn server_pending_tasks(
+        &self,
+        service: &str,
+    ) -> impl Future<Output = Result<Vec<u64>, OvhError>> + Send;
+    /// How long this kind of task took lately, as learned by [`FailoverApi::learn`]; task
+    /// polling starts near it. `None` before the first one.
+    fn learned(&self, _kind: TaskKind) -> Option<std::time::Duration> {
+        None
+    }
+    /// Records how long a task of `kind` took (from the request to being seen done).
+    fn learn(&self, _kind: TaskKind, _took: std::time::Duration) {}
+}
+
+/// The kinds of task whose durations carpd learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TaskKind {
+    VmacRemove,
+    VmacAdd,
+    Move,
+}
+
+/// The one encoder of variable path segments: everything but RFC 3986's unreserved
+/// characters and `:` (MACs go in with their colons, as OVH's clients send them) is
+/// percent-encoded, so no value from the configuration or from an answer can add a path
+/// segment, a query or a fragment to a signed URL.
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `51.68.252.230/32` as it goes into a path.
 pub fn encode_block(block: IpNet) -> String {
-    block.to_string().replace('/', "%2F")
+    seg(&block.to_string())
+}
+
+/// A MAC address as six hex pairs separated by colons (or dashes), normalised to lowercase
+/// with colons; `None` for anything else.
+pub fn parse_mac(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let ok = s.len() == 17
+        && parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    ok.then(|| parts.join(":").to_ascii_lowercase())
+}
+
+/// The MACs of a vMAC listing: parsed, normalised, each once; other entries are dropped
+/// (and named, quoted, in a warning).
+pub fn clean_macs(service: &str, listed: Vec<serde_json::Value>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in listed {
+        match v.as_str().and_then(parse_mac) {
+            Some(m) if !out.contains(&m) => out.push(m),
+            Some(_) => {}
+            None => tracing::warn!(
+                service,
+                entry = %quote(&v.to_string()),
+                "OVH listed a virtual MAC that is not a MAC address: ignored"
+            ),
+        }
+    }
+    out
+}
+
+/// The IPv4 addresses of a listing: parsed, each once; other entries are dropped with a
+/// warning (fewer IPs makes the last-IP guard stricter, never looser).
+pub fn clean_ips(what: &str, listed: Vec<serde_json::Value>) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    for v in listed {
+        match v.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) {
+            Some(ip) if !out.contains(&ip) => out.push(ip),
+            Some(_) => {}
+            None => tracing::warn!(
+                what,
+                entry = %quote(&v.to_string()),
+                "OVH listed an address that is not an IPv4 address: ignored"
+            ),
+        }
+    }
+    out
+}
+
+/// Untrusted text for a log line: at most 64 characters, control characters escaped.
+fn quote(s: &str) -> String {
+    let cut: String = s.chars().take(64).collect();
+    format!("{:?}", cut)
 }
 
 pub fn vmac_path(service: &str) -> String {
-    format!("/dedicated/server/{service}/virtualMac")
+    format!("/dedicated/server/{}/virtualMac", seg(service))
 }
 
 pub fn vaddr_path(service: &str, mac: &str) -> String {
-    format!("/dedicated/server/{service}/virtualMac/{mac}/virtualAddress")
+    format!(
+        "/dedicated/server/{}/virtualMac/{}/virtualAddress",
+        seg(service),
+        seg(mac)
+    )
 }
 
 #[derive(Serialize)]
@@ -161,11 +262,11 @@ struct Move<'a> {
 
 impl FailoverApi for Client {
     async fn list_vmacs(&self, service: &str) -> Result<Vec<String>, OvhError> {
-        self.get(&vmac_path(service)).await
+        Ok(clean_macs(service, self.get(&vmac_path(service)).await?))
     }
 
     async fn vmac_ips(&self, service: &str, mac: &str) -> Result<Vec<Ipv4Addr>, OvhError> {
-        self.get(&vaddr_path(service, mac)).await
+        Ok(clean_ips(mac, self.get(&vaddr_path(service, mac)).await?))
     }
 
     async fn add_vmac_ip(
@@ -188,14 +289,18 @@ impl FailoverApi for Client {
         mac: &str,
         ip: Ipv4Addr,
     ) -> Result<Task, OvhError> {
-        self.delete(&format!("{}/{ip}", vaddr_path(service, mac)))
-            .await
+        self.delete(&format!(
+            "{}/{}",
+            vaddr_path(service, mac),
+            seg(&ip.to_string())
+        ))
+        .await
     }
 
     async fn task(&self, task: &TaskRef) -> Result<Task, OvhError> {
         match task {
             TaskRef::Server { service, id } => {
-                self.get(&format!("/dedicated/server/{service}/task/{id}"))
+                self.get(&format!("/dedicated/server/{}/task/{id}", seg(service)))
                     .await
             }
             TaskRef::Ip { block, id } => {
@@ -226,6 +331,32 @@ impl FailoverApi for Client {
             ids.extend(v);
         }
         Ok(ids)
+    }
+
+    async fn server_pending_tasks(&self, service: &str) -> Result<Vec<u64>, OvhError> {
+        let mut ids = Vec::new();
+        for status in ["init", "todo", "doing"] {
+            let v: Vec<u64> = self
+                .get(&format!(
+                    "/dedicated/server/{}/task?status={status}",
+                    seg(service)
+                ))
+                .await?;
+            for id in v {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn learned(&self, kind: TaskKind) -> Option<std::time::Duration> {
+        self.learned_task_time(kind)
+    }
+
+    fn learn(&self, kind: TaskKind, took: std::time::Duration) {
+        self.learn_task_time(kind, took);
     }
 }
 
@@ -262,6 +393,36 @@ mod tests {
             encode_block("51.68.252.230/32".parse().unwrap()),
             "51.68.252.230%2F32"
         );
+        assert_eq!(
+            TaskStatus::parse("init"),
+            TaskStatus::Pending("init".into())
+        );
+    }
+
+    #[test]
+    fn hostile_listings_are_cleaned() {
+        let macs = clean_macs(
+            "ns1.eu",
+            serde_json::from_str(
+                r#"["02:00:00:AA:bb:cc","../../auth/x","02-00-00-11-22-33","02:00:00:aa:bb:cc",7,"02:00:00:aa:bb:cc?x=1"]"#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(macs, ["02:00:00:aa:bb:cc", "02:00:00:11:22:33"]);
+        let ips = clean_ips(
+            "m",
+            serde_json::from_str(r#"["1.2.3.4","1.2.3.4","1.2.3.4/32","x",null,"5.6.7.8"]"#)
+                .unwrap(),
+        );
+        assert_eq!(ips, [ip4("1.2.3.4"), ip4("5.6.7.8")]);
+        assert_eq!(seg("a/b?c#d e%"), "a%2Fb%3Fc%23d%20e%25");
+        assert_eq!(seg("02:00:00:aa:bb:cc"), "02:00:00:aa:bb:cc");
+        assert_eq!(parse_mac("02:00:00:aa:bb"), None);
+        assert_eq!(parse_mac("02:00:00:aa:bb:cg"), None);
+    }
+
+    fn ip4(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
     }
 
     proptest::proptest! {
@@ -271,6 +432,15 @@ mod tests {
             let _ = serde_json::from_slice::<IpInfo>(&bytes);
             let _ = serde_json::from_slice::<Vec<Ipv4Addr>>(&bytes);
             let _ = serde_json::from_slice::<Vec<String>>(&bytes);
+        }
+
+        #[test]
+        fn segments_never_carry_a_separator(s in "\\PC{0,40}") {
+            let e = seg(&s);
+            proptest::prop_assert!(!e.contains(['/', '?', '#', ' ']));
+            if let Some(m) = parse_mac(&s) {
+                proptest::prop_assert_eq!(seg(&m), m);
+            }
         }
 
         #[test]

@@ -5,18 +5,26 @@
 //!   (the URL is normalised through `reqwest::Url` first, and the normalised string is what
 //!   gets signed, so a path that needed escaping can never break the signature).
 //! - The time delta comes from `GET /auth/time`, is refreshed every `time_refresh` and after
-//!   a `QUERY_TIME_OUT` (then the request is retried once).
+//!   a `QUERY_TIME_OUT` or an `INVALID_SIGNATURE` (then the request is retried once).
 //! - `NOT_CREDENTIAL`/`INVALID_CREDENTIAL` (and a 401 with OAuth2) re-read the credentials
 //!   from their source once (rotation), then the error stands.
 //! - GETs are retried on 429, 5xx and network errors with jittered exponential backoff
 //!   within `request_deadline`. Mutations are retried only when they certainly did not run
 //!   (429, connection refused): after a 5xx or a timeout a POST may or may not have been
 //!   applied, and the failover layer re-reads the state and re-plans instead.
+//! - Claims come first ([`claim_scope`]): a request made inside a claim never waits for the
+//!   rate limiter (it takes its token, or runs the bucket into debt, so background checks
+//!   yield), never refreshes a time delta or a token that still works, and is counted for
+//!   the claim's request total.
+//! - Task durations are learned per kind ([`Client::learned_task_time`]), so a claim polls
+//!   its tasks near their expected end instead of tightly from the start.
 //! - Connections are kept alive (reqwest's pool) so that a claim starts on a warm connection;
 //!   [`Client::warm_up`] loads credentials, the time delta, a token and a connection ahead.
 //! - Secret headers are marked sensitive (never printed by `Debug`), logs name method, path,
 //!   status and query id only.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +34,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::api::TaskKind;
 use super::credentials::{Auth, CredentialSource, Credentials};
 use super::endpoint::Endpoint;
 use super::error::{ApiError, ErrorBody, ErrorKind, OvhError};
@@ -84,6 +93,63 @@ pub struct Response {
 struct Token {
     value: SecretString,
     refresh_at: Instant,
+    /// When OVH stops accepting it: a claim uses it until then rather than refresh first.
+    expires_at: Instant,
+}
+
+tokio::task_local! {
+    /// Set while a claim runs: its request counter. See [`claim_scope`].
+    static CLAIM: Arc<AtomicU64>;
+}
+
+/// Runs `fut` (a claim) with claim priority, and returns its output with the number of HTTP
+/// requests it sent through any [`Client`] (retries, time and token requests included).
+pub async fn claim_scope<F: Future>(fut: F) -> (F::Output, u64) {
+    let counter = Arc::new(AtomicU64::new(0));
+    let out = CLAIM.scope(counter.clone(), fut).await;
+    (out, counter.load(Ordering::Relaxed))
+}
+
+/// Whether the current task runs a claim.
+fn in_claim() -> bool {
+    CLAIM.try_with(|_| ()).is_ok()
+}
+
+fn count_request() {
+    let _ = CLAIM.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
+}
+
+/// Longest `Retry-After` honoured: a server asking for more gets this (the claim's deadline
+/// bounds it anyway).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+/// A `Retry-After` header in seconds, saturated at [`RETRY_AFTER_MAX`] (an HTTP date or
+/// garbage counts as absent).
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Any run of digits: too long to parse means too big.
+    let secs = v.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX))
+}
+
+/// Token lifetime when the answer has no `expires_in`: short, so a token of unknown life is
+/// replaced soon (OVH's live an hour).
+pub const TOKEN_LIFE_DEFAULT: Duration = Duration::from_secs(300);
+/// Longest token lifetime believed.
+pub const TOKEN_LIFE_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// When to refresh a token of `expires_in` seconds, and when it expires, both as offsets
+/// from its receipt: at 90% of the life, at most a minute before expiry. Saturating.
+pub fn token_timing(expires_in: Option<u64>) -> (Duration, Duration) {
+    let life = expires_in
+        .map(Duration::from_secs)
+        .unwrap_or(TOKEN_LIFE_DEFAULT)
+        .min(TOKEN_LIFE_MAX);
+    let margin = (life / 10).min(Duration::from_secs(60));
+    (life.saturating_sub(margin), life)
 }
 
 #[derive(Default)]
@@ -104,6 +170,8 @@ pub struct Client {
     state: Mutex<State>,
     limiter: Mutex<RateLimiter>,
     requests: AtomicU64,
+    /// Learned task durations (smoothed), per kind.
+    learned: Mutex<BTreeMap<TaskKind, Duration>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -171,6 +239,7 @@ impl Client {
             opts,
             state: Mutex::new(State::default()),
             requests: AtomicU64::new(0),
+            learned: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -200,6 +269,22 @@ impl Client {
             .credentials
             .as_ref()
             .map(|(c, _)| matches!(c.auth, super::credentials::Auth::Classic { .. }))
+    }
+
+    /// How long tasks of `kind` took lately (smoothed), `None` before the first one.
+    pub fn learned_task_time(&self, kind: TaskKind) -> Option<Duration> {
+        self.learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&kind)
+            .copied()
+    }
+
+    /// Records a task's duration (request to seen done).
+    pub fn learn_task_time(&self, kind: TaskKind, took: Duration) {
+        let mut l = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+        let v = crate::ovh::policy::smooth(l.get(&kind).copied(), took);
+        l.insert(kind, v);
     }
 
     /// HTTP requests sent so far (every attempt, `/auth/time` and tokens included).
@@ -275,10 +360,12 @@ impl Client {
     }
 
     async fn token(&self, creds: &Credentials) -> Result<SecretString, OvhError> {
-        if let Some(t) = &self.lock().token
-            && Instant::now() < t.refresh_at
-        {
-            return Ok(t.value.clone());
+        if let Some(t) = &self.lock().token {
+            let now = Instant::now();
+            // A claim does not stop to refresh a token that still works.
+            if now < t.refresh_at || (in_claim() && now < t.expires_at) {
+                return Ok(t.value.clone());
+            }
         }
         let Auth::OAuth2 {
             client_id,
@@ -289,7 +376,7 @@ impl Client {
         };
         let url = self.endpoint.token_url().ok_or_else(|| {
             OvhError::Config(format!(
-                "endpoint {} has no OAuth2 token URL: OAuth2 service accounts exist on ovh-eu, ovh-ca and ovh-us only",
+                "endpoint {} has no OAuth2 token URL: OAuth2 service accounts exist on ovh-eu, ovh-ca and ovh-us only; for a custom endpoint set ovh.token_url",
                 self.endpoint
             ))
         })?;
@@ -298,6 +385,7 @@ impl Client {
             detail,
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
+        count_request();
         let resp = self
             .http
             .post(url)
@@ -322,14 +410,19 @@ impl Client {
         #[derive(serde::Deserialize)]
         struct TokenReply {
             access_token: String,
-            expires_in: u64,
+            /// Absent, or not a whole number of seconds: a short default.
+            #[serde(default, deserialize_with = "lenient_u64")]
+            expires_in: Option<u64>,
         }
         let reply: TokenReply = serde_json::from_slice(&body)
-            .map_err(|_| fail("the reply is not {access_token, expires_in}".into()))?;
+            .map_err(|_| fail("the reply has no access_token".into()))?;
+        let (refresh, life) = token_timing(reply.expires_in);
         let value = SecretString::from(reply.access_token);
+        let now = Instant::now();
         self.lock().token = Some(Token {
             value: value.clone(),
-            refresh_at: token_refresh_at(Instant::now(), reply.expires_in),
+            refresh_at: now + refresh,
+            expires_at: now + life,
         });
         Ok(value)
     }
@@ -345,6 +438,9 @@ impl Client {
                 let cached = self.lock().delta;
                 let delta = match cached {
                     Some((d, at)) if at.elapsed() < self.opts.time_refresh => d,
+                    // A claim signs with the delta it has: OVH says QUERY_TIME_OUT if it
+                    // went wrong, and that re-syncs once.
+                    Some((d, _)) if in_claim() => d,
                     _ => self.sync_time().await?,
                 };
                 Prepared::Classic {
@@ -428,9 +524,13 @@ impl Client {
                 Err(e) => e,
             };
             match e.kind() {
-                Some(ErrorKind::QueryTimeOut) if !resynced => {
+                Some(ErrorKind::QueryTimeOut | ErrorKind::InvalidSignature)
+                    if !resynced && matches!(prepared, Prepared::Classic { .. }) =>
+                {
+                    // A skewed clock shows as either; the request was refused, so sending
+                    // it again (signed anew) is safe, once.
                     resynced = true;
-                    tracing::info!(path, "OVH says QUERY_TIME_OUT: resyncing the time delta");
+                    tracing::info!(path, error = %e, "OVH refused the signature or timestamp: resyncing the time delta once");
                     self.sync_time().await?;
                     continue;
                 }
@@ -472,6 +572,15 @@ impl Client {
     }
 
     async fn rate_limit(&self, deadline: Instant) {
+        if in_claim() {
+            // Claims never wait: the token is taken (the bucket may go into debt), and
+            // background checks, which look at the headroom, yield until it refills.
+            self.limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(Instant::now());
+            return;
+        }
         loop {
             let wait = {
                 let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
@@ -550,6 +659,7 @@ impl Client {
                 .body(b.to_vec());
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        count_request();
         let started = Instant::now();
         let resp = req.send().await.map_err(|e| {
             if e.is_redirect() {
@@ -575,7 +685,7 @@ impl Client {
             .headers()
             .get("Retry-After")
             .and_then(|v| v.to_str().ok())
-            .and_then(retry_after_secs);
+            .and_then(parse_retry_after);
         let body = match read_bounded(resp, MAX_BODY).await {
             Ok(b) => b,
             Err(BodyError::Network(e)) => return Err(network(describe_reqwest(&e), false)),
@@ -618,22 +728,12 @@ impl Client {
     }
 }
 
-/// When to fetch a new OAuth2 token, from the `expires_in` of the token answer: at 90% of
-/// the lifetime, and at most a minute before expiry. Any number is safe (src/remote.rs).
-pub fn token_refresh_at(now: Instant, expires_in: u64) -> Instant {
-    let life = crate::remote::remote_secs(expires_in);
-    let margin = (life / 10).min(Duration::from_secs(60));
-    crate::remote::later(now, life - margin)
-}
-
-/// A `Retry-After` in seconds (the HTTP-date form is not used by OVH), capped; `None` when it
-/// is not a number.
-pub fn retry_after_secs(value: &str) -> Option<Duration> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(crate::remote::remote_secs)
+/// `expires_in` as a whole number of seconds, or `None` (absent, null, negative, fractional,
+/// a string): the caller then uses a short default.
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    Ok(v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
 }
 
 /// Largest answer carpd reads from the OVH API or its token endpoint. The biggest real
@@ -722,5 +822,58 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         what.to_string()
     } else {
         format!("{what} ({detail})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_saturates_and_ignores_garbage() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(RETRY_AFTER_MAX)
+        );
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after(""), None);
+    }
+
+    #[test]
+    fn token_timing_defaults_and_saturates() {
+        assert_eq!(
+            token_timing(Some(3600)),
+            (Duration::from_secs(3540), Duration::from_secs(3600))
+        );
+        assert_eq!(token_timing(None).1, TOKEN_LIFE_DEFAULT);
+        assert_eq!(token_timing(Some(u64::MAX)).1, TOKEN_LIFE_MAX);
+        assert_eq!(token_timing(Some(0)), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            token_timing(Some(10)),
+            (Duration::from_secs(9), Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn lenient_expires_in() {
+        #[derive(serde::Deserialize)]
+        struct R {
+            #[serde(default, deserialize_with = "lenient_u64")]
+            e: Option<u64>,
+        }
+        let e = |j: &str| serde_json::from_str::<R>(j).unwrap().e;
+        assert_eq!(e(r#"{"e":60}"#), Some(60));
+        assert_eq!(e(r#"{"e":"60"}"#), Some(60));
+        assert_eq!(e(r#"{"e":-5}"#), None);
+        assert_eq!(e(r#"{"e":1e300}"#), None);
+        assert_eq!(e(r#"{"e":null}"#), None);
+        assert_eq!(e(r#"{}"#), None);
     }
 }

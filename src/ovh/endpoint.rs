@@ -2,7 +2,8 @@
 //!
 //! The base URL is what request URLs start with (`https://eu.api.ovh.com/1.0`), exactly as
 //! signed; it never ends with a slash. OAuth2 token URLs exist for the three OVHcloud regions
-//! only (ovh-eu, ovh-ca, ovh-us); a custom endpoint names its own token URL.
+//! only (ovh-eu, ovh-ca, ovh-us); a custom endpoint has none unless one is named
+//! (`ovh.token_url`): carpd never invents where to send a service account's secret.
 
 use std::fmt;
 
@@ -57,16 +58,12 @@ impl Endpoint {
                     s.escape_default()
                 ));
             }
-            // A custom endpoint (simulator, proxy) serves OAuth2 at the host's
-            // /auth/oauth2/token, as the simulator does; `with_token_url` overrides it.
-            let origin_end = rest
-                .find('/')
-                .map_or(base.len(), |i| base.len() - rest.len() + i);
-            let token_url = format!("{}/auth/oauth2/token", &base[..origin_end]);
+            // A custom endpoint (simulator, proxy) has no OAuth2 token URL unless one is
+            // named (`with_token_url`): a guess would send the client secret elsewhere.
             return Ok(Endpoint {
                 name: base.clone(),
                 base,
-                token_url: Some(token_url),
+                token_url: None,
             });
         }
         Err(format!(
@@ -158,6 +155,8 @@ mod tests {
     fn custom_urls() {
         let e = Endpoint::parse("http://127.0.0.1:8080/1.0/").unwrap();
         assert_eq!(e.base(), "http://127.0.0.1:8080/1.0");
+        assert_eq!(e.token_url(), None);
+        let e = e.with_token_url("http://127.0.0.1:8080/auth/oauth2/token");
         assert_eq!(
             e.token_url(),
             Some("http://127.0.0.1:8080/auth/oauth2/token")

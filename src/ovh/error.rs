@@ -29,6 +29,9 @@ pub enum ErrorKind {
     InvalidCredential,
     /// 403 INVALID_KEY: application key wrong or wrong region. Permanent.
     InvalidKey,
+    /// 403 with `details.unauthorizedActionsByIAM` (OAuth2 service accounts): an IAM policy
+    /// does not grant the action. Permanent.
+    IamDenied,
     /// 404.
     NotFound,
     /// 409: conflicting state (a pending task). Re-read state and decide.
@@ -46,7 +49,42 @@ impl ErrorKind {
     pub fn is_transient(self) -> bool {
         matches!(self, ErrorKind::RateLimited | ErrorKind::Server)
     }
+
+    /// A refusal that no retry, re-read or re-plan can change: the operator must act
+    /// (credentials, access rules, IAM policy). Reported once, never re-planned.
+    /// (`InvalidCredential` gets its one credential re-read in the client first, and
+    /// `InvalidSignature` its one clock re-sync.)
+    pub fn is_permanent(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::InvalidSignature
+                | ErrorKind::Unauthorized
+                | ErrorKind::NotGranted
+                | ErrorKind::InvalidCredential
+                | ErrorKind::InvalidKey
+                | ErrorKind::IamDenied
+        )
+    }
 }
+
+/// The IAM actions carpd's calls need (OAuth2 service accounts), as OVH names them: the
+/// vMAC scenario, then the IP-move scenario. Listed in refusals and in the documentation.
+pub const IAM_ACTIONS_VMAC: &[&str] = &[
+    "dedicatedServer:apiovh:virtualMac/get",
+    "dedicatedServer:apiovh:virtualMac/virtualAddress/get",
+    "dedicatedServer:apiovh:virtualMac/virtualAddress/create",
+    "dedicatedServer:apiovh:virtualMac/virtualAddress/delete",
+    "dedicatedServer:apiovh:task/get",
+];
+pub const IAM_ACTIONS_MOVE: &[&str] = &[
+    "ip:apiovh:get",
+    "ip:apiovh:move/create",
+    "ip:apiovh:task/get",
+];
+
+/// Most IAM action names kept from one refusal, and the longest name.
+const IAM_MAX: usize = 16;
+const IAM_NAME_MAX: usize = 128;
 
 /// OVH's two error body shapes, merged; unknown fields are kept in `details`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -132,6 +170,7 @@ impl ApiError {
             (_, "NOT_GRANTED_CALL") => ErrorKind::NotGranted,
             (_, "NOT_CREDENTIAL" | "INVALID_CREDENTIAL") => ErrorKind::InvalidCredential,
             (_, "INVALID_KEY") => ErrorKind::InvalidKey,
+            (403, _) if !self.iam_actions().is_empty() => ErrorKind::IamDenied,
             (429, _) => ErrorKind::RateLimited,
             (500..=599, _) => ErrorKind::Server,
             (401, _) => ErrorKind::Unauthorized,
@@ -141,6 +180,38 @@ impl ApiError {
             _ if class == "Client::Conflict" => ErrorKind::Conflict,
             _ => ErrorKind::Client,
         }
+    }
+
+    /// The IAM actions OVH says are missing (`details.unauthorizedActionsByIAM`, a string of
+    /// comma- or space-separated names, or a list). Only names made of the characters OVH's
+    /// action names use are kept, at most [`IAM_MAX`]: the answer is untrusted text that ends
+    /// up in logs.
+    pub fn iam_actions(&self) -> Vec<String> {
+        let Some(v) = self
+            .body
+            .details
+            .as_ref()
+            .and_then(|d| d.get("unauthorizedActionsByIAM"))
+        else {
+            return Vec::new();
+        };
+        let mut names: Vec<&str> = Vec::new();
+        match v {
+            serde_json::Value::String(s) => names.extend(s.split([',', ' '])),
+            serde_json::Value::Array(a) => names.extend(a.iter().filter_map(|x| x.as_str())),
+            _ => {}
+        }
+        let mut out: Vec<String> = Vec::new();
+        for n in names.into_iter().map(str::trim) {
+            let ok = !n.is_empty()
+                && n.len() <= IAM_NAME_MAX
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":/_-.*".contains(&b));
+            if ok && !out.iter().any(|o| o == n) && out.len() < IAM_MAX {
+                out.push(n.to_string());
+            }
+        }
+        out
     }
 
     /// The access rule a consumer key needs for this call: the path with MACs, IPs and task
@@ -170,6 +241,13 @@ impl ApiError {
             ),
             ErrorKind::InvalidCredential => "the consumer key is unknown, not validated, expired or revoked: create and validate a new one and update the secret".into(),
             ErrorKind::InvalidKey => "the application key is wrong or belongs to another region: check ovh.endpoint and application_key".into(),
+            ErrorKind::IamDenied => format!(
+                "the service account's IAM policy does not grant {}: add {} to its policy (carpd needs {} for virtual MACs, {} for IP moves)",
+                self.iam_actions().join(", "),
+                if self.iam_actions().len() == 1 { "it" } else { "them" },
+                IAM_ACTIONS_VMAC.join(", "),
+                IAM_ACTIONS_MOVE.join(", ")
+            ),
             ErrorKind::NotFound => "check the service name, MAC and IP in carpd.yaml against the OVH manager".into(),
             ErrorKind::Conflict => "another operation is pending on this object: carpd re-reads the state and retries".into(),
             ErrorKind::RateLimited => "too many requests: carpd backs off; lower the request rate if it persists".into(),
@@ -263,6 +341,12 @@ impl OvhError {
             OvhError::Network { .. } => true,
             _ => false,
         }
+    }
+
+    /// A refusal only the operator can fix ([`ErrorKind::is_permanent`]): reported once,
+    /// never retried or re-planned.
+    pub fn is_permanent(&self) -> bool {
+        self.kind().is_some_and(ErrorKind::is_permanent)
     }
 
     /// A 4xx answer (the request reached OVH and was refused).

@@ -5,14 +5,17 @@
 //!
 //! - [`RetryPolicy`]: exponential backoff with "equal jitter" (half fixed, half random) for
 //!   429, 5xx and network errors, bounded by a deadline; a server's `Retry-After` is a floor.
-//! - [`PollPolicy`]: how long to wait before asking about a task again. The interval grows
-//!   with the time already waited (a fraction of it), so the overshoot past a task's end is
-//!   a bounded fraction of the task's duration (the budget: under 5% on average), starting
-//!   small for fast tasks and capped for slow ones.
+//! - [`PollPolicy`]: how long to wait before asking about a task again. Without an
+//!   expectation the interval grows with the time already waited (a fraction of it), so the
+//!   overshoot past a task's end is a bounded fraction of the task's duration, starting small
+//!   for fast tasks and capped for slow ones. With a learned duration ([`smooth`]) the first
+//!   poll goes just before the expected end and the next ones follow closely, then back off:
+//!   a task of the usual length costs one or two polls and is seen done within a few percent.
 //! - [`RateLimiter`]: a token bucket. With `burst` tokens and `per_minute` refill, any window
 //!   of 60 s sees at most `burst + per_minute` requests; the default (20 + 40) keeps carpd
-//!   within OVH's suggested 60 requests per minute per key. A claim's polling slows down when
-//!   the bucket runs dry; it never exceeds the rate.
+//!   within OVH's suggested 60 requests per minute per key. Claims never wait for it: they
+//!   take their tokens even into debt ([`RateLimiter::take`]), and background checks, which
+//!   wait for tokens and skip rounds when the headroom is low, pay that debt back.
 
 use std::time::{Duration, Instant};
 
@@ -74,19 +77,27 @@ pub struct PollPolicy {
     pub max: Duration,
     /// Interval as a fraction of the time waited so far.
     pub ratio: f64,
-    /// How long a 404 on a task we just created is taken as "not visible yet".
+    /// How long a 404 on a task we just created is only "not visible yet"; past it, each
+    /// 404 is checked against the binding (the step's effect seen means the task is done).
+    /// A 404 never ends a claim before its deadline.
     pub fresh_404: Duration,
+    /// With a learned duration `e`: the first poll at `first * e`, then every `step * e`
+    /// (at least `min / 5`) until `(1 + 5 * step) * e`, then the ratio rule.
+    pub first: f64,
+    pub step: f64,
 }
 
 impl Default for PollPolicy {
-    /// 100 ms, growing at 10% of the time waited, capped at 5 s; fresh-task 404s for 30 s.
-    /// (A task of 20 s then costs about 40 polls: within the rate budget of one claim.)
+    /// Unknown duration: 100 ms, growing at 10% of the time waited, capped at 5 s. Learned
+    /// duration: first poll at it, then every 3%. Fresh-task 404s for 5 s.
     fn default() -> PollPolicy {
         PollPolicy {
             min: Duration::from_millis(100),
             max: Duration::from_secs(5),
             ratio: 0.1,
-            fresh_404: Duration::from_secs(30),
+            fresh_404: Duration::from_secs(5),
+            first: 1.0,
+            step: 0.03,
         }
     }
 }
@@ -96,6 +107,48 @@ impl PollPolicy {
     pub fn next(&self, waited: Duration) -> Duration {
         let by_ratio = waited.mul_f64(self.ratio.clamp(0.0, 10.0));
         by_ratio.clamp(self.min, self.max.max(self.min))
+    }
+
+    /// The wait before the next poll when such tasks took `expect` lately.
+    pub fn next_expecting(&self, waited: Duration, expect: Option<Duration>) -> Duration {
+        let Some(e) = expect.filter(|e| !e.is_zero()) else {
+            return self.next(waited);
+        };
+        let first = e.mul_f64(self.first.clamp(0.0, 1.0));
+        if waited < first {
+            return first - waited;
+        }
+        let step = self.step.clamp(0.0, 1.0);
+        // Well past the expectation the task is unusual: back off (the ratio rule).
+        if waited > e.mul_f64(1.0 + 5.0 * step) {
+            return self.next(waited);
+        }
+        // Close polls near the end: a fifth of `min` is their floor (`min` itself is sized
+        // for the unknown start of a task).
+        let floor = self.min / 5;
+        e.mul_f64(step).clamp(floor, self.max.max(floor))
+    }
+}
+
+/// What one task says about the duration of its kind: between the last poll that saw it
+/// pending and the one that saw it done, the middle; when the first poll already saw it
+/// done, 97% of that (the task may be shorter: probe a little earlier next time). Learning the raw
+/// "seen done" time would only ever grow, by the polling overshoot, claim after claim.
+pub fn sample(last_pending: Option<Duration>, done: Duration) -> Duration {
+    match last_pending {
+        Some(p) if p <= done => p + (done - p) / 2,
+        _ => done.mul_f64(0.97),
+    }
+}
+
+/// The learned duration after one more task's [`sample`]: down at once, up by a quarter of
+/// the difference. A task faster than learned moves the first poll earlier right away; one
+/// slow outlier cannot push the next claim's first poll far past a task of the usual length
+/// (a first poll too late is waiting time added to a failover; one too early costs a poll).
+pub fn smooth(old: Option<Duration>, sample: Duration) -> Duration {
+    match old {
+        Some(o) if sample > o => o + (sample - o) / 4,
+        _ => sample,
     }
 }
 
@@ -109,9 +162,20 @@ pub struct RateLimit {
 impl Default for RateLimit {
     /// 20 at once, 40 per minute sustained: at most 60 in any minute.
     fn default() -> RateLimit {
+        RateLimit::per_minute(DEFAULT_PER_MINUTE)
+    }
+}
+
+/// OVH's guidance (python-ovh issue 81): under about 60 requests a minute per consumer key.
+pub const DEFAULT_PER_MINUTE: u32 = 60;
+
+impl RateLimit {
+    /// A budget of at most `n` requests in any minute: a third as burst, the rest as refill.
+    pub fn per_minute(n: u32) -> RateLimit {
+        let burst = (n / 3).max(1);
         RateLimit {
-            burst: 20,
-            per_minute: 40,
+            burst,
+            per_minute: n.saturating_sub(burst),
         }
     }
 }
@@ -146,6 +210,14 @@ impl RateLimiter {
     pub fn available(&mut self, now: Instant) -> f64 {
         self.refill(now);
         self.tokens
+    }
+
+    /// Takes a token at `now` whatever the bucket holds (a claim's request): the bucket may
+    /// go into debt, down to minus one burst, which later requests pay back.
+    pub fn take(&mut self, now: Instant) {
+        self.refill(now);
+        let floor = -f64::from(self.limit.burst.max(1));
+        self.tokens = (self.tokens - 1.0).max(floor);
     }
 
     /// Takes a token at `now`, or says how long to wait for one (and takes nothing).
@@ -229,6 +301,110 @@ mod tests {
             );
             assert!(polls < 80, "task {t_ms} ms: {polls} polls");
         }
+    }
+
+    #[test]
+    fn learned_durations_put_the_first_poll_near_the_end() {
+        let p = PollPolicy::default();
+        let e = Duration::from_secs(10);
+        // First poll at the expected end, then 3% steps up to 115%.
+        assert_eq!(
+            p.next_expecting(Duration::ZERO, Some(e)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            p.next_expecting(Duration::from_millis(9_800), Some(e)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            p.next_expecting(Duration::from_millis(10_000), Some(e)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            p.next_expecting(Duration::from_millis(10_100), Some(e)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            p.next_expecting(Duration::from_millis(12_000), Some(e)),
+            Duration::from_millis(1_200)
+        );
+        // Far past it: the ratio rule.
+        assert_eq!(
+            p.next_expecting(Duration::from_secs(30), Some(e)),
+            p.next(Duration::from_secs(30))
+        );
+        assert_eq!(p.next_expecting(Duration::ZERO, None), p.min);
+        // A task of about the learned length costs at most 2 polls (3 when it runs a little
+        // longer than learned) and is seen done within 5%.
+        for t_ms in [2_000u64, 5_000, 20_000, 60_000] {
+            let task = Duration::from_millis(t_ms);
+            for (learned, most) in [(task, 2), (task.mul_f64(1.04), 2), (task.mul_f64(0.99), 3)] {
+                let mut waited = Duration::ZERO;
+                let mut polls = 0;
+                while waited < task {
+                    waited += p.next_expecting(waited, Some(learned));
+                    polls += 1;
+                }
+                assert!(
+                    polls <= most,
+                    "{t_ms} ms learned {learned:?}: {polls} polls"
+                );
+                assert!(waited <= task.mul_f64(1.05), "{t_ms}: {waited:?}");
+            }
+        }
+        assert_eq!(smooth(None, e), e);
+        assert_eq!(
+            sample(Some(Duration::from_secs(9)), Duration::from_secs(11)),
+            e
+        );
+        assert_eq!(sample(None, e), Duration::from_millis(9_700));
+        // Learning converges to a series of equal tasks from above and below, each seen
+        // within 5% once learned.
+        let task = Duration::from_millis(800);
+        for start in [Duration::from_millis(1000), Duration::from_millis(500)] {
+            let mut learned = Some(start);
+            for round in 0..12 {
+                let (mut waited, mut pending) = (Duration::ZERO, None);
+                loop {
+                    waited += p.next_expecting(waited, learned);
+                    if waited >= task {
+                        break;
+                    }
+                    pending = Some(waited);
+                }
+                if round >= 6 {
+                    assert!(
+                        waited <= task.mul_f64(1.05),
+                        "{start:?} {round}: {waited:?}"
+                    );
+                }
+                learned = Some(smooth(learned, sample(pending, waited)));
+            }
+        }
+        assert_eq!(
+            smooth(Some(e), Duration::from_secs(50)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            smooth(Some(e), Duration::from_secs(4)),
+            Duration::from_secs(4)
+        );
+    }
+
+    #[test]
+    fn claims_take_tokens_into_debt_and_checks_pay_it_back() {
+        let t0 = Instant::now();
+        let mut rl = RateLimiter::new(RateLimit::per_minute(60));
+        assert_eq!(RateLimit::per_minute(60), RateLimit::default());
+        for _ in 0..50 {
+            rl.take(t0);
+        }
+        // Debt is floored at minus one burst.
+        assert_eq!(rl.available(t0), -20.0);
+        // A background request waits until the debt is paid back.
+        let w = rl.acquire(t0).unwrap_err();
+        assert!(w > Duration::from_secs(30), "{w:?}");
+        assert_eq!(RateLimit::per_minute(0).burst, 1);
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn ovh_error_kind(e: &OvhError) -> &'static str {
             ErrorKind::NotGranted => "not_granted",
             ErrorKind::InvalidCredential => "invalid_credential",
             ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::IamDenied => "iam_denied",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::RateLimited => "rate_limited",

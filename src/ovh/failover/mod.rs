@@ -207,6 +207,9 @@ pub struct ClaimOutcome {
     #[serde(serialize_with = "ser_opt_ms")]
     pub first_mutation_after: Option<Duration>,
     pub replans: u32,
+    /// HTTP requests the claim sent (retries, time and token requests included; 0 when the
+    /// API is not the HTTP client).
+    pub requests: u64,
     #[serde(serialize_with = "ser_ms")]
     pub elapsed: Duration,
 }
@@ -221,7 +224,25 @@ impl ClaimOutcome {
             outage: None,
             first_mutation_after: None,
             replans: 0,
+            requests: 0,
             elapsed: Duration::ZERO,
+        }
+    }
+}
+
+/// Sets the request count of a claim's outcome, success or failure.
+fn with_requests(
+    r: Result<ClaimOutcome, ClaimFailure>,
+    n: u64,
+) -> Result<ClaimOutcome, ClaimFailure> {
+    match r {
+        Ok(mut o) => {
+            o.requests = n;
+            Ok(o)
+        }
+        Err(mut f) => {
+            f.outcome.requests = n;
+            Err(f)
         }
     }
 }

@@ -5,16 +5,27 @@
 // tokio's clock: the same as std's at run time, and pausable in tests.
 use tokio::time::Instant;
 
-use super::super::api::{FailoverApi, TaskRef};
+use super::super::api::{FailoverApi, TaskKind, TaskRef};
+use super::super::client::claim_scope;
 use super::super::error::OvhError;
 use super::super::plan::{Found, MoveObservation, MoveStep, plan_move};
-use super::run::{Mutation, Run, within};
-use super::{
-    ClaimError, ClaimFailure, ClaimOptions, ClaimOutcome, ClaimResult, Fence, MoveTarget, Phase,
-};
+use super::run::{Mutation, Run, Seen, Step, within};
+use super::{ClaimError, ClaimFailure, ClaimOptions, ClaimOutcome, Fence, MoveTarget, Phase};
 
-/// Claims `t.block` for our service by moving it (`POST /ip/{block}/move`).
+/// Claims `t.block` for our service by moving it (`POST /ip/{block}/move`). After a move
+/// whose outcome is refused or unknown, the next observation reads where the block is
+/// routed and its pending moves (waiting for them) before anything is sent again.
 pub async fn claim_move<A: FailoverApi>(
+    api: &A,
+    t: &MoveTarget,
+    opts: &ClaimOptions,
+    fence: &dyn Fence,
+) -> Result<ClaimOutcome, ClaimFailure> {
+    let (r, n) = claim_scope(claim_move_inner(api, t, opts, fence)).await;
+    super::with_requests(r, n)
+}
+
+async fn claim_move_inner<A: FailoverApi>(
     api: &A,
     t: &MoveTarget,
     opts: &ClaimOptions,
@@ -45,11 +56,7 @@ pub async fn claim_move<A: FailoverApi>(
         });
         match plan_move(&obs, &t.service) {
             MoveStep::Done => {
-                let r = if run.outcome.steps.is_empty() {
-                    ClaimResult::AlreadyBound
-                } else {
-                    ClaimResult::Claimed
-                };
+                let r = run.done();
                 return Ok(run.finish(r));
             }
             MoveStep::WaitFor(ids) => {
@@ -57,7 +64,14 @@ pub async fn claim_move<A: FailoverApi>(
                     let tr = TaskRef::Ip { block: t.block, id };
                     // Someone else's move: its failure is theirs; re-plan either way.
                     match run
-                        .poll(api, tr, "a pending move", Instant::now(), None)
+                        .poll(
+                            api,
+                            tr,
+                            "a pending move",
+                            Instant::now(),
+                            api.learned(TaskKind::Move),
+                            None,
+                        )
                         .await
                     {
                         Ok(_) => {}
@@ -79,17 +93,22 @@ pub async fn claim_move<A: FailoverApi>(
                 }
                 let action = format!("move {} to {}", t.block, t.service);
                 let block = t.block;
+                let step = Step {
+                    action: action.clone(),
+                    would: vec![action],
+                    phase: Phase::Move,
+                    kind: TaskKind::Move,
+                    settle: None,
+                    seen: Seen::RoutedTo {
+                        block,
+                        service: t.service.clone(),
+                    },
+                    expect: None,
+                };
                 match run
-                    .mutate(
-                        api,
-                        action.clone(),
-                        vec![action],
-                        fence,
-                        Phase::Move,
-                        api.ip_move(t.block, &t.service),
-                        |id| TaskRef::Ip { block, id },
-                        None,
-                    )
+                    .mutate(api, step, fence, api.ip_move(t.block, &t.service), |id| {
+                        TaskRef::Ip { block, id }
+                    })
                     .await?
                 {
                     Mutation::Done { .. } => {}

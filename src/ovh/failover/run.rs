@@ -1,6 +1,20 @@
 //! What every claim shares: the fence gate before a mutating step, the step itself with
 //! its task polled to the end, and the re-plan after an ambiguous or refused write. A claim
 //! (`vmac.rs`, `moves.rs`) decides *which* step comes next; this file only runs steps.
+//!
+//! Every write's outcome is one of ([`Outcome`]): applied (a task came back), not applied
+//! (OVH refused it: a 4xx, or the client's retries of a request that certainly did not run
+//! ran out), or unknown (the reply was lost, timed out, or was a 5xx after the request was
+//! sent). Nothing is ever written again on an unknown or refused outcome before reading: the
+//! step waits for the server's pending tasks to end ([`Run::settle`]), then the claim reads
+//! the binding and plans anew, so a write that did land is seen, not repeated. A refusal
+//! that only the operator can fix (credentials, access rules, IAM) ends the claim at once.
+//!
+//! Task polling starts from the durations learned for that kind of task
+//! ([`FailoverApi::learned`]): the first poll just before the expected end, then close
+//! polls, then backing off. A task that answers 404 is not visible yet (region lag): that is
+//! waited out until the claim's deadline, and once it lasts, the binding is read to see
+//! whether the step took effect ([`Seen`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,7 +22,11 @@ use std::time::Duration;
 // tokio's clock: the same as std's at run time, and pausable in tests.
 use tokio::time::Instant;
 
-use super::super::api::{FailoverApi, TaskRef, TaskStatus};
+use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
+
+use super::super::api::{FailoverApi, TaskKind, TaskRef, TaskStatus};
 use super::super::error::{ErrorKind, OvhError};
 use super::{
     ClaimError, ClaimFailure, ClaimOptions, ClaimOutcome, ClaimResult, Fence, Phase, StepRecord,
@@ -32,19 +50,91 @@ pub(super) async fn within<T>(
     }
 }
 
-/// What a failed mutation means for the claim loop.
-fn replannable(e: &ClaimError) -> bool {
+/// What became of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// OVH refused it (it did not run); reading the state tells why.
+    NotApplied,
+    /// It may or may not have run: read before anything is written again.
+    Unknown,
+    /// Final: only the operator can fix it, or nothing OVH can answer changes it.
+    Fatal,
+}
+
+/// Classifies a failed write (never from message text).
+pub(super) fn outcome(e: &ClaimError) -> Outcome {
     match e {
-        ClaimError::Api(o) => o.is_client_error() || o.is_transient(),
-        _ => false,
+        ClaimError::Api(o) if o.is_permanent() => Outcome::Fatal,
+        ClaimError::Api(o) if o.is_client_error() => Outcome::NotApplied,
+        // A 429 was retried by the client; it did not run.
+        ClaimError::Api(o) if o.kind() == Some(ErrorKind::RateLimited) => Outcome::NotApplied,
+        ClaimError::Api(OvhError::Network { connect: true, .. }) => Outcome::NotApplied,
+        // A 5xx, a lost or timed-out answer, an answer carpd could not read.
+        ClaimError::Api(OvhError::Api(_) | OvhError::Network { .. } | OvhError::Decode { .. }) => {
+            Outcome::Unknown
+        }
+        _ => Outcome::Fatal,
     }
+}
+
+/// What a step's effect looks like when read, to tell a task that stays invisible (404) is
+/// done.
+pub(super) enum Seen {
+    /// `ip` is (`present`) or is not on `mac` of `service`.
+    OnVmac {
+        service: String,
+        mac: String,
+        ip: Ipv4Addr,
+        present: bool,
+    },
+    /// `block` is routed to `service`.
+    RoutedTo { block: IpNet, service: String },
+}
+
+impl Seen {
+    async fn holds<A: FailoverApi>(&self, api: &A) -> Result<bool, OvhError> {
+        match self {
+            Seen::OnVmac {
+                service,
+                mac,
+                ip,
+                present,
+            } => match api.vmac_ips(service, mac).await {
+                Ok(ips) => Ok(ips.contains(ip) == *present),
+                // The vMAC went (with its last IP, when allowed): the IP is not on it.
+                Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(!*present),
+                Err(e) => Err(e),
+            },
+            Seen::RoutedTo { block, service } => {
+                Ok(api.ip_info(*block).await?.service() == Some(service.as_str()))
+            }
+        }
+    }
+}
+
+/// One mutating step, as [`Run::mutate`] runs it.
+pub(super) struct Step<'s> {
+    pub(super) action: String,
+    /// What a dry run says it would do.
+    pub(super) would: Vec<String>,
+    pub(super) phase: Phase,
+    pub(super) kind: TaskKind,
+    /// The server whose pending tasks are waited for after a refused or unknown outcome
+    /// (vMAC steps; a move's observation reads the block's pending moves itself).
+    pub(super) settle: Option<&'s str>,
+    /// How the step's effect reads, for a task that stays invisible.
+    pub(super) seen: Seen,
+    /// How long a similar task just took in this claim (the DELETE before a POST), when
+    /// nothing was learned yet.
+    pub(super) expect: Option<Duration>,
 }
 
 /// What one mutating step came to.
 pub(super) enum Mutation {
     /// Sent, its task done in `task_time`, recorded.
     Done { task_time: Duration },
-    /// OVH refused in a way that re-reading its state fixes: plan again.
+    /// Refused or unknown: the server's pending tasks have ended (see [`Run::settle`]);
+    /// read the state and plan again. Never write before that read.
     Replan,
     /// The claim ends here (dry run, or no longer MASTER): `Run::outcome` says how.
     Ended,
@@ -55,6 +145,10 @@ pub(super) struct Run<'a> {
     pub(super) deadline: Instant,
     pub(super) opts: &'a ClaimOptions,
     pub(super) outcome: ClaimOutcome,
+    /// A write of this claim had an unknown outcome (it may be why the IP is where it is).
+    pub(super) ambiguous: bool,
+    /// The last poll of the current task that saw it pending (time since submitted).
+    pub(super) last_pending: Option<Duration>,
 }
 
 impl<'a> Run<'a> {
@@ -66,6 +160,8 @@ impl<'a> Run<'a> {
             deadline: start + opts.deadline,
             opts,
             outcome: ClaimOutcome::new(ip),
+            ambiguous: false,
+            last_pending: None,
         }
     }
 
@@ -74,6 +170,15 @@ impl<'a> Run<'a> {
         ClaimFailure {
             error,
             outcome: self.outcome.clone(),
+        }
+    }
+
+    /// `Claimed` when this claim wrote (or may have written), else `AlreadyBound`.
+    pub(super) fn done(&self) -> ClaimResult {
+        if self.outcome.steps.is_empty() && !self.ambiguous {
+            ClaimResult::AlreadyBound
+        } else {
+            ClaimResult::Claimed
         }
     }
 
@@ -114,50 +219,119 @@ impl<'a> Run<'a> {
     }
 
     /// One mutating step: the gate (dry run, fencing), the request, polling its task, and the
-    /// step's record. A refusal the claim recovers from by re-reading OVH's state (4xx, 5xx)
-    /// ends in [`Mutation::Replan`], after the re-plan wait.
-    #[allow(clippy::too_many_arguments)]
+    /// step's record. A refused or unknown outcome ends in [`Mutation::Replan`] once the
+    /// server's pending tasks have ended and the re-plan wait is over; a final refusal ends
+    /// the claim.
     pub(super) async fn mutate<A: FailoverApi>(
         &mut self,
         api: &A,
-        action: String,
-        would: Vec<String>,
+        step: Step<'_>,
         fence: &dyn Fence,
-        phase: Phase,
         request: impl Future<Output = Result<super::super::api::Task, OvhError>>,
-        task_ref: impl FnOnce(u64) -> TaskRef,
-        expect: Option<Duration>,
+        task_ref: impl Fn(u64) -> TaskRef,
     ) -> Result<Mutation, ClaimFailure> {
-        let Some(sent) = self.gate(&action, would, fence) else {
+        let Some(sent) = self.gate(&step.action, step.would.clone(), fence) else {
             return Ok(Mutation::Ended);
         };
-        fence.phase(&phase);
+        fence.phase(&step.phase);
         let r = within(
             self.deadline,
             &self.outcome.ip,
-            &action,
+            &step.action,
             self.opts.deadline,
             request,
         )
         .await;
         let task = match r {
             Ok(task) => task,
-            Err(e) if replannable(&e) => {
+            Err(e) => {
+                let o = outcome(&e);
+                tracing::info!(ip = %self.outcome.ip, action = %step.action, outcome = ?o, error = %e, "OVH write not confirmed");
+                match o {
+                    Outcome::Fatal => return Err(self.fail(e)),
+                    Outcome::Unknown => self.ambiguous = true,
+                    Outcome::NotApplied => {}
+                }
+                if let Some(service) = step.settle {
+                    self.settle(api, service, &task_ref, step.kind).await?;
+                }
                 self.replan(&e).await?;
                 return Ok(Mutation::Replan);
             }
-            Err(e) => return Err(self.fail(e)),
         };
+        let expect = api.learned(step.kind).or(step.expect);
         let task_time = self
-            .poll(api, task_ref(task.id), &action, sent, expect)
+            .poll(
+                api,
+                task_ref(task.id),
+                &step.action,
+                sent,
+                expect,
+                Some(&step.seen),
+            )
             .await?;
+        api.learn(
+            step.kind,
+            crate::ovh::policy::sample(self.last_pending, task_time),
+        );
         self.outcome.steps.push(StepRecord {
-            action,
+            action: step.action,
             task_id: Some(task.id),
             started_after: sent - self.start,
             task_time,
         });
         Ok(Mutation::Done { task_time })
+    }
+
+    /// After a refused or unknown write: reads the server's unfinished tasks and waits for
+    /// each to end (a write that did land has its task there), so the read that follows
+    /// sees its effect. A task failing here is not ours to report: the read decides.
+    async fn settle<A: FailoverApi>(
+        &mut self,
+        api: &A,
+        service: &str,
+        task_ref: &impl Fn(u64) -> TaskRef,
+        kind: TaskKind,
+    ) -> Result<(), ClaimFailure> {
+        let ip = self.outcome.ip.clone();
+        let pending = within(
+            self.deadline,
+            &ip,
+            "reading pending tasks",
+            self.opts.deadline,
+            api.server_pending_tasks(service),
+        )
+        .await;
+        let pending = match pending {
+            Ok(p) => p,
+            // Unreadable (transient, or a consumer key without the rule for the task list):
+            // the re-plan wait and the read that follows stand in (a write that landed and
+            // whose task still runs is then refused as pending, and read again); a write
+            // never follows without a read.
+            Err(e) => {
+                tracing::warn!(ip = %ip, error = %e, "cannot read the server's pending tasks: re-reading the binding after the re-plan wait instead");
+                return Ok(());
+            }
+        };
+        for id in pending {
+            let now = Instant::now();
+            match self
+                .poll(
+                    api,
+                    task_ref(id),
+                    "a pending task",
+                    now,
+                    api.learned(kind),
+                    None,
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(f) if matches!(f.error, ClaimError::TaskFailed { .. }) => {}
+                Err(f) => return Err(f),
+            }
+        }
+        Ok(())
     }
 
     /// Waits before a re-plan; fails when out of re-plans or time.
@@ -194,9 +368,10 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Polls a task until done; returns its time since `submitted`. `expect` is how long a
-    /// similar task just took (the DELETE before a POST): polling starts tight only near it,
-    /// which saves requests (OVH's rate budget) without delaying the answer.
+    /// Polls a task until done; returns its time since `submitted`. `expect` is how long
+    /// such tasks took lately: the first poll goes near it, which saves requests (OVH's rate
+    /// budget) without delaying the answer. While the task answers 404 past
+    /// `poll.fresh_404`, `seen` (the step's effect) is read instead: seen means done.
     pub(super) async fn poll<A: FailoverApi>(
         &mut self,
         api: &A,
@@ -204,14 +379,12 @@ impl<'a> Run<'a> {
         action: &str,
         submitted: Instant,
         expect: Option<Duration>,
+        seen: Option<&Seen>,
     ) -> Result<Duration, ClaimFailure> {
+        self.last_pending = None;
         loop {
             let waited = submitted.elapsed();
-            let early = expect
-                .map(|e| e.mul_f64(0.8))
-                .filter(|e| waited < *e)
-                .map(|e| e - waited);
-            let wait = early.unwrap_or_else(|| self.opts.poll.next(waited));
+            let wait = self.opts.poll.next_expecting(waited, expect);
             if Instant::now() + wait > self.deadline {
                 return Err(self.fail(ClaimError::Deadline {
                     ip: self.outcome.ip.clone(),
@@ -239,12 +412,37 @@ impl<'a> Run<'a> {
                             comment: t.comment,
                         }));
                     }
-                    TaskStatus::Pending(_) => {}
+                    TaskStatus::Pending(_) => {
+                        self.last_pending = Some(submitted.elapsed());
+                    }
                 },
-                // A task just created may not be visible yet (region lag).
-                Err(ClaimError::Api(e))
-                    if e.kind() == Some(ErrorKind::NotFound)
-                        && submitted.elapsed() < self.opts.poll.fresh_404 => {}
+                // A task just created may not be visible for a while (region lag): wait
+                // until the deadline, and once it lasts, read whether the step took effect.
+                Err(ClaimError::Api(e)) if e.kind() == Some(ErrorKind::NotFound) => {
+                    if let Some(seen) = seen
+                        && submitted.elapsed() >= self.opts.poll.fresh_404
+                    {
+                        let r = within(
+                            self.deadline,
+                            &self.outcome.ip,
+                            "reading the binding",
+                            self.opts.deadline,
+                            seen.holds(api),
+                        )
+                        .await;
+                        match r {
+                            Ok(true) => {
+                                tracing::info!(ip = %self.outcome.ip, task = task.id(), action, "OVH task still invisible (404), but its effect is read: done");
+                                return Ok(submitted.elapsed());
+                            }
+                            Ok(false) => {}
+                            Err(e) if matches!(outcome(&e), Outcome::Fatal) => {
+                                return Err(self.fail(e));
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
                 // The client already retried; keep polling until the deadline.
                 Err(ClaimError::Api(e)) if e.is_transient() => {}
                 Err(e) => return Err(self.fail(e)),

@@ -1,6 +1,17 @@
 //! Claiming a failover IP by virtual MAC: observe (from a warm hint or a full listing), then
 //! release it from the other vMAC and bind it on ours, the window in between never left
 //! unmarked (see [`super::Phase`]).
+//!
+//! With a warm hint the claim's first request is the one safety read the last-IP rule needs
+//! (the peer vMAC's IPs, fresh), and nothing precedes it: no listing, no token refresh, no
+//! rate-limit wait ([`crate::ovh::client::claim_scope`]). A claim with tasks of the learned
+//! length costs about 8 requests: that read, the DELETE and one or two polls, the POST and
+//! one or two polls, the read-back.
+//!
+//! After a DELETE or POST whose outcome is refused or unknown, the claim never writes again
+//! before reading: pending tasks are waited for, then the vMAC it wrote to is read (our own
+//! after a POST: seen there means bound, by the lost write), and a full observation follows
+//! when that read does not settle it.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -8,10 +19,11 @@ use std::time::Duration;
 // tokio's clock: the same as std's at run time, and pausable in tests.
 use tokio::time::Instant;
 
-use super::super::api::{FailoverApi, TaskRef};
+use super::super::api::{FailoverApi, TaskKind, TaskRef, parse_mac};
+use super::super::client::claim_scope;
 use super::super::error::OvhError;
 use super::super::plan::{Found, VmacObservation, VmacStep, plan_vmac};
-use super::run::{Mutation, Run, within};
+use super::run::{Mutation, Run, Seen, Step, within};
 use super::{
     ClaimError, ClaimFailure, ClaimOptions, ClaimOutcome, ClaimResult, Fence, Phase, VmacTarget,
 };
@@ -24,7 +36,18 @@ pub async fn locate<A: FailoverApi>(
     ip: Ipv4Addr,
     ours: &str,
 ) -> Result<(VmacObservation, Vec<String>), OvhError> {
-    let vmacs = api.list_vmacs(service).await?;
+    // Only MACs go near a path, each once (whatever the listing holds).
+    let mut vmacs: Vec<String> = Vec::new();
+    for m in api
+        .list_vmacs(service)
+        .await?
+        .iter()
+        .filter_map(|m| parse_mac(m))
+    {
+        if !vmacs.contains(&m) {
+            vmacs.push(m);
+        }
+    }
     let ours_exists = vmacs.iter().any(|m| m.eq_ignore_ascii_case(ours));
     // Read our own vMAC first: when the IP is already ours (the common re-check), the other
     // vMACs are still read to be sure it is nowhere else.
@@ -32,7 +55,7 @@ pub async fn locate<A: FailoverApi>(
     order.sort_by_key(|m| !m.eq_ignore_ascii_case(ours));
     let mut found = Found::Unbound;
     for mac in order {
-        let ips = api.vmac_ips(service, mac).await?;
+        let ips = distinct(api.vmac_ips(service, mac).await?);
         if ips.contains(&ip) {
             found = Found::Vmac {
                 mac: mac.to_lowercase(),
@@ -50,10 +73,34 @@ pub async fn locate<A: FailoverApi>(
     ))
 }
 
+/// The IPs of a listing, each once: the last-IP rule counts distinct addresses, so an IP
+/// listed twice can never make a vMAC's only IP look like one of two.
+fn distinct(ips: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = Vec::with_capacity(ips.len());
+    for ip in ips {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 /// Claims `t.ip` for our vMAC. `hint` is a cached observation (the daemon keeps one fresh
 /// while BACKUP): it saves the listing, but the vMAC it names is read once before anything is
-/// deleted, so a stale hint costs a re-plan, never a wrong DELETE.
+/// deleted, so a stale hint costs a re-plan, never a wrong DELETE. Runs with claim priority;
+/// the outcome counts the HTTP requests it sent.
 pub async fn claim_vmac<A: FailoverApi>(
+    api: &A,
+    t: &VmacTarget,
+    opts: &ClaimOptions,
+    hint: Option<&Found>,
+    fence: &dyn Fence,
+) -> Result<ClaimOutcome, ClaimFailure> {
+    let (r, n) = claim_scope(claim_vmac_inner(api, t, opts, hint, fence)).await;
+    super::with_requests(r, n)
+}
+
+async fn claim_vmac_inner<A: FailoverApi>(
     api: &A,
     t: &VmacTarget,
     opts: &ClaimOptions,
@@ -86,7 +133,7 @@ pub async fn claim_vmac<A: FailoverApi>(
                             api.vmac_ips(&t.service, &mac),
                         )
                         .await;
-                        match ips {
+                        match ips.map(distinct) {
                             Ok(ips) if ips.contains(&t.ip) => Some(VmacObservation {
                                 found: Found::Vmac {
                                     mac: mac.to_lowercase(),
@@ -124,10 +171,18 @@ pub async fn claim_vmac<A: FailoverApi>(
                     }
                 };
                 run.outcome.found.get_or_insert(obs.found.clone());
-                if released && !matches!(obs.found, Found::Unbound) {
+                match &obs.found {
+                    // Bound here (by a write of ours whose answer was lost): the window
+                    // is closed by the bind itself.
+                    Found::Vmac { mac, .. } if released && mac.eq_ignore_ascii_case(&t.mac) => {
+                        fence.phase(&Phase::Verify);
+                    }
                     // Our DELETE did not apply (or someone bound it): bound again, the
                     // window is closed (the next step opens it again if needed).
-                    fence.phase(&Phase::Observe);
+                    Found::Vmac { .. } if released => {
+                        fence.phase(&Phase::Observe);
+                    }
+                    _ => {}
                 }
                 let step = plan_vmac(&obs, &t.mac, allow_last);
                 tracing::debug!(ip = %t.ip, found = %obs.found, ?step, "vMAC claim plan");
@@ -136,11 +191,7 @@ pub async fn claim_vmac<A: FailoverApi>(
         };
         match step {
             VmacStep::Done => {
-                let r = if run.outcome.steps.is_empty() {
-                    ClaimResult::AlreadyBound
-                } else {
-                    ClaimResult::Claimed
-                };
+                let r = run.done();
                 return Ok(run.finish(r));
             }
             VmacStep::RefuseLastIp { mac } => {
@@ -171,16 +222,30 @@ pub async fn claim_vmac<A: FailoverApi>(
                 let service = t.service.clone();
                 // From here until the POST's task is done the IP may be bound nowhere.
                 released = true;
+                let step = Step {
+                    action,
+                    would,
+                    phase: Phase::Release { from: from.clone() },
+                    kind: TaskKind::VmacRemove,
+                    settle: Some(&t.service),
+                    seen: Seen::OnVmac {
+                        service: t.service.clone(),
+                        mac: from.clone(),
+                        ip: t.ip,
+                        present: false,
+                    },
+                    expect: None,
+                };
                 match run
                     .mutate(
                         api,
-                        action,
-                        would,
+                        step,
                         fence,
-                        Phase::Release { from: from.clone() },
                         api.remove_vmac_ip(&t.service, &from, t.ip),
-                        |id| TaskRef::Server { service, id },
-                        None,
+                        |id| TaskRef::Server {
+                            service: service.clone(),
+                            id,
+                        },
                     )
                     .await?
                 {
@@ -188,8 +253,10 @@ pub async fn claim_vmac<A: FailoverApi>(
                         deleted_at = Some(Instant::now());
                         delete_time = Some(task_time);
                     }
-                    // Re-read only that vMAC first (one request, not a full listing): a
-                    // 5xx storm must not spend the rate budget on listings.
+                    // Pending tasks have ended: re-read only that vMAC first (one request,
+                    // not a full listing; a 5xx storm must not spend the rate budget on
+                    // listings). Still there: the DELETE did not apply, send it again;
+                    // gone: a full observation finds it unbound and POSTs.
                     Mutation::Replan => {
                         hint = Some(Found::Vmac { mac: from, ips: 0 });
                         continue;
@@ -205,16 +272,30 @@ pub async fn claim_vmac<A: FailoverApi>(
                 released = true;
                 let action = format!("POST {} on virtual MAC {}", t.ip, t.mac);
                 let service = t.service.clone();
+                let step = Step {
+                    action: action.clone(),
+                    would: vec![action],
+                    phase: Phase::Bind,
+                    kind: TaskKind::VmacAdd,
+                    settle: Some(&t.service),
+                    seen: Seen::OnVmac {
+                        service: t.service.clone(),
+                        mac: t.mac.clone(),
+                        ip: t.ip,
+                        present: true,
+                    },
+                    expect: delete_time,
+                };
                 match run
                     .mutate(
                         api,
-                        action.clone(),
-                        vec![action],
+                        step,
                         fence,
-                        Phase::Bind,
                         api.add_vmac_ip(&t.service, &t.mac, t.ip, &t.virtual_machine_name),
-                        |id| TaskRef::Server { service, id },
-                        delete_time,
+                        |id| TaskRef::Server {
+                            service: service.clone(),
+                            id,
+                        },
                     )
                     .await?
                 {
@@ -225,13 +306,16 @@ pub async fn claim_vmac<A: FailoverApi>(
                         released = false;
                         fence.phase(&Phase::Verify);
                     }
-                    // After our own DELETE the IP was seen unbound: POST again at once (a
-                    // POST that did land is refused, and that re-plan reads everything).
-                    Mutation::Replan if deleted_at.is_some() => {
-                        hint = Some(Found::Unbound);
+                    // Refused or unknown: never POST again before reading. Pending tasks
+                    // have ended; read our vMAC (bound there: the POST landed, done), and
+                    // observe fully when it is not there.
+                    Mutation::Replan => {
+                        hint = Some(Found::Vmac {
+                            mac: t.mac.clone(),
+                            ips: 0,
+                        });
                         continue;
                     }
-                    Mutation::Replan => continue,
                     Mutation::Ended => return Ok(run.outcome.clone()),
                 }
                 // Read back and verify.

@@ -154,6 +154,17 @@ impl FailoverApi for FakeApi {
         })
     }
 
+    async fn server_pending_tasks(&self, service: &str) -> Result<Vec<u64>, OvhError> {
+        self.run("GET", format!("pending tasks of {service}"), |w, now| {
+            w.server(service)?;
+            let mut ids = Vec::new();
+            for s in ["init", "todo", "doing"] {
+                ids.extend(w.server_tasks(service, Some(s), now));
+            }
+            Ok(ids)
+        })
+    }
+
     async fn ip_info(&self, block: IpNet) -> Result<IpInfo, OvhError> {
         self.run("GET", format!("ip {block}"), |w, _| {
             let v = w.ip_info(block)?;

@@ -14,7 +14,12 @@
 //!
 //! Faults ([`Fault`]): extra latency, an HTTP status (5xx, 429 with `Retry-After`), a hung
 //! response, a dropped connection, on requests matching a method and path fragment, a given
-//! number of times; task failures via [`OvhSim::fail_next_tasks`].
+//! number of times; task failures via [`OvhSim::fail_next_tasks`]. And what reality adds
+//! (reference §7): a write applied whose answer is lost ([`FaultKind::ApplyThenDrop`]) or
+//! replaced by a 5xx ([`FaultKind::ApplyThenStatus`]), an IAM refusal with its `details`
+//! ([`FaultKind::IamDenied`]); the world adds tasks that answer 404 while fresh, 403 for an IP
+//! already on a vMAC, and hostile listings ([`world::World::junk_vmacs`],
+//! [`world::World::duplicate_ips`]).
 
 pub mod auth;
 pub mod fake;
@@ -49,6 +54,13 @@ pub enum FaultKind {
     Hang,
     /// Close the connection without an answer.
     Drop,
+    /// Handle the request (a write is applied), then close the connection without an answer.
+    ApplyThenDrop,
+    /// Handle the request (a write is applied), then answer this status (a 5xx from a proxy
+    /// after the backend acted).
+    ApplyThenStatus(u16),
+    /// 403 `Client::Forbidden` with `details.unauthorizedActionsByIAM` naming this action.
+    IamDenied(String),
 }
 
 /// A fault for requests matching `method` (any if `None`) and containing `path` (any if
@@ -254,8 +266,17 @@ impl OvhSim {
         format!("{scheme}://{}/1.0", self.addr)
     }
 
+    /// The simulator as an endpoint, with its OAuth2 token URL (`/auth/oauth2/token`).
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint::parse(&self.base_url()).expect("the simulator's URL is a valid endpoint")
+        Endpoint::parse(&self.base_url())
+            .expect("the simulator's URL is a valid endpoint")
+            .with_token_url(self.token_url())
+    }
+
+    /// Where the simulator issues OAuth2 tokens (`ovh.token_url` of a config pointing at it).
+    pub fn token_url(&self) -> String {
+        let base = self.base_url();
+        format!("{}/auth/oauth2/token", base.trim_end_matches("/1.0"))
     }
 
     /// Changes the account (set-up, or a test playing "someone else").
@@ -444,7 +465,20 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let mut after: Option<FaultKind> = None;
     let answer = match fault {
+        Some(k @ (FaultKind::ApplyThenDrop | FaultKind::ApplyThenStatus(_))) => {
+            after = Some(k);
+            None
+        }
+        Some(FaultKind::IamDenied(action)) => {
+            let body = serde_json::json!({
+                "class": "Client::Forbidden",
+                "message": "User not granted for this request",
+                "details": {"unauthorizedActionsByAuthentication": "", "unauthorizedActionsByIAM": action},
+            });
+            Some(json_answer(403, body.to_string().into_bytes(), &qid))
+        }
         Some(FaultKind::Drop) => {
             log(&inner, at, &method, &target, 0, &qid, false);
             return Err(Dropped);
@@ -488,7 +522,16 @@ async fn handle(
     let status = answer.status().as_u16();
     let mutation = method != "GET" && (200..300).contains(&status) && target.starts_with("/1.0/");
     log(&inner, at, &method, &target, status, &qid, mutation);
-    Ok(answer)
+    match after {
+        Some(FaultKind::ApplyThenDrop) => Err(Dropped),
+        Some(FaultKind::ApplyThenStatus(s)) => Ok(class_error(
+            s,
+            "Server::BadGateway",
+            "Upstream answer lost",
+            &qid,
+        )),
+        _ => Ok(answer),
+    }
 }
 
 fn log(
@@ -661,6 +704,11 @@ fn route(
             None => Ok(bad_request("Invalid ipAddress")),
             Some(ip) => w.remove_ip(now, sn, mac, ip).map(|t| ok(&t, qid)),
         },
+        ("GET", ["dedicated", "server", sn, "task"]) => {
+            let status = query.split('&').find_map(|kv| kv.strip_prefix("status="));
+            w.server(sn)
+                .map(|_| ok(&w.server_tasks(sn, status, now), qid))
+        }
         ("GET", ["dedicated", "server", sn, "task", id]) => match id.parse::<u64>() {
             Err(_) => Ok(bad_request("Invalid taskId")),
             Ok(id) => w

@@ -2,8 +2,9 @@
 //! blocks routed to servers, and asynchronous tasks. Pure: every method takes "now".
 //!
 //! Semantics modelled (reference: ovh-api.md):
-//! - an IP is on at most one vMAC; adding it where it already is, or on a vMAC that does not
-//!   exist, is refused; removing it from a vMAC it is not on is a 404;
+//! - an IP is on at most one vMAC; adding it where it already is is refused with a 403 as
+//!   OVH does ("A Virtual Mac already exists"), on a vMAC that does not exist with a 404;
+//!   removing it from a vMAC it is not on is a 404;
 //! - mutations create tasks (`todo`, then `doing`) that apply only when they complete, after
 //!   the configured delay; a task can be made to fail (`customerError`, `ovhError`, ...);
 //! - removing a vMAC's last IP deletes the vMAC (when the task applies);
@@ -123,6 +124,10 @@ pub struct World {
     /// Every vMAC deleted (with its last IP), in order: the invariant "no vMAC is ever
     /// deleted" is `deleted_vmacs.is_empty()`.
     pub deleted_vmacs: Vec<String>,
+    /// Hostile listing: entries added to every vMAC listing (not MACs, path tricks).
+    pub junk_vmacs: Vec<String>,
+    /// Hostile listing: every vMAC's IP list names each IP twice.
+    pub duplicate_ips: bool,
 }
 
 /// A serializable picture of the account (inspection API).
@@ -265,7 +270,7 @@ impl World {
         }
     }
 
-    fn server(&self, service: &str) -> Result<&Server, Refusal> {
+    pub fn server(&self, service: &str) -> Result<&Server, Refusal> {
         self.servers.get(service).ok_or_else(|| {
             refuse(
                 404,
@@ -287,6 +292,7 @@ impl World {
 
     pub fn list_vmacs(&self, service: &str) -> Result<Vec<String>, Refusal> {
         let mut v: Vec<String> = self.server(service)?.vmacs.keys().cloned().collect();
+        v.extend(self.junk_vmacs.iter().cloned());
         // OVH's order varies between calls: never rely on it. Rotate by task counter.
         if !v.is_empty() {
             let k = (self.next_task as usize) % v.len();
@@ -301,7 +307,9 @@ impl World {
     }
 
     pub fn vmac_ips(&self, service: &str, mac: &str) -> Result<Vec<Ipv4Addr>, Refusal> {
-        Ok(self.vmac(service, mac)?.ips.keys().copied().collect())
+        let ips = self.vmac(service, mac)?.ips.keys().copied();
+        let n = if self.duplicate_ips { 2 } else { 1 };
+        Ok(ips.flat_map(|ip| std::iter::repeat_n(ip, n)).collect())
     }
 
     pub fn vaddr(
@@ -343,9 +351,9 @@ impl World {
             .find(|(_, v)| v.ips.contains_key(&ip));
         if let Some((m, _)) = holder {
             return Err(refuse(
-                400,
-                "Client::BadRequest",
-                format!("IP {ip} is already attached to virtual MAC {m}"),
+                403,
+                "Client::Forbidden",
+                format!("A Virtual Mac already exists for IP {ip} ({m})"),
             ));
         }
         let delay = self.task_delay;
@@ -490,6 +498,18 @@ impl World {
         ))
     }
 
+    /// Task ids of a server whose status is `status` (any if `None`), like
+    /// `GET /dedicated/server/{sn}/task?status=`.
+    pub fn server_tasks(&self, service: &str, status: Option<&str>, now: Instant) -> Vec<u64> {
+        let owner = TaskOwner::Server(service.to_string());
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.owner == owner)
+            .filter(|(id, t)| status.is_none_or(|s| self.task_view(**id, t, now).status == s))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Task ids of a block, filtered like `GET /ip/{block}/task?function=&status=`.
     pub fn ip_tasks(
         &self,
@@ -588,7 +608,7 @@ mod tests {
         w.add_vmac(S, A, &[ip("3.3.3.3")]);
         assert_eq!(
             w.add_ip(t0, S, A, ip("1.1.1.1"), "vm").unwrap_err().status,
-            400
+            403
         );
     }
 
