@@ -263,6 +263,9 @@ pub struct Claims {
     next_job: JobId,
     /// Jobs whose term ended (MASTER here changed) since the last [`Claims::take_superseded`].
     superseded: Vec<JobId>,
+    /// The last configuration epoch given out: epochs are never reused, so an IP removed
+    /// and put back is a new configuration (its old moves no longer hold it down).
+    last_epoch: u64,
 }
 
 /// What identifies an IP's configuration: a reload that changes it is a new epoch. Opaque
@@ -285,6 +288,7 @@ impl Claims {
             stopping: false,
             next_job: 1,
             superseded: Vec::new(),
+            last_epoch: 0,
         }
     }
 
@@ -316,7 +320,8 @@ impl Claims {
                 Some(s) if !s.retired && !changed.contains(&ip) && s.group == group => s,
                 Some(s) => {
                     let mut fresh = IpState::new(group, now);
-                    fresh.epoch = s.epoch + 1;
+                    self.last_epoch += 1;
+                    fresh.epoch = self.last_epoch;
                     if fresh.group == s.group {
                         // Same group: the local state and its term carry over, so the fence
                         // of a job that must finish its open window still holds.
@@ -333,7 +338,12 @@ impl Claims {
                     });
                     fresh
                 }
-                None => IpState::new(group, now),
+                None => {
+                    let mut fresh = IpState::new(group, now);
+                    self.last_epoch += 1;
+                    fresh.epoch = self.last_epoch;
+                    fresh
+                }
             };
             self.ips.insert(ip, state);
         }
@@ -344,7 +354,8 @@ impl Claims {
                     cancel.push(f.id);
                 }
                 s.retired = true;
-                s.epoch += 1;
+                self.last_epoch += 1;
+                s.epoch = self.last_epoch;
                 self.ips.insert(ip, s);
             }
         }

@@ -401,7 +401,9 @@ proptest! {
         let (mut c, t0) = setup();
         let hold = c.policy().hold_down;
         let mut now = t0;
-        let mut in_flight: Option<Job> = None;
+        // The running job, and whether it was started as a repair (exempt from the
+        // hold-down; a reload may reset the IP's state before it ends).
+        let mut in_flight: Option<(Job, bool)> = None;
         // (when, generation, epoch, repair): moves of one generation and epoch, outside a
         // repair, keep the hold-down.
         let mut moves: Vec<(Instant, u64, u64, bool)> = Vec::new();
@@ -411,8 +413,7 @@ proptest! {
                 Op::Local(s) => c.local(&g(), s, now),
                 Op::Advance(secs) => now += Duration::from_secs(secs),
                 Op::Finish(pick) => {
-                    if let Some(j) = in_flight.take() {
-                        let repair = c.get(&ip()).is_some_and(|s| s.repair);
+                    if let Some((j, repair)) = in_flight.take() {
                         let done = match (j.kind, pick % 4) {
                             (JobKind::Claim, 0) if c.current(&ip(), j.generation) => {
                                 moves.push((now, j.generation, j.epoch, repair));
@@ -433,7 +434,7 @@ proptest! {
                         if configured { vec![(ip(), g())] } else { vec![] };
                     let cancel = c.reconfigure(ips, &changed, ClaimPolicy::default(), now);
                     for id in cancel {
-                        prop_assert_eq!(Some(id), in_flight.as_ref().map(|j| j.id),
+                        prop_assert_eq!(Some(id), in_flight.as_ref().map(|(j, _)| j.id),
                             "only the running job can be cancelled");
                     }
                 }
@@ -445,7 +446,8 @@ proptest! {
                 if j.kind == JobKind::Claim {
                     prop_assert!(c.current(&ip(), j.generation), "claim while not MASTER");
                 }
-                in_flight = Some(j);
+                let repair = c.get(&ip()).is_some_and(|s| s.repair);
+                in_flight = Some((j, repair));
             }
             if let Some(s) = c.get(&ip())
                 && s.wants_claim() && in_flight.is_none() && !s.retired

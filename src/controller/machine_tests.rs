@@ -369,7 +369,7 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     /// Over any run: one writer per IP (across reloads and the stop); a claim only while the
     /// latest reading says MASTER; nothing starts after the stop; moves of one IP in one
-    /// term and configuration keep the hold-down (repairs excepted); a cancel only for a
+    /// term and configuration keep the hold-down (repairs and unbound IPs excepted); a cancel only for a
     /// running job, once; and once the inputs stop, every job ends and nothing is left to do
     /// while the IP's state is known.
     #[test]
@@ -380,6 +380,9 @@ proptest! {
         let mut now = t0;
         let mut moves: Vec<(Instant, IpAddr, u64, u64, bool)> = Vec::new();
         let mut configured: Vec<IpAddr> = ips();
+        // Whether each running job was started as a repair (exempt from the hold-down; a
+        // reload may reset the IP's state before the job ends).
+        let mut repairs: BTreeMap<IpAddr, bool> = BTreeMap::new();
         for o in ops {
             let before = h.started.len();
             match o {
@@ -402,7 +405,7 @@ proptest! {
                         continue;
                     };
                     let job = h.running[&ip].clone();
-                    let repair = h.c.claims().get(&ip).is_some_and(|s| s.repair);
+                    let repair = repairs.get(&ip).copied().unwrap_or(false);
                     let done = match (job.kind, how % 4) {
                         (JobKind::Claim, 0) if h.c.current(&ip, job.generation) => {
                             moves.push((now, ip, job.generation, job.epoch, repair));
@@ -441,6 +444,14 @@ proptest! {
             }
             for (_, j) in &h.started[before..] {
                 prop_assert!(configured.contains(&j.ip), "a job for an IP no longer configured");
+                let exempt = h.c.claims().get(&j.ip).is_some_and(|s| {
+                    s.repair
+                        || matches!(
+                            s.binding,
+                            Some((Found::Unbound | Found::Service { service: None }, _, _))
+                        )
+                });
+                repairs.insert(j.ip, exempt);
             }
         }
         // Every running job ends; then nothing needed is forgotten.
