@@ -12,6 +12,7 @@
 //!   claim_deadline: 300                 # seconds, optional
 //!   recheck_interval: 30s               # while MASTER: re-read the binding, repair drift
 //!   hold_down: 60s                      # at most one moving claim per IP per period
+//!   refused_retry: 2m                   # retry of a claim the credential's rights refuse
 //! failover_ips:
 //!   - ip: 51.68.252.230
 //!     group: 2@vmx1
@@ -47,6 +48,7 @@ pub struct RawOvh {
     pub claim_deadline: Option<Spanned<i64>>,
     pub recheck_interval: Option<Spanned<RawDuration>>,
     pub hold_down: Option<Spanned<RawDuration>>,
+    pub refused_retry: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +104,10 @@ pub struct OvhConfig {
     /// At most one claim that moves an IP per this period, unless the local state changed:
     /// two MASTERs of a split brain cannot ping-pong the IP faster than this.
     pub hold_down: Duration,
+    /// How long after a claim refused for lack of rights (or an invalid credential) it is
+    /// tried again: slow, so a broken credential costs one refused call per period, and
+    /// bounded, so fixing the credential heals the binding without a restart.
+    pub refused_retry: Duration,
     pub pos: Pos,
 }
 
@@ -110,6 +116,10 @@ pub struct OvhConfig {
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
 /// Default of `ovh.hold_down`.
 pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(60);
+/// Default of `ovh.refused_retry`.
+pub const DEFAULT_REFUSED_RETRY: Duration = Duration::from_secs(120);
+const REFUSED_RETRY_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
 const RECHECK_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 const HOLD_DOWN_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 
@@ -211,6 +221,10 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         None => Some(DEFAULT_HOLD_DOWN),
         Some(v) => duration(p, "ovh.hold_down", v, HOLD_DOWN_RANGE),
     };
+    let refused_retry = match &raw.refused_retry {
+        None => Some(DEFAULT_REFUSED_RETRY),
+        Some(v) => duration(p, "ovh.refused_retry", v, REFUSED_RETRY_RANGE),
+    };
     let credentials = match &raw.credentials {
         None => {
             p.add(
@@ -231,6 +245,7 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         claim_deadline: claim_deadline?,
         recheck_interval: recheck_interval?,
         hold_down: hold_down?,
+        refused_retry: refused_retry?,
         pos,
     })
 }
@@ -593,6 +608,7 @@ failover_ips:
         assert_eq!(o.claim_deadline, Duration::from_secs(300));
         assert_eq!(o.recheck_interval, DEFAULT_RECHECK);
         assert_eq!(o.hold_down, DEFAULT_HOLD_DOWN);
+        assert_eq!(o.refused_retry, DEFAULT_REFUSED_RETRY);
         assert_eq!(c.failover_ips.len(), 2);
         match &c.failover_ips[0].mode {
             FailoverMode::VirtualMac(v) => {

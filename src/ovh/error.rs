@@ -267,6 +267,29 @@ impl OvhError {
         }
     }
 
+    /// A refusal that no re-read of OVH's state fixes: the credential may not make this call
+    /// (NOT_GRANTED_CALL, or a 403 whose `details` list `unauthorizedActionsByIAM`) or is not
+    /// valid (INVALID_CREDENTIAL, INVALID_KEY, INVALID_SIGNATURE, 401) after the client's one
+    /// re-read. Only a person fixing the credential heals it: retry slowly, never loop.
+    pub fn is_permanent_refusal(&self) -> bool {
+        let Some(a) = self.api() else {
+            return false;
+        };
+        let iam = a.status == 403
+            && a.body
+                .details
+                .as_ref()
+                .is_some_and(|d| d.get("unauthorizedActionsByIAM").is_some());
+        iam || matches!(
+            a.kind(),
+            ErrorKind::NotGranted
+                | ErrorKind::InvalidCredential
+                | ErrorKind::InvalidKey
+                | ErrorKind::InvalidSignature
+                | ErrorKind::Unauthorized
+        )
+    }
+
     /// A 4xx answer (the request reached OVH and was refused).
     pub fn is_client_error(&self) -> bool {
         self.api()

@@ -35,7 +35,11 @@ pub(super) async fn within<T>(
 /// What a failed mutation means for the claim loop.
 fn replannable(e: &ClaimError) -> bool {
     match e {
-        ClaimError::Api(o) => o.is_client_error() || o.is_transient(),
+        // A permanent refusal (rights, credential) ends the claim at once: re-reading the
+        // state cannot fix it and re-sending it is the loop the scheduler's slow retry avoids.
+        ClaimError::Api(o) => {
+            !o.is_permanent_refusal() && (o.is_client_error() || o.is_transient())
+        }
         _ => false,
     }
 }
