@@ -398,8 +398,13 @@ pub async fn run_job(
         JobKind::Claim => {
             // No half claims: a claim whose step is known to be refused does not start
             // (no DELETE on the peer's vMAC when this node may not POST on its own).
-            if let Some(known) = rights_cache.peek() {
-                let v = verdict_of(&known, &f, job.hint.as_ref());
+            // Known missing: read them again first (once per slow retry), so a fixed
+            // credential heals the binding without waiting for the next check.
+            if let Some(known) = rights_cache.peek()
+                && verdict_of(&known, &f, job.hint.as_ref()).is_missing()
+            {
+                rights_cache.forget();
+                let v = verdict_of(&rights_cache.get(api.as_ref()).await, &f, job.hint.as_ref());
                 if let Verdict::Missing(lines) = &v {
                     report.done = Done::Refused { mutated: false };
                     report.error = Some(JobError::Rights(lines.clone()));
