@@ -426,7 +426,7 @@ const POST_RULE: &str =
 async fn without_post_rights_readiness_names_the_rule_and_master_deletes_nothing() {
     let (sim, mut lab) = setup_with(
         "  refused_retry: 3s\n  recheck_interval: 1s",
-        "readiness: { interval: 5s }",
+        "readiness: { interval: 5s }\nmetrics: { textfile: DIR/carpd.prom, textfile_interval: 1s }",
     )
     .await;
     // Narrowed while BACKUP (a rotation to a narrower consumer key looks the same to carpd).
@@ -453,6 +453,24 @@ async fn without_post_rights_readiness_names_the_rule_and_master_deletes_nothing
         c.detail
             .contains("dedicatedServer:apiovh:virtualMac/virtualAddress/create"),
         "{c:?}"
+    );
+    // The metrics name it too.
+    let prom = lab.path("carpd.prom");
+    let want = format!("carpd_ovh_rights_missing{{ip=\"{VIP}\",rule=\"{POST_RULE}\"}} 1");
+    let metrics = within("the textfile to name the missing rule", async {
+        loop {
+            if let Ok(t) = std::fs::read_to_string(&prom)
+                && t.contains(&want)
+            {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        metrics.contains("carpd_ready{check=\"ovh_rights\"} 0"),
+        "{metrics}"
     );
 
     // MASTER: no half claim. No DELETE, no POST; the IP stays on the peer.

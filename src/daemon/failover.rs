@@ -408,6 +408,15 @@ impl Failover {
         }
         if let Some(v) = &r.rights {
             rec.evidence.rights = Some(v.clone());
+            let rules: Vec<String> = match v {
+                // Each line starts with "METHOD /path (to ...": the rule is its head.
+                Rights::Missing(lines) => lines
+                    .iter()
+                    .map(|l| l.split(" (").next().unwrap_or(l).to_string())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            self.metrics.rights_missing(&r.ip.to_string(), &rules);
             match v {
                 Rights::Missing(lines) if rec.logged_rights.as_ref() != Some(lines) => {
                     tracing::error!(ip = %r.ip, group = %r.group, "not ready: {}", crate::ovh::rights::fix(lines));
