@@ -6,7 +6,9 @@
 //! Covered: BACKUP locates and never claims; MASTER claims at once (event -> DELETE + POST,
 //! verified); status shows expected vs actual, the last claim and readiness; drift while
 //! MASTER is repaired by the re-check, after the hold-down when the IP just moved; a claim
-//! superseded by BACKUP stops before its next mutating step; no vMAC is ever deleted.
+//! superseded by BACKUP stops before its next mutating step; no vMAC is ever deleted; the
+//! credential's rights (readiness `ovh_rights`, no half claims, slow retries of permanent
+//! refusals that heal once the credential is fixed, a rotation to a narrower key).
 
 mod support;
 
@@ -566,4 +568,73 @@ async fn rights_removed_before_the_claim_refuse_once_retry_slowly_and_heal() {
     assert!(matches!(r.done, Done::Moved { .. }), "{r:?}");
     assert_eq!(holder(&sim).as_deref(), Some(OURS));
     assert_eq!(vmacs(&sim), 2);
+}
+
+/// A rotation to a narrower consumer key while BACKUP (the old one revoked, the file
+/// rewritten): the client re-reads the credentials, readiness reads the new key's rules and
+/// names what it lacks, the node demotes itself; the claim then does not start.
+#[tokio::test]
+async fn rotation_to_a_narrower_key_while_backup_is_caught_by_readiness() {
+    use carpd::sim::ovh::auth::ConsumerKey;
+    let (sim, mut lab) = setup_with(
+        "  refused_retry: 1m",
+        "maintenance: { state_dir: DIR/db }\nreadiness: { interval: 5s, demotion: 50 }",
+    )
+    .await;
+    let (r, _) = job(&mut lab, "the start-up check", |r, _| {
+        r.kind == JobKind::Check
+    })
+    .await;
+    assert_eq!(
+        r.rights,
+        Some(carpd::ovh::rights::Verdict::Granted),
+        "{r:?}"
+    );
+    const NEW_CK: &str = "simConsumerKeyRotated0123456789ab";
+    sim.with_config(|c| {
+        c.consumer_keys.push(ConsumerKey {
+            key: NEW_CK.into(),
+            application_key: TEST_AK.into(),
+            rules: rules_without("POST"),
+            revoked: false,
+        });
+        c.consumer_keys[0].revoked = true;
+    });
+    std::fs::write(
+        lab.path("ovh.conf"),
+        format!(
+            "[{}]\napplication_key={TEST_AK}\napplication_secret={TEST_AS}\nconsumer_key={NEW_CK}\n",
+            sim.base_url()
+        ),
+    )
+    .unwrap();
+    let (r, _) = job(&mut lab, "a check under the new key", |r, _| {
+        r.kind == JobKind::Check && r.rights.as_ref().is_some_and(|v| v.is_missing())
+    })
+    .await;
+    assert!(r.error.is_none(), "the rotation itself is handled: {r:?}");
+    let readiness = lab.status().await.readiness.unwrap();
+    let c = readiness
+        .checks
+        .iter()
+        .find(|c| c.name == "ovh_rights")
+        .unwrap();
+    assert!(
+        !readiness.ready && c.detail.contains(POST_RULE),
+        "{readiness:?}"
+    );
+    // The optional "demote while not ready" applies: this node should not win an election
+    // it cannot complete.
+    within("the not-ready demotion", async {
+        while demotion(&lab) != 50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    lab.network("2@vmx1", CarpState::Master);
+    lab.event("2@vmx1", CarpState::Master).await;
+    let (r, _) = job(&mut lab, "the claim", |r, _| r.kind == JobKind::Claim).await;
+    assert_eq!(r.done, Done::Refused { mutated: false }, "{r:?}");
+    assert_eq!(sim.mutations(), 0);
+    assert_eq!(holder(&sim).as_deref(), Some(PEER));
 }

@@ -393,7 +393,14 @@ pub async fn run_job(
                 report.found = Some(found);
                 report.own_vmac = own;
             }
-            Err(e) => report.error = Some(JobError::Check(e)),
+            Err(e) => {
+                if e.is_permanent_refusal() {
+                    // Refused credentials or rights: a rotation or a change; read them
+                    // again at the next check rather than trust the last reading.
+                    rights_cache.forget();
+                }
+                report.error = Some(JobError::Check(e));
+            }
         },
         JobKind::Claim => {
             // No half claims: a claim whose step is known to be refused does not start
