@@ -470,6 +470,56 @@ mod tests {
         assert_eq!(c.status.as_deref(), Some("validated"));
     }
 
+    /// What ends a claim at once (`OvhError::is_permanent_refusal`): refusals of the
+    /// credential or its rights, never a conflict, a 404 or a transient error.
+    #[test]
+    fn permanent_refusals_are_classified() {
+        use crate::ovh::error::{ApiError, ErrorBody, OvhError};
+        let e = |status: u16, code: Option<&str>, class: Option<&str>, details: Option<&str>| {
+            OvhError::Api(Box::new(ApiError {
+                method: "POST".into(),
+                endpoint: "ovh-eu".into(),
+                path: "/dedicated/server/ns1/virtualMac/x/virtualAddress".into(),
+                status,
+                body: ErrorBody {
+                    error_code: code.map(Into::into),
+                    class: class.map(Into::into),
+                    details: details.map(|d| serde_json::from_str(d).unwrap()),
+                    ..ErrorBody::default()
+                },
+                query_id: None,
+                retry_after: None,
+            }))
+        };
+        let table = [
+            (e(403, Some("NOT_GRANTED_CALL"), None, None), true),
+            (e(403, Some("INVALID_CREDENTIAL"), None, None), true),
+            (e(403, Some("INVALID_KEY"), None, None), true),
+            (e(400, Some("INVALID_SIGNATURE"), None, None), true),
+            (e(401, None, Some("Client::Unauthorized"), None), true),
+            (
+                e(
+                    403,
+                    None,
+                    Some("Client::Forbidden"),
+                    Some(
+                        r#"{"unauthorizedActionsByIAM":["dedicatedServer:apiovh:virtualMac/virtualAddress/create"]}"#,
+                    ),
+                ),
+                true,
+            ),
+            (e(403, None, Some("Client::Forbidden"), None), false),
+            (e(409, None, Some("Client::Conflict"), None), false),
+            (e(404, None, Some("Client::NotFound"), None), false),
+            (e(400, Some("QUERY_TIME_OUT"), None, None), false),
+            (e(429, None, None, None), false),
+            (e(503, None, None, None), false),
+        ];
+        for (err, want) in table {
+            assert_eq!(err.is_permanent_refusal(), want, "{err}");
+        }
+    }
+
     /// The reference semantics: classic glob matching by dynamic programming over
     /// characters (`*` any run, anything else itself), independent of the implementation.
     fn reference(pattern: &str, path: &str) -> bool {
