@@ -19,9 +19,6 @@
 //! (`iamActions` of each operation); `ip:apiovh:get` for `GET /ip/{ip}` is assumed by the
 //! naming pattern of its neighbours.
 
-use std::net::Ipv4Addr;
-
-use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::api::{encode_block, vaddr_path, vmac_path};
@@ -61,8 +58,6 @@ pub struct Need {
     pub iam_action: &'static str,
     /// What the claim does with it.
     pub why: &'static str,
-    /// A POST or DELETE.
-    pub mutating: bool,
 }
 
 impl Need {
@@ -95,7 +90,6 @@ fn need(
 ) -> Need {
     Need {
         method,
-        mutating: method != "GET",
         path,
         rule,
         iam_action,
@@ -291,14 +285,17 @@ pub fn fix(missing: &[String]) -> String {
     )
 }
 
-/// An IPv4 as a representative path element (tests and docs).
-pub fn example_block(ip: Ipv4Addr) -> IpNet {
-    IpNet::from(ipnet::Ipv4Net::from(ip))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
+    use ipnet::IpNet;
+
     use super::*;
+
+    fn example_block(ip: Ipv4Addr) -> IpNet {
+        IpNet::from(ipnet::Ipv4Net::from(ip))
+    }
 
     fn rules(list: &[(&str, &str)]) -> Vec<Rule> {
         list.iter()
