@@ -6,7 +6,9 @@
 //! Covered: BACKUP locates and never claims; MASTER claims at once (event -> DELETE + POST,
 //! verified); status shows expected vs actual, the last claim and readiness; drift while
 //! MASTER is repaired by the re-check, after the hold-down when the IP just moved; a claim
-//! superseded by BACKUP stops before its next mutating step; no vMAC is ever deleted.
+//! superseded by BACKUP stops before its next mutating step; no vMAC is ever deleted; the
+//! credential's rights (readiness `ovh_rights`, no half claims, slow retries of permanent
+//! refusals that heal once the credential is fixed, a rotation to a narrower key).
 
 mod support;
 
@@ -388,4 +390,251 @@ async fn no_apply_watches_and_never_claims() {
     assert_eq!(holder(&sim).as_deref(), Some(PEER));
     let text = carpd::observe::daemon_view::to_text(&lab.status().await);
     assert!(text.contains("WRONG: should be here"), "{text}");
+}
+
+/// The access rules of the reference for this server, minus those of `without` methods.
+fn rules_without(without: &str) -> Vec<(String, String)> {
+    [
+        ("GET", format!("/dedicated/server/{SN}/virtualMac")),
+        ("GET", format!("/dedicated/server/{SN}/virtualMac/*")),
+        (
+            "POST",
+            format!("/dedicated/server/{SN}/virtualMac/*/virtualAddress"),
+        ),
+        (
+            "DELETE",
+            format!("/dedicated/server/{SN}/virtualMac/*/virtualAddress/*"),
+        ),
+        ("GET", format!("/dedicated/server/{SN}/task/*")),
+    ]
+    .into_iter()
+    .filter(|(m, _)| *m != without)
+    .map(|(m, p)| (m.to_string(), p))
+    .collect()
+}
+
+fn set_rules(sim: &OvhSim, rules: Vec<(String, String)>) {
+    sim.with_config(|c| c.consumer_keys[0].rules = rules);
+}
+
+fn writes(sim: &OvhSim, method: &str) -> usize {
+    sim.requests().iter().filter(|r| r.method == method).count()
+}
+
+const POST_RULE: &str =
+    "POST /dedicated/server/ns1234567.ip-51-68-252.eu/virtualMac/*/virtualAddress";
+
+#[tokio::test]
+async fn without_post_rights_readiness_names_the_rule_and_master_deletes_nothing() {
+    let (sim, mut lab) = setup_with(
+        "  refused_retry: 3s\n  recheck_interval: 1s",
+        "readiness: { interval: 5s }\nmetrics: { textfile: DIR/carpd.prom, textfile_interval: 1s }",
+    )
+    .await;
+    // Narrowed while BACKUP (a rotation to a narrower consumer key looks the same to carpd).
+    set_rules(&sim, rules_without("POST"));
+    let (r, _) = job(&mut lab, "a check judging the narrower rights", |r, _| {
+        r.kind == JobKind::Check && r.rights.as_ref().is_some_and(|v| v.is_missing())
+    })
+    .await;
+    let Some(carpd::ovh::rights::Verdict::Missing(lines)) = &r.rights else {
+        unreachable!()
+    };
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with(POST_RULE), "{lines:?}");
+    let st = lab.status().await;
+    let readiness = st.readiness.unwrap();
+    assert!(!readiness.ready, "{readiness:?}");
+    let c = readiness
+        .checks
+        .iter()
+        .find(|c| c.name == "ovh_rights")
+        .unwrap();
+    assert!(!c.ok && c.detail.contains(POST_RULE), "{c:?}");
+    assert!(
+        c.detail
+            .contains("dedicatedServer:apiovh:virtualMac/virtualAddress/create"),
+        "{c:?}"
+    );
+    // The metrics name it too.
+    let prom = lab.path("carpd.prom");
+    let want = format!("carpd_ovh_rights_missing{{ip=\"{VIP}\",rule=\"{POST_RULE}\"}} 1");
+    let metrics = within("the textfile to name the missing rule", async {
+        loop {
+            if let Ok(t) = std::fs::read_to_string(&prom)
+                && t.contains(&want)
+            {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        metrics.contains("carpd_ready{check=\"ovh_rights\"} 0"),
+        "{metrics}"
+    );
+
+    // MASTER: no half claim. No DELETE, no POST; the IP stays on the peer.
+    lab.network("2@vmx1", CarpState::Master);
+    let t0 = Instant::now();
+    lab.event("2@vmx1", CarpState::Master).await;
+    let (r, _) = job(&mut lab, "the claim", |r, _| r.kind == JobKind::Claim).await;
+    assert_eq!(r.done, Done::Refused { mutated: false }, "{r:?}");
+    assert!(
+        r.error.as_ref().unwrap().to_string().contains(POST_RULE),
+        "{r:?}"
+    );
+    // Slow retries: over two periods, at most one claim attempt per period, never a write.
+    let mut claims = 1;
+    let watch = tokio::time::timeout(Duration::from_millis(6500), async {
+        loop {
+            let (r, _) = job(&mut lab, "a retry", |r, _| r.kind == JobKind::Claim).await;
+            assert_eq!(r.done, Done::Refused { mutated: false }, "{r:?}");
+            claims += 1;
+        }
+    })
+    .await;
+    assert!(watch.is_err());
+    assert!(claims <= 3, "{claims} claims in {:?}", t0.elapsed());
+    assert_eq!(writes(&sim, "DELETE") + writes(&sim, "POST"), 0);
+    assert_eq!(holder(&sim).as_deref(), Some(PEER));
+    let st = lab.status().await;
+    assert_eq!(
+        st.failover_ips[0].last_claim.as_ref().unwrap().result,
+        "refused"
+    );
+
+    // The credential is fixed: the next slow retry claims, without a restart.
+    set_rules(&sim, rules_without(""));
+    let (r, _) = job(&mut lab, "the healing claim", |r, _| {
+        r.kind == JobKind::Claim && !matches!(r.done, Done::Refused { .. })
+    })
+    .await;
+    assert!(matches!(r.done, Done::Moved { .. }), "{r:?}");
+    assert_eq!(holder(&sim).as_deref(), Some(OURS));
+    assert_eq!(vmacs(&sim), 2);
+}
+
+#[tokio::test]
+async fn rights_removed_before_the_claim_refuse_once_retry_slowly_and_heal() {
+    let (sim, mut lab) = setup("  refused_retry: 3s\n  recheck_interval: 1s").await;
+    let (r, _) = job(&mut lab, "the start-up check", |r, _| {
+        r.kind == JobKind::Check
+    })
+    .await;
+    assert_eq!(
+        r.rights,
+        Some(carpd::ovh::rights::Verdict::Granted),
+        "{r:?}"
+    );
+    // Removed after readiness judged them (readiness.interval is 30 s: not seen yet).
+    set_rules(&sim, rules_without("POST"));
+    lab.network("2@vmx1", CarpState::Master);
+    lab.event("2@vmx1", CarpState::Master).await;
+    let (r, _) = job(&mut lab, "the claim", |r, _| r.kind == JobKind::Claim).await;
+    assert_eq!(r.done, Done::Refused { mutated: true }, "{r:?}");
+    let refused_posts = || {
+        sim.requests()
+            .iter()
+            .filter(|q| q.method == "POST" && q.status == 403)
+            .count()
+    };
+    assert_eq!(
+        refused_posts(),
+        1,
+        "the refusal ends the claim: no re-plan loop"
+    );
+    assert_eq!(writes(&sim, "DELETE"), 1);
+    assert_eq!(
+        holder(&sim),
+        None,
+        "released, not bound: the outage carpd repairs"
+    );
+    // Slow retries: over two periods at most one more refused write (the re-read rights
+    // say POST is missing, so the retry does not even send it).
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    assert!(refused_posts() <= 3, "{} refused POSTs", refused_posts());
+    assert_eq!(holder(&sim), None);
+    let st = lab.status().await;
+    let f = &st.failover_ips[0];
+    assert_eq!(f.last_claim.as_ref().unwrap().result, "refused", "{f:?}");
+    // Restored: the binding completes without a restart.
+    set_rules(&sim, rules_without(""));
+    let (r, _) = job(&mut lab, "the healing claim", |r, _| {
+        r.kind == JobKind::Claim && !matches!(r.done, Done::Refused { .. })
+    })
+    .await;
+    assert!(matches!(r.done, Done::Moved { .. }), "{r:?}");
+    assert_eq!(holder(&sim).as_deref(), Some(OURS));
+    assert_eq!(vmacs(&sim), 2);
+}
+
+/// A rotation to a narrower consumer key while BACKUP (the old one revoked, the file
+/// rewritten): the client re-reads the credentials, readiness reads the new key's rules and
+/// names what it lacks, the node demotes itself; the claim then does not start.
+#[tokio::test]
+async fn rotation_to_a_narrower_key_while_backup_is_caught_by_readiness() {
+    use carpd::sim::ovh::auth::ConsumerKey;
+    let (sim, mut lab) = setup_with(
+        "  refused_retry: 1m",
+        "maintenance: { state_dir: DIR/db }\nreadiness: { interval: 5s, demotion: 50 }",
+    )
+    .await;
+    let (r, _) = job(&mut lab, "the start-up check", |r, _| {
+        r.kind == JobKind::Check
+    })
+    .await;
+    assert_eq!(
+        r.rights,
+        Some(carpd::ovh::rights::Verdict::Granted),
+        "{r:?}"
+    );
+    const NEW_CK: &str = "simConsumerKeyRotated0123456789ab";
+    sim.with_config(|c| {
+        c.consumer_keys.push(ConsumerKey {
+            key: NEW_CK.into(),
+            application_key: TEST_AK.into(),
+            rules: rules_without("POST"),
+            revoked: false,
+        });
+        c.consumer_keys[0].revoked = true;
+    });
+    std::fs::write(
+        lab.path("ovh.conf"),
+        format!(
+            "[{}]\napplication_key={TEST_AK}\napplication_secret={TEST_AS}\nconsumer_key={NEW_CK}\n",
+            sim.base_url()
+        ),
+    )
+    .unwrap();
+    let (r, _) = job(&mut lab, "a check under the new key", |r, _| {
+        r.kind == JobKind::Check && r.rights.as_ref().is_some_and(|v| v.is_missing())
+    })
+    .await;
+    assert!(r.error.is_none(), "the rotation itself is handled: {r:?}");
+    let readiness = lab.status().await.readiness.unwrap();
+    let c = readiness
+        .checks
+        .iter()
+        .find(|c| c.name == "ovh_rights")
+        .unwrap();
+    assert!(
+        !readiness.ready && c.detail.contains(POST_RULE),
+        "{readiness:?}"
+    );
+    // The optional "demote while not ready" applies: this node should not win an election
+    // it cannot complete.
+    within("the not-ready demotion", async {
+        while demotion(&lab) != 50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    lab.network("2@vmx1", CarpState::Master);
+    lab.event("2@vmx1", CarpState::Master).await;
+    let (r, _) = job(&mut lab, "the claim", |r, _| r.kind == JobKind::Claim).await;
+    assert_eq!(r.done, Done::Refused { mutated: false }, "{r:?}");
+    assert_eq!(sim.mutations(), 0);
+    assert_eq!(holder(&sim).as_deref(), Some(PEER));
 }

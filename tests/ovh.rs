@@ -1013,3 +1013,73 @@ async fn claim_over_https_with_the_simulators_certificate() {
     })
     .await
 }
+
+/// The daemon's rights reading over HTTP: the simulator serves the consumer key's own rules
+/// (`GET /auth/currentCredential`, needing no rule itself), read once per TTL for every IP;
+/// an OAuth2 service account's rights are unverified, never guessed.
+#[tokio::test]
+async fn rights_are_read_from_the_current_credential_once_per_ttl() {
+    use carpd::daemon::cloud::{Known, RightsCache};
+    limit("rights", async {
+        let sim = sim_with(true).await;
+        let rules = vec![
+            ("GET".to_string(), format!("/dedicated/server/{SN}/*")),
+            ("DELETE".to_string(), format!("/dedicated/server/{SN}/*")),
+        ];
+        sim.with_config(|c| c.consumer_keys[0].rules = rules.clone());
+        let c = client(&sim);
+        let cache = RightsCache::new(Duration::from_secs(60));
+        let Known::Rules(got) = cache.get(&c).await else {
+            panic!("{:?}", cache.peek())
+        };
+        let got: Vec<(String, String)> = got.into_iter().map(|r| (r.method, r.path)).collect();
+        assert_eq!(got, rules);
+        let needs = carpd::ovh::rights::vmac_needs(&target(), None);
+        let missing: Vec<String> = carpd::ovh::rights::missing(
+            &got.iter()
+                .map(|(m, p)| carpd::ovh::rights::Rule {
+                    method: m.clone(),
+                    path: p.clone(),
+                })
+                .collect::<Vec<_>>(),
+            &needs,
+        )
+        .iter()
+        .map(|n| n.rule_line())
+        .collect();
+        assert_eq!(
+            missing,
+            vec![format!(
+                "POST /dedicated/server/{SN}/virtualMac/*/virtualAddress"
+            )]
+        );
+        // The simulator refuses the POST exactly as predicted, with OVH's body.
+        let e = c
+            .add_vmac_ip(SN, OURS, vip(), "router-003")
+            .await
+            .unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+        assert!(e.to_string().contains("NOT_GRANTED_CALL"), "{e}");
+        // Once per TTL, whatever the number of IPs asking.
+        let _ = cache.get(&c).await;
+        let reads = sim
+            .requests()
+            .iter()
+            .filter(|r| r.target == "/1.0/auth/currentCredential")
+            .count();
+        assert_eq!(reads, 1);
+        let oauth = client_with(
+            &sim,
+            Credentials::oauth2(TEST_CLIENT_ID, TEST_CLIENT_SECRET),
+            client_opts(),
+        );
+        oauth.warm_up().await.unwrap();
+        let cache = RightsCache::new(Duration::from_secs(60));
+        assert!(
+            matches!(cache.get(&oauth).await, Known::Unverified(w) if w.contains("OAuth2")),
+            "{:?}",
+            cache.peek()
+        );
+    })
+    .await
+}

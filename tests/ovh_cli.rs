@@ -188,3 +188,105 @@ failover_ips:
         text(&o)
     );
 }
+
+/// `carpd check --online` reads the credential's access rules, names the missing one and
+/// prints the rules to grant, ready to paste (the JSON parses and grants every call).
+#[tokio::test]
+async fn check_online_names_missing_rights_and_prints_rules_to_paste() {
+    let sim = OvhSim::start(SimConfig::default()).await.unwrap();
+    let vip: std::net::Ipv4Addr = "51.68.252.230".parse().unwrap();
+    sim.with_world(|w| {
+        w.add_vmac(SN, OURS, &["178.32.70.111".parse().unwrap()]);
+        w.add_vmac(SN, PEER, &["178.32.70.110".parse().unwrap(), vip]);
+    });
+    // A consumer key that may release the IP but not bind it.
+    sim.with_config(|c| {
+        c.consumer_keys[0].rules = vec![
+            ("GET".into(), format!("/dedicated/server/{SN}/*")),
+            ("DELETE".into(), format!("/dedicated/server/{SN}/*")),
+        ]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "ovh.conf",
+        &format!(
+            "[{}]\napplication_key={TEST_AK}\napplication_secret={TEST_AS}\nconsumer_key={TEST_CK}\n",
+            sim.base_url()
+        ),
+    );
+    write(
+        d,
+        "carpd.yaml",
+        &format!(
+            "node: router-003
+groups:
+  - interface: vmx1
+    vhid: 2
+    addresses: [51.68.252.230/32]
+ovh:
+  endpoint: {}
+  credentials: {{ file: {}/ovh.conf }}
+failover_ips:
+  - ip: 51.68.252.230
+    group: 2@vmx1
+    ovh_virtual_mac: {{ service: {SN}, mac: \"{OURS}\" }}
+",
+            sim.base_url(),
+            d.display()
+        ),
+    );
+    let o = carpd(d, &["apply"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = carpd(d, &["check", "--online"]).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "failover IP 51.68.252.230: the OVH credential may not make every call of a claim: missing POST /dedicated/server/{SN}/virtualMac/*/virtualAddress"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("dedicatedServer:apiovh:virtualMac/virtualAddress/create"),
+        "{t}"
+    );
+    // The block to paste is JSON, and those rules grant everything a claim does.
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let start = stdout.find("{\"accessRules\"").expect("the rules to paste");
+    let end = start + stdout[start..].find("]}").unwrap() + 2;
+    let v: serde_json::Value = serde_json::from_str(&stdout[start..end]).unwrap();
+    let rules: Vec<(String, String)> = v["accessRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(rules.iter().any(|(m, _)| m == "POST"), "{rules:?}");
+    let start = stdout
+        .find("{\"permissions\"")
+        .expect("the IAM actions to paste");
+    let end = start + stdout[start..].find("]}}").unwrap() + 3;
+    let v: serde_json::Value = serde_json::from_str(&stdout[start..end]).unwrap();
+    assert_eq!(
+        v["permissions"]["allow"].as_array().unwrap().len(),
+        5,
+        "{v}"
+    );
+    assert!(!t.contains(TEST_AS) && !t.contains(TEST_CK));
+    assert_eq!(sim.mutations(), 0, "check changes nothing");
+    sim.with_config(|c| c.consumer_keys[0].rules = rules);
+    let o = carpd(d, &["check", "--online"]).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("the credential's access rules grant every call of a claim"),
+        "{t}"
+    );
+}

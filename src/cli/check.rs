@@ -1,7 +1,8 @@
 //! `carpd check [--online]`: validate the configuration, the permissions of every file holding
 //! a secret (password files, the secretsmith file), and (when a kernel is reachable) the
 //! interfaces and unicast capability. `--online` also logs in to Vault and reads every secret
-//! (see `secrets.rs`). Prints every problem, then "configuration OK" or the count; exit 1 on
+//! (see `secrets.rs`) and checks the OVH credential's access rules against every call of a
+//! claim, printing the rules or IAM actions to grant (`failover_ip::check_rights`). Prints every problem, then "configuration OK" or the count; exit 1 on
 //! any problem.
 
 use std::io::Write;
@@ -65,6 +66,8 @@ pub fn run(ctx: &Context, online: bool, out: &mut dyn Write) -> bool {
     if online {
         // Log in and read every Vault secret (groups' passwords: present and a valid key).
         problems.extend(super::secrets::check_vault(ctx, &config, out));
+        // The OVH credential's rights against every call of a claim.
+        problems.extend(super::failover_ip::check_rights(ctx, &config, out));
     }
 
     if let Some(crate::config::ovh::OvhConfig {

@@ -6,6 +6,9 @@
 //! drills, fenced by the local state: it refuses unless the group is MASTER here, and stops
 //! before any mutating step once it no longer is.
 //!
+//! [`check_rights`] is the OVH part of `carpd check --online`: the credential's access rules
+//! against every call a claim makes, and the rules or IAM actions to grant, ready to paste.
+//!
 //! Credentials: `{file: ...}` is read here (python-ovh INI, root-only); `{vault: ...}` through
 //! a Vault agent (token lifecycle, read cache) on this command's runtime.
 
@@ -327,6 +330,113 @@ pub fn claim(ctx: &Context, ip: &str, dry_run: bool, force: bool, out: &mut dyn 
         Err(e) => {
             eprint_error(&e);
             false
+        }
+    }
+}
+
+/// `carpd check --online`, OVH part: reads the credential's access rules and judges every
+/// call a claim of each failover IP makes (the DELETE checked against any other vMAC: the
+/// documented rules use `*`). Prints the rules (or, for an OAuth2 service account, the IAM
+/// actions) to grant, ready to paste; returns the problems.
+pub fn check_rights(ctx: &Context, config: &Config, out: &mut dyn Write) -> Vec<String> {
+    use crate::ovh::rights::{self, Credential, Need};
+    let Some(ovh) = &config.ovh else {
+        return Vec::new();
+    };
+    if config.failover_ips.is_empty() {
+        return Vec::new();
+    }
+    let needs: Vec<(String, Vec<Need>)> = config
+        .failover_ips
+        .iter()
+        .map(|f| {
+            let n = match &f.mode {
+                FailoverMode::VirtualMac(t) => rights::vmac_needs(t, None),
+                FailoverMode::IpMove(t) => rights::move_needs(t),
+            };
+            (f.ip.to_string(), n)
+        })
+        .collect();
+    let all: Vec<&Need> = needs.iter().flat_map(|(_, n)| n.iter()).collect();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return vec![e],
+    };
+    let api = match client(ctx, config, ovh, &rt) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("ovh: {e}")],
+    };
+    let read = rt.block_on(async {
+        api.warm_up().await?;
+        if api.signs_with_time() == Some(false) {
+            return Ok(None);
+        }
+        api.get::<Credential>(rights::CURRENT_CREDENTIAL)
+            .await
+            .map(Some)
+    });
+    let print_rules = |out: &mut dyn Write| {
+        let _ = writeln!(
+            out,
+            "OVH access rules a consumer key needs (the accessRules of POST /auth/credential):\n{}",
+            rights::access_rules_json(&all)
+        );
+    };
+    let print_iam = |out: &mut dyn Write| {
+        let region = match ovh.endpoint.name() {
+            "ovh-ca" => "ca",
+            "ovh-us" => "us",
+            _ => "eu",
+        };
+        let _ = writeln!(
+            out,
+            "OVH IAM actions an OAuth2 service account needs (allow them in a policy on the servers' or IPs' resources, e.g. urn:v1:{region}:resource:dedicatedServer:<service>):"
+        );
+        let lines: Vec<String> = rights::iam_actions(&all)
+            .iter()
+            .map(|a| serde_json::json!({ "action": a }).to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "{{\"permissions\": {{\"allow\": [\n  {}\n]}}}}",
+            lines.join(",\n  ")
+        );
+    };
+    match read {
+        Ok(None) => {
+            let _ = writeln!(
+                out,
+                "note: OVH rights unverified: an OAuth2 service account's IAM policy cannot be read by carpd"
+            );
+            print_iam(out);
+            Vec::new()
+        }
+        Ok(Some(c)) => {
+            let mut problems = Vec::new();
+            for (ip, n) in &needs {
+                let m = rights::missing(&c.rules, n);
+                if !m.is_empty() {
+                    let lines: Vec<String> = m.iter().map(|n| n.describe()).collect();
+                    problems.push(format!("failover IP {ip}: {}", rights::fix(&lines)));
+                }
+            }
+            if problems.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "OVH rights: the credential's access rules grant every call of a claim ({} failover IP(s))",
+                    needs.len()
+                );
+            } else {
+                print_rules(out);
+                print_iam(out);
+            }
+            problems
+        }
+        Err(e) => {
+            print_rules(out);
+            vec![format!(
+                "ovh: cannot read the credential's access rules: {e}"
+            )]
         }
     }
 }

@@ -14,6 +14,7 @@
 //!   hold_down: 60s                      # at most one moving claim per IP per period
 //!   requests_per_minute: 60             # this router's share of the consumer key's budget
 //!   # token_url: https://...            # OAuth2 token URL of a custom endpoint
+//!   refused_retry: 2m                   # retry of a claim the credential's rights refuse
 //! failover_ips:
 //!   - ip: 51.68.252.230
 //!     group: 2@vmx1
@@ -52,6 +53,7 @@ pub struct RawOvh {
     pub proxy: Option<Spanned<String>>,
     pub requests_per_minute: Option<Spanned<i64>>,
     pub token_url: Option<Spanned<String>>,
+    pub refused_retry: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +115,10 @@ pub struct OvhConfig {
     /// This daemon's OVH request budget (requests in any minute) when set; claims come
     /// first, checks use what is left. `None`: the default, 60.
     pub requests_per_minute: Option<u32>,
+    /// How long after a claim refused for lack of rights (or an invalid credential) it is
+    /// tried again: slow, so a broken credential costs one refused call per period, and
+    /// bounded, so fixing the credential heals the binding without a restart.
+    pub refused_retry: Duration,
     pub pos: Pos,
 }
 
@@ -121,6 +127,10 @@ pub struct OvhConfig {
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
 /// Default of `ovh.hold_down`.
 pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(60);
+/// Default of `ovh.refused_retry`.
+pub const DEFAULT_REFUSED_RETRY: Duration = Duration::from_secs(120);
+const REFUSED_RETRY_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
 const RECHECK_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 const HOLD_DOWN_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 
@@ -258,6 +268,10 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         None => Some(DEFAULT_HOLD_DOWN),
         Some(v) => duration(p, "ovh.hold_down", v, HOLD_DOWN_RANGE),
     };
+    let refused_retry = match &raw.refused_retry {
+        None => Some(DEFAULT_REFUSED_RETRY),
+        Some(v) => duration(p, "ovh.refused_retry", v, REFUSED_RETRY_RANGE),
+    };
     let credentials = match &raw.credentials {
         None => {
             p.add(
@@ -285,6 +299,7 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         recheck_interval: recheck_interval?,
         hold_down: hold_down?,
         requests_per_minute: requests_per_minute?,
+        refused_retry: refused_retry?,
         pos,
     })
 }
@@ -648,6 +663,7 @@ failover_ips:
         assert_eq!(o.recheck_interval, DEFAULT_RECHECK);
         assert_eq!(o.hold_down, DEFAULT_HOLD_DOWN);
         assert_eq!(o.requests_per_minute, None);
+        assert_eq!(o.refused_retry, DEFAULT_REFUSED_RETRY);
         assert_eq!(c.failover_ips.len(), 2);
         match &c.failover_ips[0].mode {
             FailoverMode::VirtualMac(v) => {

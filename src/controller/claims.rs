@@ -19,6 +19,11 @@
 //!   cannot ping-pong the IP faster than that. Failed claims are retried with backoff (the
 //!   hold-down is about successful moves, so a claim that failed half-way is never stuck).
 //!   The hold-down never delays a claim of an IP bound to no one: nobody can ping-pong it.
+//! - **Permanent refusals.** A claim OVH refused for good (the credential lacks the right,
+//!   or is not valid), or that the executor did not start because a step is known to be
+//!   refused, is tried again only after `refused_retry` (minutes), whatever happens to the
+//!   local state meanwhile: one refused call per period at most, never a loop, and the binding
+//!   heals by itself once the credential is fixed. Read-only checks go on meanwhile.
 //! - **Flap damping.** The first change to MASTER claims at once (the reaction path). When the
 //!   group keeps flipping ([`FLAPS`] changes within [`FLAP_WINDOW`]), claims wait until its
 //!   state has held for [`SETTLE`]: a flapping link must not drag the IP back and forth.
@@ -66,6 +71,9 @@ pub struct ClaimPolicy {
     /// First wait after a failed job; doubles up to `retry_max`.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// After a permanent refusal: when the claim is tried again (fixed, not doubling: the
+    /// fix is a person's, and the binding should heal soon after it).
+    pub refused_retry: Duration,
 }
 
 impl Default for ClaimPolicy {
@@ -76,6 +84,7 @@ impl Default for ClaimPolicy {
             hold_down: Duration::from_secs(60),
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
+            refused_retry: Duration::from_secs(120),
         }
     }
 }
@@ -118,6 +127,10 @@ pub enum Done {
     Cancelled,
     /// The job failed; `mutated` when it had changed something before failing.
     Failed { mutated: bool },
+    /// A claim refused for good (rights or credential), or not started because one of its
+    /// steps is known to be refused; `mutated` as for `Failed`. Retried after
+    /// `refused_retry`.
+    Refused { mutated: bool },
 }
 
 /// What the daemon should say about a finished job, beyond the job's own log line.
@@ -167,6 +180,8 @@ pub struct IpState {
     /// Consecutive failed jobs, and when the next attempt may start.
     pub failures: u32,
     pub retry_at: Option<Instant>,
+    /// After a permanent refusal: no claim before this, across terms (checks go on).
+    pub refused_until: Option<Instant>,
     /// When the next read-only check is due.
     pub next_check: Instant,
     /// When the last [`FLAPS`] changes of "MASTER here" happened (flap damping).
@@ -188,6 +203,7 @@ impl IpState {
             last_move: None,
             failures: 0,
             retry_at: None,
+            refused_until: None,
             // The first check runs at once: it warms the hint before any election.
             next_check: now,
             flips: std::collections::VecDeque::new(),
@@ -466,7 +482,8 @@ impl Claims {
             if s.retired || s.in_flight.is_some() || s.retry_at.is_some_and(|t| now < t) {
                 continue;
             }
-            let kind = if s.wants_claim() && !self.watch_only {
+            let refused = s.refused_until.is_some_and(|t| now < t);
+            let kind = if s.wants_claim() && !self.watch_only && !refused {
                 if s.claim_waits_until(policy.hold_down, now).is_some() {
                     continue;
                 }
@@ -530,8 +547,15 @@ impl Claims {
             s.next_check = now;
             return Verdict::Quiet;
         }
-        if !matches!(done, Done::Failed { .. } | Done::Cancelled) {
+        if !matches!(
+            done,
+            Done::Failed { .. } | Done::Refused { .. } | Done::Cancelled
+        ) {
             s.repair = false;
+        }
+        if kind == JobKind::Claim && matches!(done, Done::Moved { .. } | Done::Located { .. }) {
+            // The credential let a claim through: whatever refused it before is fixed.
+            s.refused_until = None;
         }
         let fresh = generation == s.generation;
         let mut verdict = Verdict::Quiet;
@@ -578,6 +602,16 @@ impl Claims {
                     s.retry_at = Some(now + policy.retry_initial);
                 }
             }
+            Done::Refused { mutated } => {
+                // Whatever the term: the credential is the same in the next one.
+                s.refused_until = Some(now + policy.refused_retry);
+                s.failures = s.failures.saturating_add(1);
+                if *mutated {
+                    s.binding = None;
+                }
+                // What OVH holds is worth knowing (readiness, the next claim's hint).
+                s.next_check = s.next_check.min(now + interval(s, &policy));
+            }
             Done::Failed { mutated } if !fresh => {
                 // A job of an older term: its failure says nothing about this one.
                 if *mutated {
@@ -622,7 +656,12 @@ impl Claims {
             .filter(|s| s.in_flight.is_none() && !s.retired)
             .map(|s| {
                 let at = if s.wants_claim() && !watch_only {
-                    s.claim_waits_until(policy.hold_down, now).unwrap_or(now)
+                    let claim_at = s.claim_waits_until(policy.hold_down, now).unwrap_or(now);
+                    match s.refused_until {
+                        // Refused: the claim waits, the checks do not.
+                        Some(r) if r > claim_at => r.min(s.next_check),
+                        _ => claim_at,
+                    }
                 } else {
                     s.next_check
                 };

@@ -421,6 +421,7 @@ proptest! {
                             }
                             (JobKind::Claim, 1) => Done::Cancelled,
                             (_, 2) => Done::Failed { mutated: pick % 8 == 2 },
+                            (JobKind::Claim, 3) if pick % 8 == 3 => Done::Refused { mutated: pick % 16 == 3 },
                             (_, _) => Done::Located { found: there(), here: pick % 2 == 0 },
                         };
                         c.finished(&j, &done, now);
@@ -531,4 +532,76 @@ fn checks_wait_when_the_budget_is_kept_for_claims_and_claims_never_do() {
     let jobs = c.due(t0, false);
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].kind, JobKind::Claim);
+}
+
+#[test]
+fn a_refused_claim_waits_the_slow_period_across_terms_while_checks_go_on() {
+    let (mut c, t0) = setup();
+    let slow = c.policy().refused_retry;
+    assert!(slow >= 60 * S, "minutes, not seconds");
+    c.local(&g(), Some(CarpState::Master), t0);
+    // Table: how a claim ends -> when the next claim may start.
+    let table: &[(Done, Option<Duration>)] = &[
+        (Done::Refused { mutated: false }, Some(slow)),
+        (Done::Refused { mutated: true }, Some(slow)),
+        (Done::Failed { mutated: false }, Some(S)),
+    ];
+    let mut now = t0;
+    for (done, wait) in table {
+        let j = one(&mut c, now, JobKind::Claim);
+        c.finished(&j, done, now);
+        let wait = wait.unwrap();
+        // Checks (reads) go on at their cadence meanwhile; never a claim before `wait`.
+        let mut t = now;
+        while t < now + wait - S / 2 {
+            for j in c.due(t, true) {
+                assert_eq!(j.kind, JobKind::Check, "{done:?}: claim at {:?}", t - now);
+                c.finished(
+                    &j,
+                    &Done::Located {
+                        found: there(),
+                        here: false,
+                    },
+                    t,
+                );
+            }
+            t += S;
+        }
+        now += wait;
+        assert!(
+            c.next_wakeup(now - S / 2).is_some_and(|w| w <= now),
+            "{done:?}"
+        );
+    }
+    // A refusal survives a new term: flapping cannot turn it into a loop.
+    let j = one(&mut c, now, JobKind::Claim);
+    c.finished(&j, &Done::Refused { mutated: false }, now);
+    c.local(&g(), Some(CarpState::Backup), now + S);
+    c.local(&g(), Some(CarpState::Master), now + 2 * S);
+    for j in c.due(now + 2 * S, true) {
+        assert_eq!(j.kind, JobKind::Check);
+        c.finished(
+            &j,
+            &Done::Located {
+                found: there(),
+                here: false,
+            },
+            now + 2 * S,
+        );
+    }
+    for j in c.due(now + slow - S, true) {
+        assert_eq!(j.kind, JobKind::Check);
+        c.finished(
+            &j,
+            &Done::Located {
+                found: there(),
+                here: false,
+            },
+            now + slow - S,
+        );
+    }
+    let j = one(&mut c, now + slow, JobKind::Claim);
+    // Fixed: the claim goes through and the refusal is forgotten.
+    c.finished(&j, &Done::Moved { before: None }, now + slow);
+    assert_eq!(c.get(&ip()).unwrap().refused_until, None);
 }

@@ -7,12 +7,13 @@
 
 use std::time::{Duration, Instant};
 
+use crate::ovh::rights::{self, Verdict};
 use crate::vault::agent::AgentView;
 
 /// One readiness check.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Check {
-    /// `vault`, `ovh_api`, `ovh_credentials`, `own_vmac`, `clock`.
+    /// `vault`, `ovh_api`, `ovh_credentials`, `ovh_rights`, `own_vmac`, `clock`.
     pub name: String,
     pub ok: bool,
     /// What was seen; when not ok, what to do.
@@ -29,6 +30,8 @@ pub struct IpEvidence {
     pub error: Option<(&'static str, String)>,
     /// vMAC mode: whether our vMAC exists and how many IPs it holds.
     pub own_vmac: Option<(bool, usize, String)>,
+    /// Whether the credential grants every call of a claim of this IP, when judged.
+    pub rights: Option<Verdict>,
 }
 
 /// Everything the assessment looks at.
@@ -126,6 +129,39 @@ pub fn assess(e: &Evidence<'_>) -> Vec<Check> {
             refused.join("; ")
         },
     });
+    let judged: Vec<(&str, &Verdict)> = e
+        .ips
+        .iter()
+        .filter_map(|ip| ip.rights.as_ref().map(|v| (ip.ip.as_str(), v)))
+        .collect();
+    if !judged.is_empty() {
+        let missing: Vec<String> = judged
+            .iter()
+            .filter_map(|(ip, v)| match v {
+                Verdict::Missing(lines) => Some(format!("{ip}: {}", rights::fix(lines))),
+                _ => None,
+            })
+            .collect();
+        let unverified: Vec<String> = judged
+            .iter()
+            .filter_map(|(ip, v)| match v {
+                Verdict::Unverified(why) => Some(format!("{ip}: unverified: {why}")),
+                _ => None,
+            })
+            .collect();
+        out.push(Check {
+            name: "ovh_rights".into(),
+            ok: missing.is_empty(),
+            detail: if !missing.is_empty() {
+                missing.join("; ")
+            } else if !unverified.is_empty() {
+                // Not a fault: OVH gives no way to read them. Said, so nobody assumes.
+                unverified.join("; ")
+            } else {
+                "the credential's access rules grant every call of a claim".into()
+            },
+        });
+    }
     let unreachable: Vec<String> = e
         .ips
         .iter()
@@ -215,6 +251,7 @@ mod tests {
             ok_at: Some(now),
             error: None,
             own_vmac: Some((true, 1, "02:00:00:aa:bb:cc".into())),
+            rights: Some(Verdict::Granted),
         }
     }
 
@@ -273,7 +310,7 @@ mod tests {
             ..AgentView::default()
         };
         let checks = assess(&evidence(now, &ips, Some(&v)));
-        assert_eq!(checks.len(), 5, "{checks:?}");
+        assert_eq!(checks.len(), 6, "{checks:?}");
         assert!(ready(&checks), "{checks:?}");
     }
 
@@ -333,6 +370,17 @@ mod tests {
                 "holds no IP",
             ),
             (base.clone(), Some(-45), "clock", "fix NTP"),
+            (
+                IpEvidence {
+                    rights: Some(Verdict::Missing(vec![
+                        "POST /dedicated/server/ns1/virtualMac/*/virtualAddress (to bind the IP to this node's vMAC; IAM action dedicatedServer:apiovh:virtualMac/virtualAddress/create)".into(),
+                    ])),
+                    ..base.clone()
+                },
+                Some(0),
+                "ovh_rights",
+                "POST /dedicated/server/ns1/virtualMac/*/virtualAddress",
+            ),
         ];
         for (ip, delta, name, says) in table {
             let ips = [ip];
@@ -360,6 +408,28 @@ mod tests {
         assert_eq!(failing(&checks), vec!["vault"]);
         assert!(checks[0].detail.contains("permission denied"));
         assert!(assess(&evidence(now, &[], None)).is_empty());
+    }
+
+    #[test]
+    fn unverified_rights_are_said_but_ready() {
+        let now = Instant::now();
+        let ips = [IpEvidence {
+            rights: Some(Verdict::Unverified("an OAuth2 service account".into())),
+            ..ok_ip(now)
+        }];
+        let checks = assess(&evidence(now, &ips, None));
+        let c = checks.iter().find(|c| c.name == "ovh_rights").unwrap();
+        assert!(c.ok && c.detail.contains("unverified"), "{c:?}");
+        assert!(ready(&checks));
+        let ips = [IpEvidence {
+            rights: None,
+            ..ok_ip(now)
+        }];
+        let checks = assess(&evidence(now, &ips, None));
+        assert!(
+            checks.iter().all(|c| c.name != "ovh_rights"),
+            "not judged yet: no check"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::ovh::failover::{
     ClaimError, ClaimOptions, ClaimOutcome, ClaimResult, claim_move, claim_vmac, locate,
 };
 use crate::ovh::plan::Found;
+use crate::ovh::rights::{self, Credential, Rule, Verdict};
 use crate::ovh::{Client, FailoverApi, OvhError};
 use crate::secrets::SecretPolicy;
 use crate::vault::SecretPath;
@@ -153,6 +154,108 @@ pub fn credential_source(
     })
 }
 
+// --- rights --------------------------------------------------------------------------------
+
+/// What carpd knows of its credential's rights.
+#[derive(Clone, Debug)]
+pub enum Known {
+    /// The consumer key's access rules.
+    Rules(Vec<Rule>),
+    /// They cannot be read: why.
+    Unverified(String),
+}
+
+/// The credential's rights, read at most once per `ttl` for all failover IPs (one request
+/// per readiness interval, whatever the number of IPs), shared by the jobs of one client.
+#[derive(Debug)]
+pub struct RightsCache {
+    ttl: Duration,
+    known: std::sync::Mutex<Option<(Instant, Known)>>,
+}
+
+impl RightsCache {
+    pub fn new(ttl: Duration) -> RightsCache {
+        RightsCache {
+            ttl,
+            known: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Known)>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What is known now, without asking OVH (however old: a claim must not wait).
+    pub fn peek(&self) -> Option<Known> {
+        self.lock().as_ref().map(|(_, k)| k.clone())
+    }
+
+    /// Forget: the next check reads the rights again (a refusal says they changed).
+    pub fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    /// The rights, read from OVH when the last reading is older than the TTL. A transient
+    /// failure keeps the last reading.
+    pub async fn get(&self, api: &Client) -> Known {
+        if let Some((at, k)) = self.lock().clone()
+            && at.elapsed() < self.ttl
+        {
+            return k;
+        }
+        let k = match api.signs_with_time() {
+            Some(false) => Known::Unverified(
+                "an OAuth2 service account's IAM policy cannot be read by carpd: allow the IAM actions `carpd check --online` lists".into(),
+            ),
+            _ => match api.get::<Credential>(rights::CURRENT_CREDENTIAL).await {
+                Ok(c) => Known::Rules(c.rules),
+                Err(e) if e.is_transient() => {
+                    if let Some(k) = self.peek() {
+                        return k;
+                    }
+                    return Known::Unverified(format!("the access rules could not be read yet: {e}"));
+                }
+                Err(e) => Known::Unverified(format!(
+                    "the access rules could not be read ({e}); grant GET {} to let carpd verify them",
+                    rights::CURRENT_CREDENTIAL
+                )),
+            },
+        };
+        *self.lock() = Some((Instant::now(), k.clone()));
+        k
+    }
+}
+
+/// The calls a claim of `f` makes; `holder`: where the IP was last seen.
+pub fn needs_of(f: &FailoverIp, holder: Option<&Found>) -> Vec<rights::Need> {
+    match &f.mode {
+        FailoverMode::VirtualMac(t) => {
+            let mac = match holder {
+                Some(Found::Vmac { mac, .. }) => Some(mac.as_str()),
+                _ => None,
+            };
+            rights::vmac_needs(t, mac)
+        }
+        FailoverMode::IpMove(t) => rights::move_needs(t),
+    }
+}
+
+/// Judges the claim of `f` against what is known.
+pub fn verdict_of(known: &Known, f: &FailoverIp, holder: Option<&Found>) -> Verdict {
+    match known {
+        Known::Rules(r) => {
+            let needs = needs_of(f, holder);
+            let m = rights::missing(r, &needs);
+            if m.is_empty() {
+                Verdict::Granted
+            } else {
+                Verdict::Missing(m.iter().map(|n| n.describe()).collect())
+            }
+        }
+        Known::Unverified(why) => Verdict::Unverified(why.clone()),
+    }
+}
+
 // --- jobs ----------------------------------------------------------------------------------
 
 /// "Still MASTER?" for one IP: the scheduler's generation for it, shared with running jobs.
@@ -169,6 +272,9 @@ pub enum JobError {
     Claim(ClaimFailure),
     #[error("{0}")]
     Check(OvhError),
+    /// A claim not started: its calls are known to be refused (each line: rule, why, IAM).
+    #[error("claim not started: {}", rights::fix(.0))]
+    Rights(Vec<String>),
 }
 
 impl JobError {
@@ -177,6 +283,7 @@ impl JobError {
         match self {
             JobError::Claim(f) => claim_error_kind(&f.error),
             JobError::Check(e) => ovh_error_kind(e),
+            JobError::Rights(_) => "rights_missing",
         }
     }
 }
@@ -197,6 +304,8 @@ pub struct JobReport {
     pub found: Option<Found>,
     /// Whether our vMAC exists and holds at least one IP (readiness), when read.
     pub own_vmac: Option<OwnVmac>,
+    /// What the credential's rights allow for this IP's claim, when judged.
+    pub rights: Option<Verdict>,
     pub error: Option<JobError>,
     pub started: Instant,
     pub ended: Instant,
@@ -216,6 +325,7 @@ impl JobReport {
             outcome: None,
             found: None,
             own_vmac: None,
+            rights: None,
             error: None,
             started: now,
             ended: now,
@@ -265,11 +375,14 @@ pub async fn run_job(
     opts: ClaimOptions,
     job: Job,
     fence: JobFence,
+    rights_cache: Arc<RightsCache>,
 ) -> JobReport {
     let mut report = JobReport::new(job.clone(), Done::Failed { mutated: false });
     match job.kind {
         JobKind::Check => match check(api.as_ref(), &f, job.hint.as_ref()).await {
             Ok((found, here, own)) => {
+                let known = rights_cache.get(api.as_ref()).await;
+                report.rights = Some(verdict_of(&known, &f, Some(&found)));
                 if !matches!(found, Found::Unbound | Found::Service { service: None }) {
                     fence.progress.resolved();
                 }
@@ -280,9 +393,33 @@ pub async fn run_job(
                 report.found = Some(found);
                 report.own_vmac = own;
             }
-            Err(e) => report.error = Some(JobError::Check(e)),
+            Err(e) => {
+                if e.is_permanent() {
+                    // Refused credentials or rights: a rotation or a change; read them
+                    // again at the next check rather than trust the last reading.
+                    rights_cache.forget();
+                }
+                report.error = Some(JobError::Check(e));
+            }
         },
         JobKind::Claim => {
+            // No half claims: a claim whose step is known to be refused does not start
+            // (no DELETE on the peer's vMAC when this node may not POST on its own).
+            // Known missing: read them again first (once per slow retry), so a fixed
+            // credential heals the binding without waiting for the next check.
+            if let Some(known) = rights_cache.peek()
+                && verdict_of(&known, &f, job.hint.as_ref()).is_missing()
+            {
+                rights_cache.forget();
+                let v = verdict_of(&rights_cache.get(api.as_ref()).await, &f, job.hint.as_ref());
+                if let Verdict::Missing(lines) = &v {
+                    report.done = Done::Refused { mutated: false };
+                    report.error = Some(JobError::Rights(lines.clone()));
+                    report.rights = Some(v);
+                    report.ended = Instant::now();
+                    return report;
+                }
+            }
             let r = match &f.mode {
                 FailoverMode::VirtualMac(t) => {
                     claim_vmac(api.as_ref(), t, &opts, job.hint.as_ref(), &fence).await
@@ -315,8 +452,14 @@ pub async fn run_job(
                     report.outcome = Some(o);
                 }
                 Err(failure) => {
-                    report.done = Done::Failed {
-                        mutated: !failure.outcome.steps.is_empty(),
+                    let mutated = !failure.outcome.steps.is_empty();
+                    report.done = if matches!(&failure.error, ClaimError::Api(e) if e.is_permanent())
+                    {
+                        // The rights changed since they were read: read them again.
+                        rights_cache.forget();
+                        Done::Refused { mutated }
+                    } else {
+                        Done::Failed { mutated }
                     };
                     report.outcome = Some(failure.outcome.clone());
                     report.error = Some(JobError::Claim(failure));

@@ -31,9 +31,10 @@ use crate::vault::agent::{AgentHandle, AgentView};
 
 use crate::controller::readiness::{self, Check, Evidence, IpEvidence};
 
-use super::cloud::{self, Generation, JobFence, JobReport, NOT_MASTER, SetupError};
+use super::cloud::{self, Generation, JobFence, JobReport, NOT_MASTER, RightsCache, SetupError};
 use super::jobs::{Jobs, Progress};
 use super::marker::Marker;
+use crate::ovh::rights::Verdict as Rights;
 
 /// Readiness knobs (the `readiness:` section).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +90,8 @@ struct IpRecord {
     evidence: IpEvidence,
     /// The last error logged at error level, so a persistent one is logged once.
     logged_error: Option<String>,
+    /// The missing rights last logged, so they are logged once per change.
+    logged_rights: Option<Vec<String>>,
 }
 
 /// What the daemon needs to know to build the OVH side again on reload.
@@ -100,6 +103,8 @@ pub struct Failover {
     /// The client new jobs use. A reload that changes the OVH setup replaces it; jobs that
     /// run keep theirs until they end.
     api: Arc<Client>,
+    /// The credential's rights as last read, shared by the jobs of `api`.
+    rights: Arc<RightsCache>,
     opts: ClaimOptions,
     ips: BTreeMap<IpAddr, FailoverIp>,
     fences: BTreeMap<IpAddr, Generation>,
@@ -138,6 +143,9 @@ pub fn policy_of(config: &Config) -> ClaimPolicy {
         recheck: ovh.map_or(crate::config::ovh::DEFAULT_RECHECK, |o| o.recheck_interval),
         refresh: config.readiness.interval,
         hold_down: ovh.map_or(crate::config::ovh::DEFAULT_HOLD_DOWN, |o| o.hold_down),
+        refused_retry: ovh.map_or(crate::config::ovh::DEFAULT_REFUSED_RETRY, |o| {
+            o.refused_retry
+        }),
         ..ClaimPolicy::default()
     }
 }
@@ -202,6 +210,7 @@ impl Failover {
         let mut me = Failover {
             key,
             api: Arc::new(api),
+            rights: Arc::new(RightsCache::new(readiness.interval)),
             opts: ClaimOptions::default(),
             fences: BTreeMap::new(),
             records: BTreeMap::new(),
@@ -249,6 +258,7 @@ impl Failover {
         if setup_key(config).as_deref() != Some(self.key.as_str()) {
             let api = build_client(config, policy, self.vault.clone(), client_options)?;
             self.api = Arc::new(api);
+            self.rights = Arc::new(RightsCache::new(readiness.interval));
             self.key = setup_key(config).unwrap_or_default();
             self.vault_view = None;
         }
@@ -325,7 +335,14 @@ impl Failover {
             kernel: self.kernel.clone(),
             progress: progress.clone(),
         };
-        let work = cloud::run_job(self.api.clone(), f, self.opts, job.clone(), fence);
+        let work = cloud::run_job(
+            self.api.clone(),
+            f,
+            self.opts,
+            job.clone(),
+            fence,
+            self.rights.clone(),
+        );
         let cancelled = job.clone();
         jobs.spawn(&job, progress, work, move || {
             JobReport::new(cancelled, Done::Cancelled)
@@ -391,6 +408,28 @@ impl Failover {
         {
             rec.evidence.own_vmac = Some((own.exists, own.ips, t.mac.clone()));
         }
+        if let Some(v) = &r.rights {
+            rec.evidence.rights = Some(v.clone());
+            let rules: Vec<String> = match v {
+                // Each line starts with "METHOD /path (to ...": the rule is its head.
+                Rights::Missing(lines) => lines
+                    .iter()
+                    .map(|l| l.split(" (").next().unwrap_or(l).to_string())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            self.metrics.rights_missing(&r.ip.to_string(), &rules);
+            match v {
+                Rights::Missing(lines) if rec.logged_rights.as_ref() != Some(lines) => {
+                    tracing::error!(ip = %r.ip, group = %r.group, "not ready: {}", crate::ovh::rights::fix(lines));
+                    rec.logged_rights = Some(lines.clone());
+                }
+                Rights::Granted if rec.logged_rights.take().is_some() => {
+                    tracing::info!(ip = %r.ip, "the OVH credential now grants every call of a claim");
+                }
+                _ => {}
+            }
+        }
         let took = r.ended - r.started;
         match (&r.kind, &r.done) {
             (JobKind::Claim, Done::Moved { before }) => {
@@ -415,7 +454,7 @@ impl Failover {
                 };
                 tracing::info!(ip = %r.ip, group = %r.group, before = %before, "claim stopped: no longer MASTER");
             }
-            (_, Done::Failed { mutated }) => {
+            (_, Done::Failed { mutated } | Done::Refused { mutated }) => {
                 let text = r
                     .error
                     .as_ref()
@@ -459,7 +498,7 @@ impl Failover {
                 Done::Moved { .. } => ClaimMetric::Claimed,
                 Done::Located { .. } => ClaimMetric::AlreadyBound,
                 Done::Cancelled => ClaimMetric::Cancelled,
-                Done::Failed { .. } => ClaimMetric::Failed,
+                Done::Failed { .. } | Done::Refused { .. } => ClaimMetric::Failed,
             };
             let outage = r.outcome.as_ref().and_then(|o| o.outage);
             self.metrics.claim(&ip_s, result, took, outage);
@@ -587,6 +626,7 @@ impl Failover {
                             Done::Located { .. } => "already_bound",
                             Done::Cancelled => "cancelled",
                             Done::Failed { .. } => "failed",
+                            Done::Refused { .. } => "refused",
                         }
                         .to_string(),
                         outcome: c

@@ -10,6 +10,7 @@
 //! - [`api`]: the narrow [`api::FailoverApi`] trait of the calls failover needs.
 //! - [`plan`]: pure "observed binding -> next step" decisions.
 //! - [`failover`]: locate, claim by virtual MAC, claim by IP move.
+//! - [`rights`]: the calls a claim makes, matched against the credential's access rules.
 //!
 //! Nothing here knows about CARP or carpd.yaml: callers pass targets and a "still MASTER?"
 //! check. The OVH simulator used by tests lives in `crate::sim::ovh`.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod failover;
 pub mod plan;
 pub mod policy;
+pub mod rights;
 pub mod sign;
 
 pub use api::FailoverApi;

@@ -154,6 +154,7 @@ enum Family {
     OvhErrors,
     VaultErrors,
     Ready,
+    RightsMissing,
 }
 
 impl Family {
@@ -165,6 +166,7 @@ impl Family {
             Family::OvhErrors => "carpd_ovh_errors_total",
             Family::VaultErrors => "carpd_vault_errors_total",
             Family::Ready => "carpd_ready",
+            Family::RightsMissing => "carpd_ovh_rights_missing",
         }
     }
 }
@@ -181,6 +183,8 @@ struct Registry {
     vault_errors: BTreeMap<String, u64>,
     ready: BTreeMap<String, bool>,
     ready_all: Option<bool>,
+    /// ip -> the access rules its claim needs and the credential lacks (a handful at most).
+    rights_missing: BTreeMap<String, Vec<String>>,
     demotion_kernel: Option<i64>,
     demotion_carpd: Option<i64>,
     maintenance: Option<bool>,
@@ -390,6 +394,25 @@ impl Metrics {
                 || ok,
             ) {
                 *v = ok;
+            }
+        });
+    }
+
+    /// The access rules (`POST /dedicated/server/.../virtualAddress`) a claim of `ip` needs
+    /// and the credential lacks, as last judged; empty: none missing (the series go away).
+    pub fn rights_missing(&self, ip: &str, rules: &[String]) {
+        self.update_logged(|r| {
+            if rules.is_empty() {
+                r.rights_missing.remove(ip);
+            } else if let Some(v) = Registry::entry(
+                (&mut r.dropped, &mut r.first_drop),
+                &mut r.rights_missing,
+                ip,
+                MAX_IPS,
+                Family::RightsMissing,
+                Vec::new,
+            ) {
+                *v = rules.to_vec();
             }
         });
     }
@@ -641,6 +664,23 @@ fn render(r: &Registry, log_dropped: u64) -> String {
     );
     if let Some(ok) = r.ready_all {
         sample(&mut out, "carpd_ready_all", &[], bool_value(ok));
+    }
+
+    header(
+        &mut out,
+        "carpd_ovh_rights_missing",
+        "gauge",
+        "1 for each access rule a claim of the failover IP needs that the OVH credential lacks.",
+    );
+    for (ip, rules) in &r.rights_missing {
+        for rule in rules {
+            sample(
+                &mut out,
+                "carpd_ovh_rights_missing",
+                &[("ip", ip), ("rule", rule)],
+                1,
+            );
+        }
     }
 
     header(

@@ -44,6 +44,12 @@ fn exact_exposition_of_a_small_scenario() {
     m.readiness("credentials", true);
     m.readiness("vmac", false);
     m.ready(false);
+    m.rights_missing("51.68.252.231", &["GET /ip/*".into()]);
+    m.rights_missing(
+        "51.68.252.230",
+        &["POST /dedicated/server/ns1/virtualMac/*/virtualAddress".into()],
+    );
+    m.rights_missing("51.68.252.231", &[]);
     m.demotion(Some(240), 240);
     m.maintenance(true);
     let v = env!("CARGO_PKG_VERSION");
@@ -106,6 +112,9 @@ carpd_ready{check=\"vmac\"} 0
 # HELP carpd_ready_all 1 when every readiness check passed: this node could complete a failover.
 # TYPE carpd_ready_all gauge
 carpd_ready_all 0
+# HELP carpd_ovh_rights_missing 1 for each access rule a claim of the failover IP needs that the OVH credential lacks.
+# TYPE carpd_ovh_rights_missing gauge
+carpd_ovh_rights_missing{ip=\"51.68.252.230\",rule=\"POST /dedicated/server/ns1/virtualMac/*/virtualAddress\"} 1
 # HELP carpd_demotion CARP demotion: source=kernel is net.inet.carp.demotion, source=carpd the part carpd's ledger added.
 # TYPE carpd_demotion gauge
 carpd_demotion{source=\"carpd\"} 240
@@ -125,7 +134,7 @@ carpd_log_lines_dropped_total 0
     assert!(got.contains("le=\"0.005\""), "{got}");
     assert!(got.contains("le=\"60\""), "{got}");
     let f = expo::parse(&got).unwrap();
-    assert_eq!(f.len(), 14);
+    assert_eq!(f.len(), 15);
     assert!(f.iter().all(|f| f.name.starts_with("carpd_")));
 }
 
@@ -840,7 +849,7 @@ mod textfile_writer {
                     // Complete means valid and with every family, down to the last one
                     // (an empty or cut file can still be a valid exposition).
                     match expo::parse(&text) {
-                        Ok(f) if f.len() == 14 => {}
+                        Ok(f) if f.len() == 15 => {}
                         Ok(f) => panic!("a reader saw a partial file: {} families", f.len()),
                         Err(e) => panic!("a reader saw a partial or broken file: {e}"),
                     }

@@ -6,7 +6,7 @@
 //! signature recomputed over the exact URL and body received (a DELETE is verified with an
 //! empty body, so a client that signed a DELETE body fails, as on OVH); the consumer key
 //! known, validated for this application and not revoked; its access rules covering the call
-//! (`NOT_GRANTED_CALL` otherwise). OAuth2: a bearer token the simulator issued and that has
+//! (`NOT_GRANTED_CALL` otherwise; `GET /auth/currentCredential` needs no rule). OAuth2: a bearer token the simulator issued and that has
 //! not expired. The tolerance of the live API is unverified; the default is configurable.
 
 use std::time::Instant;
@@ -60,30 +60,15 @@ const fn err(status: u16, code: &'static str, message: &'static str) -> AuthErro
     }
 }
 
-/// `*` matches any run of characters (slashes included), as in OVH access rules.
-pub fn rule_matches(pattern: &str, path: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == path;
-    }
-    let mut rest = path;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
-}
+/// `*` matches any run of characters (slashes included), as in OVH access rules: the one
+/// matcher carpd itself checks its rights with, so the simulator refuses exactly what
+/// readiness predicts.
+pub use crate::ovh::rights::rule_matches;
+
+/// Reading its own credential needs no access rule: OVH's clients use
+/// `GET /auth/currentCredential` to validate restricted keys (terraform-provider-ovh switched
+/// to it for keys without `/me`, PR 29). Unverified on a live account beyond that.
+pub const CURRENT_CREDENTIAL: &str = crate::ovh::rights::CURRENT_CREDENTIAL;
 
 /// What the simulator needs to check a request.
 pub struct Request<'a> {
@@ -145,10 +130,12 @@ pub fn check_classic(
             "This credential is not valid",
         ));
     }
-    if !c
-        .rules
-        .iter()
-        .any(|(m, p)| m == r.method && rule_matches(p, r.path))
+    let own_credential = r.method == "GET" && r.path == CURRENT_CREDENTIAL;
+    if !own_credential
+        && !c
+            .rules
+            .iter()
+            .any(|(m, p)| m == r.method && rule_matches(p, r.path))
     {
         return Err(err(
             403,
@@ -195,5 +182,63 @@ mod tests {
         ));
         assert!(rule_matches("/ip", "/ip"));
         assert!(!rule_matches("/ip", "/ip/x"));
+    }
+
+    fn request<'a>(
+        method: &'a str,
+        path: &'a str,
+        full_url: &'a str,
+        header: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Request<'a> {
+        Request {
+            method,
+            full_url,
+            path,
+            body: b"",
+            header,
+        }
+    }
+
+    #[test]
+    fn rules_refuse_per_method_and_the_own_credential_is_always_readable() {
+        let app = Application {
+            key: "ak".into(),
+            secret: "as".into(),
+        };
+        let ck = ConsumerKey {
+            key: "ck".into(),
+            application_key: "ak".into(),
+            rules: vec![("DELETE".into(), "/dedicated/server/*".into())],
+            revoked: false,
+        };
+        let check = |method: &str, path: &str| {
+            let url = format!("http://h/1.0{path}");
+            let sig = signature("as", "ck", method, &url, b"", 100);
+            let header = move |name: &str| match name {
+                "X-Ovh-Application" => Some("ak".to_string()),
+                "X-Ovh-Consumer" => Some("ck".to_string()),
+                "X-Ovh-Timestamp" => Some("100".to_string()),
+                "X-Ovh-Signature" => Some(sig.clone()),
+                _ => None,
+            };
+            check_classic(
+                &request(method, path, &url, &header),
+                std::slice::from_ref(&app),
+                std::slice::from_ref(&ck),
+                100,
+                5,
+            )
+        };
+        assert_eq!(
+            check("DELETE", "/dedicated/server/ns1/virtualMac/x"),
+            Ok(())
+        );
+        let e = check("POST", "/dedicated/server/ns1/virtualMac/x").unwrap_err();
+        assert_eq!((e.status, e.code), (403, "NOT_GRANTED_CALL"));
+        assert_eq!(check("GET", CURRENT_CREDENTIAL), Ok(()));
+        assert_eq!(
+            check("POST", CURRENT_CREDENTIAL).unwrap_err().code,
+            "NOT_GRANTED_CALL"
+        );
     }
 }

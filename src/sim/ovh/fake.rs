@@ -4,7 +4,9 @@
 //!
 //! Time is tokio's clock (`tokio::time::Instant`), so `#[tokio::test(start_paused = true)]`
 //! drives task completion. Every call is recorded; refusals become `OvhError::Api` with the
-//! same status and class as the HTTP simulator sends.
+//! same status and class as the HTTP simulator sends. With [`FakeApi::rules`] set, a call
+//! outside them is refused with `NOT_GRANTED_CALL` as OVH does (same matcher as carpd's
+//! rights check), before the world is touched.
 
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
@@ -14,8 +16,9 @@ use ipnet::IpNet;
 
 use super::world::{Refusal, TaskOwner, TaskView, World};
 use crate::ovh::FailoverApi;
-use crate::ovh::api::{IpInfo, Task, TaskRef, TaskStatus};
+use crate::ovh::api::{IpInfo, Task, TaskRef, TaskStatus, encode_block, vaddr_path, vmac_path};
 use crate::ovh::error::{ApiError, ErrorBody, OvhError};
+use crate::ovh::rights::{Rule, granted};
 
 /// One recorded call: method, path-like description, and whether it was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct Call {
 pub struct FakeApi {
     pub world: Mutex<World>,
     pub calls: Mutex<Vec<Call>>,
+    /// The consumer key's access rules; `None`: everything is granted.
+    pub rules: Mutex<Option<Vec<Rule>>>,
 }
 
 fn now() -> Instant {
@@ -66,16 +71,49 @@ impl FakeApi {
         FakeApi {
             world: Mutex::new(world),
             calls: Mutex::new(Vec::new()),
+            rules: Mutex::new(None),
         }
     }
 
     fn run<T>(
         &self,
         method: &'static str,
+        path: String,
         what: String,
         f: impl FnOnce(&mut World, Instant) -> Result<T, Refusal>,
     ) -> Result<T, OvhError> {
         let now = now();
+        let allowed = self
+            .rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|r| granted(r, method, &path));
+        if !allowed {
+            self.calls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Call {
+                    method,
+                    what,
+                    ok: false,
+                    at: now,
+                });
+            return Err(OvhError::Api(Box::new(ApiError {
+                method: method.into(),
+                endpoint: "fake".into(),
+                path,
+                status: 403,
+                body: ErrorBody {
+                    error_code: Some("NOT_GRANTED_CALL".into()),
+                    http_code: Some("403 Forbidden".into()),
+                    message: Some("This call has not been granted".into()),
+                    ..ErrorBody::default()
+                },
+                query_id: None,
+                retry_after: None,
+            })));
+        }
         let r = {
             let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
             w.advance(now);
@@ -110,15 +148,21 @@ impl FakeApi {
 
 impl FailoverApi for FakeApi {
     async fn list_vmacs(&self, service: &str) -> Result<Vec<String>, OvhError> {
-        self.run("GET", format!("vmacs of {service}"), |w, _| {
-            w.list_vmacs(service)
-        })
+        self.run(
+            "GET",
+            vmac_path(service),
+            format!("vmacs of {service}"),
+            |w, _| w.list_vmacs(service),
+        )
     }
 
     async fn vmac_ips(&self, service: &str, mac: &str) -> Result<Vec<Ipv4Addr>, OvhError> {
-        self.run("GET", format!("ips of {mac}"), |w, _| {
-            w.vmac_ips(service, mac)
-        })
+        self.run(
+            "GET",
+            vaddr_path(service, mac),
+            format!("ips of {mac}"),
+            |w, _| w.vmac_ips(service, mac),
+        )
     }
 
     async fn add_vmac_ip(
@@ -128,9 +172,12 @@ impl FailoverApi for FakeApi {
         ip: Ipv4Addr,
         vm_name: &str,
     ) -> Result<Task, OvhError> {
-        self.run("POST", format!("{ip} on {mac}"), |w, now| {
-            w.add_ip(now, service, mac, ip, vm_name).map(task)
-        })
+        self.run(
+            "POST",
+            vaddr_path(service, mac),
+            format!("{ip} on {mac}"),
+            |w, now| w.add_ip(now, service, mac, ip, vm_name).map(task),
+        )
     }
 
     async fn remove_vmac_ip(
@@ -139,23 +186,33 @@ impl FailoverApi for FakeApi {
         mac: &str,
         ip: Ipv4Addr,
     ) -> Result<Task, OvhError> {
-        self.run("DELETE", format!("{ip} from {mac}"), |w, now| {
+        let path = format!("{}/{ip}", vaddr_path(service, mac));
+        self.run("DELETE", path, format!("{ip} from {mac}"), |w, now| {
             w.remove_ip(now, service, mac, ip).map(task)
         })
     }
 
     async fn task(&self, t: &TaskRef) -> Result<Task, OvhError> {
-        let (owner, id) = match t {
-            TaskRef::Server { service, id } => (TaskOwner::Server(service.clone()), *id),
-            TaskRef::Ip { block, id } => (TaskOwner::Ip(*block), *id),
+        let (owner, id, path) = match t {
+            TaskRef::Server { service, id } => (
+                TaskOwner::Server(service.clone()),
+                *id,
+                format!("/dedicated/server/{service}/task/{id}"),
+            ),
+            TaskRef::Ip { block, id } => (
+                TaskOwner::Ip(*block),
+                *id,
+                format!("/ip/{}/task/{id}", encode_block(*block)),
+            ),
         };
-        self.run("GET", format!("task {id}"), |w, now| {
+        self.run("GET", path, format!("task {id}"), |w, now| {
             w.task(&owner, id, now).map(task)
         })
     }
 
     async fn server_pending_tasks(&self, service: &str) -> Result<Vec<u64>, OvhError> {
-        self.run("GET", format!("pending tasks of {service}"), |w, now| {
+        let path = format!("/dedicated/server/{service}/task");
+        self.run("GET", path, format!("pending tasks of {service}"), |w, now| {
             w.server(service)?;
             let mut ids = Vec::new();
             for s in ["init", "todo", "doing"] {
@@ -166,7 +223,8 @@ impl FailoverApi for FakeApi {
     }
 
     async fn ip_info(&self, block: IpNet) -> Result<IpInfo, OvhError> {
-        self.run("GET", format!("ip {block}"), |w, _| {
+        let path = format!("/ip/{}", encode_block(block));
+        self.run("GET", path, format!("ip {block}"), |w, _| {
             let v = w.ip_info(block)?;
             Ok(serde_json::from_value(v).unwrap_or(IpInfo {
                 ip: block.to_string(),
@@ -176,17 +234,24 @@ impl FailoverApi for FakeApi {
     }
 
     async fn ip_move(&self, block: IpNet, to: &str) -> Result<Task, OvhError> {
-        self.run("POST", format!("move {block} to {to}"), |w, now| {
+        let path = format!("/ip/{}/move", encode_block(block));
+        self.run("POST", path, format!("move {block} to {to}"), |w, now| {
             w.move_ip(now, block, to).map(task)
         })
     }
 
     async fn ip_pending_moves(&self, block: IpNet) -> Result<Vec<u64>, OvhError> {
-        self.run("GET", format!("pending moves of {block}"), |w, now| {
-            let mut v = w.ip_tasks(block, Some("genericMoveFloatingIp"), Some("todo"), now);
-            v.extend(w.ip_tasks(block, Some("genericMoveFloatingIp"), Some("doing"), now));
-            Ok(v)
-        })
+        let path = format!("/ip/{}/task", encode_block(block));
+        self.run(
+            "GET",
+            path,
+            format!("pending moves of {block}"),
+            |w, now| {
+                let mut v = w.ip_tasks(block, Some("genericMoveFloatingIp"), Some("todo"), now);
+                v.extend(w.ip_tasks(block, Some("genericMoveFloatingIp"), Some("doing"), now));
+                Ok(v)
+            },
+        )
     }
 }
 
@@ -273,6 +338,43 @@ mod tests {
         }
     }
 
+    /// A POST outside the rules ends the claim at once with the permanent refusal: one
+    /// refused POST, no re-plan loop; and every call a claim makes is one `rights` predicts.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_post_ends_the_claim_at_once() {
+        let api = FakeApi::new(world(Duration::from_secs(3)));
+        let t = target();
+        let needs = crate::ovh::rights::vmac_needs(&t, Some(PEER));
+        let all: Vec<Rule> = needs
+            .iter()
+            .map(|n| Rule {
+                method: n.method.into(),
+                path: n.rule.clone(),
+            })
+            .collect();
+        *api.rules.lock().unwrap() =
+            Some(all.iter().filter(|r| r.method != "POST").cloned().collect());
+        let f = claim_vmac(&api, &t, &ClaimOptions::default(), None, &|| true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&f.error, crate::ovh::failover::ClaimError::Api(e) if e.is_permanent()),
+            "{f:?}"
+        );
+        let posts = api.calls().iter().filter(|c| c.method == "POST").count();
+        assert_eq!(posts, 1, "{:?}", api.calls());
+        assert_eq!(f.outcome.replans, 0);
+        assert_eq!(f.outcome.steps.len(), 1, "the DELETE ran: {:?}", f.outcome);
+        // With the rules `rights` suggests, the same claim goes through.
+        let api = FakeApi::new(world(Duration::from_secs(3)));
+        *api.rules.lock().unwrap() = Some(all);
+        let out = claim_vmac(&api, &t, &ClaimOptions::default(), None, &|| true)
+            .await
+            .unwrap();
+        assert_eq!(out.result, ClaimResult::Claimed);
+        assert!(api.calls().iter().all(|c| c.ok), "{:?}", api.calls());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_task_slower_than_the_deadline_fails_in_time() {
         let api = FakeApi::new(world(Duration::from_secs(600)));
@@ -309,6 +411,16 @@ mod tests {
             block,
             service: "ns-b.eu".into(),
         };
+        // Under exactly the rules `rights` suggests for a move: every call is granted.
+        *api.rules.lock().unwrap() = Some(
+            crate::ovh::rights::move_needs(&t)
+                .iter()
+                .map(|n| Rule {
+                    method: n.method.into(),
+                    path: n.rule.clone(),
+                })
+                .collect(),
+        );
         let out = claim_move(&api, &t, &ClaimOptions::default(), &|| true)
             .await
             .unwrap();
@@ -320,5 +432,6 @@ mod tests {
             Some("ns-b.eu")
         );
         assert!(out.elapsed >= Duration::from_secs(120));
+        assert!(api.calls().iter().all(|c| c.ok), "{:?}", api.calls());
     }
 }

@@ -620,6 +620,10 @@ fn route(
         }
     }
 
+    if api_path == auth::CURRENT_CREDENTIAL && method == "GET" {
+        return current_credential(&st, &header, qid);
+    }
+
     st.world.advance(now);
     let w = &mut st.world;
     let segs: Vec<String> = api_path
@@ -756,6 +760,47 @@ fn route(
         )),
     };
     r.unwrap_or_else(|e| refusal(e, qid))
+}
+
+/// `GET /auth/currentCredential` for the calling consumer key (authenticated above), in
+/// OVH's shape: `credentialId`, `applicationId`, `status`, `expiration`, `allowedIPs`,
+/// `rules`. A bearer token has no consumer key: answered as OVH answers an unknown route.
+fn current_credential(st: &State, header: &dyn Fn(&str) -> Option<String>, qid: &str) -> Answer {
+    let ck = header("X-Ovh-Consumer").unwrap_or_default();
+    let ak = header("X-Ovh-Application").unwrap_or_default();
+    let Some((i, c)) = st
+        .config
+        .consumer_keys
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.key == ck && c.application_key == ak)
+    else {
+        return class_error(
+            404,
+            "Client::NotFound",
+            "Got an invalid (or empty) URL",
+            qid,
+        );
+    };
+    let rules: Vec<serde_json::Value> = c
+        .rules
+        .iter()
+        .map(|(m, p)| serde_json::json!({"method": m, "path": p}))
+        .collect();
+    ok(
+        &serde_json::json!({
+            "credentialId": i + 1,
+            "applicationId": 1,
+            "status": "validated",
+            "creation": "2026-01-01T00:00:00+01:00",
+            "expiration": null,
+            "lastUse": null,
+            "allowedIPs": null,
+            "ovhSupport": false,
+            "rules": rules,
+        }),
+        qid,
+    )
 }
 
 fn token(st: &mut State, headers: &hyper::HeaderMap, body: &[u8], now: Instant) -> Answer {
