@@ -405,6 +405,7 @@ fn rules_without(without: &str) -> Vec<(String, String)> {
             "DELETE",
             format!("/dedicated/server/{SN}/virtualMac/*/virtualAddress/*"),
         ),
+        ("GET", format!("/dedicated/server/{SN}/task")),
         ("GET", format!("/dedicated/server/{SN}/task/*")),
     ]
     .into_iter()

@@ -67,21 +67,6 @@ impl ErrorKind {
     }
 }
 
-/// The IAM actions carpd's calls need (OAuth2 service accounts), as OVH names them: the
-/// vMAC scenario, then the IP-move scenario. Listed in refusals and in the documentation.
-pub const IAM_ACTIONS_VMAC: &[&str] = &[
-    "dedicatedServer:apiovh:virtualMac/get",
-    "dedicatedServer:apiovh:virtualMac/virtualAddress/get",
-    "dedicatedServer:apiovh:virtualMac/virtualAddress/create",
-    "dedicatedServer:apiovh:virtualMac/virtualAddress/delete",
-    "dedicatedServer:apiovh:task/get",
-];
-pub const IAM_ACTIONS_MOVE: &[&str] = &[
-    "ip:apiovh:get",
-    "ip:apiovh:move/create",
-    "ip:apiovh:task/get",
-];
-
 /// Most IAM action names kept from one refusal, and the longest name.
 const IAM_MAX: usize = 16;
 const IAM_NAME_MAX: usize = 128;
@@ -245,8 +230,8 @@ impl ApiError {
                 "the service account's IAM policy does not grant {}: add {} to its policy (carpd needs {} for virtual MACs, {} for IP moves)",
                 self.iam_actions().join(", "),
                 if self.iam_actions().len() == 1 { "it" } else { "them" },
-                IAM_ACTIONS_VMAC.join(", "),
-                IAM_ACTIONS_MOVE.join(", ")
+                crate::ovh::rights::IAM_ACTIONS_VMAC.join(", "),
+                crate::ovh::rights::IAM_ACTIONS_MOVE.join(", ")
             ),
             ErrorKind::NotFound => "check the service name, MAC and IP in carpd.yaml against the OVH manager".into(),
             ErrorKind::Conflict => "another operation is pending on this object: carpd re-reads the state and retries".into(),

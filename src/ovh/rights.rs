@@ -97,6 +97,18 @@ fn need(
     }
 }
 
+/// The IAM actions of every call of a claim (OAuth2 service accounts), as OVH names them in
+/// its API schemas (`iamActions`): the vMAC scenario, then the IP-move scenario. Listed in
+/// refusals and in the documentation; a test keeps them equal to the needs below.
+pub const IAM_ACTIONS_VMAC: &[&str] = &[
+    "dedicatedServer:apiovh:virtualMac/get",
+    "dedicatedServer:apiovh:virtualMac/virtualAddress/get",
+    "dedicatedServer:apiovh:virtualMac/virtualAddress/delete",
+    "dedicatedServer:apiovh:virtualMac/virtualAddress/create",
+    "dedicatedServer:apiovh:task/get",
+];
+pub const IAM_ACTIONS_MOVE: &[&str] = &["ip:apiovh:get", "ip:apiovh:task/get", "ip:apiovh:move"];
+
 /// Every call of a vMAC claim of `t`. `holder` is the vMAC the IP was last seen on (the
 /// DELETE goes there); unknown or ours: any other vMAC.
 pub fn vmac_needs(t: &VmacTarget, holder: Option<&str>) -> Vec<Need> {
@@ -300,6 +312,25 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_documented_iam_actions_are_those_of_the_needs() {
+        let vt = VmacTarget {
+            ip: "51.68.252.230".parse().unwrap(),
+            service: "ns1.example".into(),
+            mac: "00:50:56:00:00:01".into(),
+            virtual_machine_name: "router".into(),
+            allow_last_ip_release: false,
+        };
+        let v = vmac_needs(&vt, None);
+        assert_eq!(iam_actions(&v.iter().collect::<Vec<_>>()), IAM_ACTIONS_VMAC);
+        let mt = MoveTarget {
+            block: example_block("51.68.252.231".parse().unwrap()),
+            service: "ns1.example".into(),
+        };
+        let m = move_needs(&mt);
+        assert_eq!(iam_actions(&m.iter().collect::<Vec<_>>()), IAM_ACTIONS_MOVE);
+    }
+
     fn example_block(ip: Ipv4Addr) -> IpNet {
         IpNet::from(ipnet::Ipv4Net::from(ip))
     }
@@ -336,6 +367,7 @@ mod tests {
                 "DELETE",
                 &format!("/dedicated/server/{sn}/virtualMac/*/virtualAddress/*"),
             ),
+            ("GET", &format!("/dedicated/server/{sn}/task")),
             ("GET", &format!("/dedicated/server/{sn}/task/*")),
         ])
     }
