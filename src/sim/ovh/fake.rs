@@ -212,14 +212,19 @@ impl FailoverApi for FakeApi {
 
     async fn server_pending_tasks(&self, service: &str) -> Result<Vec<u64>, OvhError> {
         let path = format!("/dedicated/server/{service}/task");
-        self.run("GET", path, format!("pending tasks of {service}"), |w, now| {
-            w.server(service)?;
-            let mut ids = Vec::new();
-            for s in ["init", "todo", "doing"] {
-                ids.extend(w.server_tasks(service, Some(s), now));
-            }
-            Ok(ids)
-        })
+        self.run(
+            "GET",
+            path,
+            format!("pending tasks of {service}"),
+            |w, now| {
+                w.server(service)?;
+                let mut ids = Vec::new();
+                for s in ["init", "todo", "doing"] {
+                    ids.extend(w.server_tasks(service, Some(s), now));
+                }
+                Ok(ids)
+            },
+        )
     }
 
     async fn ip_info(&self, block: IpNet) -> Result<IpInfo, OvhError> {
