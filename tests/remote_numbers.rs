@@ -53,7 +53,10 @@ fn ovh_client(base: &str, creds: Credentials) -> Client {
         request_deadline: Duration::from_secs(5),
         ..ClientOptions::default()
     };
-    let ep = Endpoint::parse(&format!("{base}/1.0")).unwrap();
+    // A custom endpoint names its OAuth2 token URL (carpd never guesses one).
+    let ep = Endpoint::parse(&format!("{base}/1.0"))
+        .unwrap()
+        .with_token_url(&format!("{base}/auth/oauth2/token"));
     Client::new(ep, Arc::new(FixedCredentials(creds)), opts).unwrap()
 }
 

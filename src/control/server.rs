@@ -121,8 +121,15 @@ impl ControlServer {
     pub async fn serve(&self, tx: mpsc::Sender<Incoming>) {
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
         let own_uid = self.own_uid;
+        // The connections' tasks: owned here, so dropping this future (the daemon stops)
+        // ends them all; finished ones are reaped as the loop goes.
+        let mut clients = tokio::task::JoinSet::new();
         loop {
-            let stream = match self.listener.accept().await {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                Some(_) = clients.join_next(), if !clients.is_empty() => continue,
+            };
+            let stream = match accepted {
                 Ok((s, _)) => s,
                 Err(e) => {
                     // EMFILE and friends: wait a little rather than spin.
@@ -137,7 +144,7 @@ impl ControlServer {
             let tx = tx.clone();
             match Arc::clone(&slots).try_acquire_owned() {
                 Ok(permit) => {
-                    tokio::spawn(async move {
+                    clients.spawn(async move {
                         serve_client(stream, tx, own_uid).await;
                         drop(permit);
                     });

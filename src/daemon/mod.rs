@@ -316,7 +316,10 @@ impl Daemon {
             (Some(v), Some((key, _))) if *key == vault_key(v) => {}
             (Some(v), _) => {
                 let access = Access::from_config(v, self.settings.policy);
-                self.vault = Some((vault_key(v), agent::spawn(access.session())));
+                // Owned by the task set; the old agent (if any) ends when its handle drops.
+                let (handle, task) = agent::new(access.session());
+                self.aux.spawn(task);
+                self.vault = Some((vault_key(v), handle));
             }
         }
     }

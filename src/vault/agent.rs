@@ -9,6 +9,7 @@
 //! A failing Vault is retried with a capped exponential delay ([`RETRY_MIN`]..[`RETRY_MAX`]),
 //! logged once per distinct error, and reported in [`AgentView`] for `carpd status`.
 
+use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -97,12 +98,22 @@ fn gone() -> String {
     "the Vault agent has stopped".to_string()
 }
 
-/// Starts the agent on the current runtime. It logs in at once, and stops when every handle
-/// is dropped.
-pub fn spawn<S: SecretStore + Send + 'static>(session: Session<S>) -> AgentHandle {
+/// The agent and its task, not started: the caller owns the task (the daemon keeps it in its
+/// task set, so nothing it starts is detached). Once running, it logs in at once, and ends
+/// when every handle is dropped.
+pub fn new<S: SecretStore + Send + 'static>(
+    session: Session<S>,
+) -> (AgentHandle, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(run(session, rx));
-    AgentHandle { tx }
+    (AgentHandle { tx }, run(session, rx))
+}
+
+/// [`new`], started on the current runtime: for one-shot commands and tests, whose runtime
+/// ends with them.
+pub fn spawn<S: SecretStore + Send + 'static>(session: Session<S>) -> AgentHandle {
+    let (handle, task) = new(session);
+    tokio::spawn(task);
+    handle
 }
 
 struct State {
