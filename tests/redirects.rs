@@ -57,7 +57,7 @@ fn ovh_client(base: &str, creds: Credentials) -> Client {
     // A custom endpoint names its OAuth2 token URL (carpd never guesses one).
     let ep = Endpoint::parse(&format!("{base}/1.0"))
         .unwrap()
-        .with_token_url(&format!("{base}/auth/oauth2/token"));
+        .with_token_url(format!("{base}/auth/oauth2/token"));
     Client::new(ep, Arc::new(FixedCredentials(creds)), opts).unwrap()
 }
 

@@ -231,19 +231,10 @@ impl ClaimOutcome {
 }
 
 /// Sets the request count of a claim's outcome, success or failure.
-fn with_requests(
-    r: Result<ClaimOutcome, ClaimFailure>,
-    n: u64,
-) -> Result<ClaimOutcome, ClaimFailure> {
+fn set_requests(r: &mut Result<ClaimOutcome, ClaimFailure>, n: u64) {
     match r {
-        Ok(mut o) => {
-            o.requests = n;
-            Ok(o)
-        }
-        Err(mut f) => {
-            f.outcome.requests = n;
-            Err(f)
-        }
+        Ok(o) => o.requests = n,
+        Err(f) => f.outcome.requests = n,
     }
 }
 

@@ -21,8 +21,9 @@ pub async fn claim_move<A: FailoverApi>(
     opts: &ClaimOptions,
     fence: &dyn Fence,
 ) -> Result<ClaimOutcome, ClaimFailure> {
-    let (r, n) = claim_scope(claim_move_inner(api, t, opts, fence)).await;
-    super::with_requests(r, n)
+    let (mut r, n) = claim_scope(claim_move_inner(api, t, opts, fence)).await;
+    super::set_requests(&mut r, n);
+    r
 }
 
 async fn claim_move_inner<A: FailoverApi>(

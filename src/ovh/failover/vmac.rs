@@ -96,8 +96,9 @@ pub async fn claim_vmac<A: FailoverApi>(
     hint: Option<&Found>,
     fence: &dyn Fence,
 ) -> Result<ClaimOutcome, ClaimFailure> {
-    let (r, n) = claim_scope(claim_vmac_inner(api, t, opts, hint, fence)).await;
-    super::with_requests(r, n)
+    let (mut r, n) = claim_scope(claim_vmac_inner(api, t, opts, hint, fence)).await;
+    super::set_requests(&mut r, n);
+    r
 }
 
 async fn claim_vmac_inner<A: FailoverApi>(
