@@ -21,6 +21,24 @@
     - makedirs: True
 {%- endif %}
 
+# CARP held off at boot (net.inet.carp.allow=0) until carpd has restored
+# its demotion ledger and applied carpd.yaml: a node in maintenance never
+# wins an election across a reboot (docs/boot-order.md). Removed wherever
+# carpd would not lift it (watch step, --no-apply, carp.allow_at_start
+# false), or CARP would stay off after the next boot. Takes effect at the
+# next boot only: a running MASTER is not touched.
+{{ carpd.paths.boot_gate }}:
+{%- if carpd.boot_gate %}
+  file.managed:
+    - source: salt://carpd/files/loader-boot-gate.conf
+    - user: root
+    - group: wheel
+    - mode: '0644'
+    - makedirs: True
+{%- else %}
+  file.absent: []
+{%- endif %}
+
 carpd-kmod-load:
   cmd.run:
     - name: kldload -n carp

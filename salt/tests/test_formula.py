@@ -191,6 +191,8 @@ class FormulaTest(unittest.TestCase):
             self.assertEqual(self.state(r, "carpd-package", "pkg", "installed")["name"], "carpd")
             loader = self.state(r, "/boot/loader.conf.d/carp.conf", "file", "managed")
             self.assertEqual(loader["source"], "salt://carpd/files/loader.conf")
+            gate = self.state(r, "/boot/loader.conf.d/carpd.conf", "file", "managed")
+            self.assertEqual(gate["source"], "salt://carpd/files/loader-boot-gate.conf")
             kld = self.state(r, "carpd-kmod-load", "cmd", "run")
             self.assertEqual(kld["name"], "kldload -n carp")
             self.assertEqual(kld["unless"], "kldstat -q -m carp")
@@ -252,8 +254,11 @@ class FormulaTest(unittest.TestCase):
                 self.assertTrue(m, f"{r}: {sid} does not start with the banner:\n{text[:300]}")
                 source = self.rendered[r]["states"][sid][2]["source"]
                 self.assertEqual("salt://" + m[4].removeprefix("salt/"), source, sid)
-        loader = (carpd / "files" / "loader.conf").read_text()
-        self.assertTrue(banner.match(loader), "files/loader.conf: no house banner")
+        for name in ("loader.conf", "loader-boot-gate.conf"):
+            loader = (carpd / "files" / name).read_text()
+            self.assertTrue(banner.match(loader), f"files/{name}: no house banner")
+        gate = (carpd / "files" / "loader-boot-gate.conf").read_text()
+        self.assertIn('\nnet.inet.carp.allow="0"\n', gate)
 
     def test_devd_rule_and_rc_script_are_the_repository_files(self):
         for copy, original in (

@@ -166,12 +166,33 @@ class MigrationTest(unittest.TestCase):
         states = self.render("router-003", "watch", removed_by("watch"))
         self.assertEqual(states["/etc/rc.conf.d/carpd"][2]["context"]["flags"], "--no-apply")
         removed = [sid for sid, (m, f, _) in states.items() if f == "absent"]
-        self.assertEqual(removed, ["/usr/local/etc/devd/carpd.conf"])
+        # carpd's devd rule, and its boot gate: carpd does not lift it while watching.
+        self.assertEqual(
+            sorted(removed), ["/boot/loader.conf.d/carpd.conf", "/usr/local/etc/devd/carpd.conf"]
+        )
         # Kernel step: carpd.yaml without failover_ips, so carpd cannot claim the IP even
         # though it now applies.
         states = self.render("router-003", "kernel", removed_by("kernel"))
         self.assertEqual(states["/etc/rc.conf.d/carpd"][2]["context"]["flags"], "")
         self.assertNotIn("failover_ips", states["/usr/local/etc/carpd.yaml"][2]["context"]["config"])
+
+    def test_the_boot_gate_is_shipped_only_where_carpd_lifts_it(self):
+        gate = "/boot/loader.conf.d/carpd.conf"
+        for step in STEPS:
+            states = self.render("router-002", step, removed_by(step))
+            want = "absent" if step == "watch" else "managed"
+            self.assertEqual(states[gate][1], want, step)
+        # Beside the site's own CARP loader.conf file, never in it.
+        self.assertEqual(
+            states[gate][2]["source"], "salt://carpd/files/loader-boot-gate.conf"
+        )
+        # carp.allow_at_start false, or --no-apply: carpd would not lift it.
+        for extra in (
+            {"carpd": {"config": {"carp": {"allow_at_start": False}}}},
+            {"carpd": {"service": {"flags": "--no-apply"}}},
+        ):
+            states = self.render("router-002", "done", removed_by("done"), extra)
+            self.assertEqual(states[gate][1], "absent", extra)
 
     # --- the checks are not vacuous: each edit of the guide, left out, is caught ------------
 
