@@ -393,7 +393,12 @@ mod handle {
     #[derive(Debug)]
     pub struct CarpNetlink {
         sock: GenlSocket,
-        family: Family,
+        /// The family as last resolved. A failed request resolves it again: unloading and
+        /// reloading carp.ko (or re-creating a VNET) may register it under another id, and
+        /// a daemon that kept the old one would fail every request until restarted.
+        family: std::sync::Mutex<Family>,
+        /// The family's name: [`CARP_FAMILY_NAME`], another only in tests.
+        name: &'static str,
     }
 
     impl CarpNetlink {
@@ -412,28 +417,63 @@ mod handle {
 
         /// Resolves "carp" on an already opened socket (e.g. one with another timeout).
         pub fn with_socket(sock: GenlSocket) -> Result<CarpNetlink, KernelError> {
-            let family = sock.family(CARP_FAMILY_NAME).map_err(|e| {
-                if e.is_errno(libc::ENOENT) {
-                    let detail = format!(
-                        "{} (carp.ko is not loaded, or the kernel is older than FreeBSD 14)",
-                        e.detail
-                    );
-                    e.detail(detail).hint(CARP_NOT_LOADED_HINT)
-                } else {
-                    e
-                }
-            })?;
-            Ok(CarpNetlink { sock, family })
+            CarpNetlink::with_family_name(sock, CARP_FAMILY_NAME)
+        }
+
+        fn with_family_name(
+            sock: GenlSocket,
+            name: &'static str,
+        ) -> Result<CarpNetlink, KernelError> {
+            let family = resolve(&sock, name)?;
+            Ok(CarpNetlink {
+                sock,
+                family: std::sync::Mutex::new(family),
+                name,
+            })
+        }
+
+        fn family(&self) -> std::sync::MutexGuard<'_, Family> {
+            self.family.lock().unwrap_or_else(|p| p.into_inner())
         }
 
         /// The id the kernel gave the carp family.
         pub fn family_id(&self) -> u16 {
-            self.family.id
+            self.family().id
         }
 
         /// The carp family's version as the controller reports it (2 on FreeBSD 14 and 15).
         pub fn family_version(&self) -> u32 {
-            self.family.version
+            self.family().version
+        }
+
+        /// Runs `request` with the family id; when it fails, resolves the family again and,
+        /// if its id changed (carp.ko was reloaded), runs it once more with the new one.
+        /// The family gone altogether is carp.ko unloaded: that error, with its fix.
+        fn with_family<T>(
+            &self,
+            request: impl Fn(u16) -> Result<T, KernelError>,
+        ) -> Result<T, KernelError> {
+            let id = self.family_id();
+            let first = request(id);
+            let Err(e) = first else {
+                return first;
+            };
+            match resolve(&self.sock, self.name) {
+                Ok(family) if family.id != id => {
+                    tracing::info!(
+                        old_id = id,
+                        new_id = family.id,
+                        "the generic netlink family \"{}\" has a new id (carp.ko reloaded?): using it",
+                        self.name
+                    );
+                    let new_id = family.id;
+                    *self.family() = family;
+                    request(new_id)
+                }
+                Ok(_) => Err(e),
+                Err(gone) if gone.is_errno(libc::ENOENT) => Err(gone),
+                Err(_) => Err(e),
+            }
         }
 
         /// The vhids of `ifname` (all, or only `vhid`), sorted by vhid, CARP and VRRP apart.
@@ -442,15 +482,22 @@ mod handle {
         pub fn get(&self, ifname: &str, vhid: Option<Vhid>) -> Result<Dump, KernelError> {
             let op = get_op(ifname, vhid);
             check_ifname(&op, ifname)?;
-            let mut msg = build_get(self.family.id, ifname, vhid)
-                .map_err(|e| KernelError::new(&op, e.to_string()))?;
-            let family = self.family.id;
-            let mut dump = Dump::default();
-            let result = self.sock.dump(&op, &mut msg, |m| {
-                dump.push(record_from_msg(&op, family, m)?);
-                Ok(())
+            // The raw answer goes through the family check first: a stale id may be answered
+            // ENOENT, which for the family itself means "no such vhid" (an empty dump).
+            let got = self.with_family(|family| {
+                let mut msg = build_get(family, ifname, vhid)
+                    .map_err(|e| KernelError::new(&op, e.to_string()))?;
+                let mut dump = Dump::default();
+                self.sock.dump(&op, &mut msg, |m| {
+                    dump.push(record_from_msg(&op, family, m)?);
+                    Ok(())
+                })?;
+                Ok(dump)
             });
-            finish_get(ifname, vhid, result, dump)
+            match got {
+                Ok(dump) => finish_get(ifname, vhid, Ok(()), dump),
+                Err(e) => finish_get(ifname, vhid, Err(e), Dump::default()),
+            }
         }
 
         /// A raw SET with the kernel's semantics (see [`SetRequest`]). Needs root.
@@ -458,11 +505,44 @@ mod handle {
             let op = set_op(ifname, req.vhid);
             check_ifname(&op, ifname)?;
             check_set(&op, req)?;
-            let mut msg = build_set(self.family.id, ifname, req)
-                .map_err(|e| KernelError::new(&op, e.to_string()))?;
-            // A SET is answered by its acknowledgement alone; nothing else is expected.
-            self.sock.request(&op, &mut msg, |_| Ok(()))
+            self.with_family(|family| {
+                let mut msg = build_set(family, ifname, req)
+                    .map_err(|e| KernelError::new(&op, e.to_string()))?;
+                // A SET is answered by its acknowledgement alone; nothing else is expected.
+                self.sock.request(&op, &mut msg, |_| Ok(()))
+            })
         }
+    }
+
+    /// Resolves the family `name`; its absence is carp.ko not loaded, with the fix.
+    fn resolve(sock: &GenlSocket, name: &str) -> Result<Family, KernelError> {
+        sock.family(name).map_err(|e| {
+            if e.is_errno(libc::ENOENT) {
+                let detail = format!(
+                    "{} (carp.ko is not loaded, or the kernel is older than FreeBSD 14)",
+                    e.detail
+                );
+                e.detail(detail).hint(CARP_NOT_LOADED_HINT)
+            } else {
+                e
+            }
+        })
+    }
+
+    /// A family id that went stale (as after a carp.ko reload) is resolved again on the first
+    /// failed request. "carp" does not exist on Linux: the real controller's own family
+    /// stands in, under a forged stale id.
+    #[cfg(all(test, target_os = "linux"))]
+    #[test]
+    fn a_stale_family_id_is_resolved_again_after_a_failed_request() {
+        let sock = GenlSocket::open().unwrap();
+        let nl = CarpNetlink::with_family_name(sock, "nlctrl").unwrap();
+        let real = nl.family_id();
+        nl.family().id = 0x7ff0;
+        // nlctrl does not speak CARP: the request fails either way; what matters is that
+        // the failure under the stale id made carpd look the family up again.
+        let _ = nl.get("lo", None);
+        assert_eq!(nl.family_id(), real);
     }
 }
 
