@@ -129,6 +129,17 @@ pub struct FileError {
 /// Replaces `dir/name` with `bytes` atomically and durably (mode 0600). The directory must
 /// have been checked with [`ensure`].
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FileError> {
+    replace(dir, name, bytes, true)
+}
+
+/// [`write_atomic`] without the two fsyncs: atomic against a crash of carpd (a reader sees
+/// the old file or the new one), not against a power loss. For files on a latency path
+/// whose loss a reboot makes harmless (the open-claim marker).
+pub fn write_atomic_unsynced(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FileError> {
+    replace(dir, name, bytes, false)
+}
+
+fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<(), FileError> {
     let path = dir.join(name);
     let tmp = dir.join(format!(
         ".{name}.{}.{:016x}.tmp",
@@ -149,7 +160,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FileErro
         .map_err(|e| fail(&tmp, "create", e))?;
     let written = f
         .write_all(bytes)
-        .and_then(|()| f.sync_all())
+        .and_then(|()| if durable { f.sync_all() } else { Ok(()) })
         .map_err(|e| fail(&tmp, "write", e));
     drop(f);
     let renamed =
@@ -157,6 +168,9 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FileErro
     if let Err(e) = renamed {
         let _ = fs::remove_file(&tmp);
         return Err(e);
+    }
+    if !durable {
+        return Ok(());
     }
     fs::File::open(dir)
         .and_then(|d| d.sync_all())

@@ -6,13 +6,13 @@
 //! out; the next start reads it and repairs those IPs before anything else
 //! ([`crate::controller::machine::Input::Repair`]).
 //!
-//! Written with a temporary file and a rename (atomic against a crash of carpd), without
-//! fsync: it sits on the reaction path just before the first mutation, and a power loss
-//! reboots the node anyway, after which the level-triggered start (MASTER here and the IP on
-//! no vMAC: claim) repairs without it. It holds no secret.
+//! Written through [`crate::statedir`] (the directory's owner and mode checked, an exclusive
+//! temporary file, O_NOFOLLOW, a rename: atomic against a crash of carpd), without fsync: it
+//! sits on the reaction path just before the first mutation, and a power loss reboots the
+//! node anyway, after which the level-triggered start (MASTER here and the IP on no vMAC:
+//! claim) repairs without it. It holds no secret.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -65,16 +65,12 @@ impl Marker {
     /// empty list; an unreadable one is an error naming the file (the caller logs it and
     /// falls back on the level-triggered start).
     pub fn load(&self) -> Result<BTreeMap<IpAddr, Entry>, String> {
-        let f = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        let bytes = match crate::statedir::read_bounded(&self.path, MAX_MARKER) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(BTreeMap::new()),
             Err(e) => return Err(format!("{}: {e}", self.path.display())),
         };
-        let mut text = String::new();
-        use std::io::Read;
-        f.take(MAX_MARKER + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
         if text.len() as u64 > MAX_MARKER {
             return Err(format!(
                 "{}: larger than {MAX_MARKER} bytes; not a marker carpd wrote (remove it)",
@@ -163,23 +159,15 @@ impl Marker {
             open: open.clone(),
         };
         let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        if let Some(dir) = self.path.parent() {
-            use std::os::unix::fs::DirBuilderExt;
-            // The state directory may not exist before the first ledger or marker write.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path)
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        // The state directory may not exist before the first ledger or marker write; one
+        // that another user could change is refused, as for the ledger.
+        crate::statedir::ensure(dir).map_err(|p| {
+            std::io::Error::other(format!("{}: {} ({})", dir.display(), p.detail, p.fix))
+        })?;
+        crate::statedir::write_atomic_unsynced(dir, MARKER_FILE, &text).map_err(|e| {
+            std::io::Error::other(format!("{} {}: {}", e.op, e.path.display(), e.source))
+        })
     }
 }
 
@@ -214,5 +202,32 @@ mod tests {
         assert!(m.load().unwrap_err().contains("not a claims marker"));
         std::fs::write(m.path(), vec![b' '; 300 * 1024]).unwrap();
         assert!(m.load().unwrap_err().contains("larger than"));
+    }
+
+    #[test]
+    fn a_symlink_or_a_directory_others_may_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let m = Marker::new(&db);
+        // A marker planted as a symlink is never followed.
+        let elsewhere = dir.path().join("elsewhere.json");
+        std::fs::write(&elsewhere, "{\"schema\":\"carpd.claims.v1\",\"open\":{}}").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, m.path()).unwrap();
+        assert!(m.load().unwrap_err().contains("claims.json"));
+        std::fs::remove_file(m.path()).unwrap();
+        // A state directory others may write: nothing is written there.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let ip: IpAddr = "51.68.252.230".parse().unwrap();
+        m.open(ip, "bind");
+        assert!(
+            !m.path().exists(),
+            "written into a world-writable directory"
+        );
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o700)).unwrap();
+        m.open(ip, "verify");
+        assert!(m.path().exists());
     }
 }
