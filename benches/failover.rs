@@ -515,7 +515,9 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        println!("group: MASTER event -> last IP bound (% of 2 task times), requests per IP; runs 1-2 cold, 3-4 warm");
+        println!(
+            "group: MASTER event -> last IP bound (% of 2 task times), requests per IP; runs 1-2 cold, 3-4 warm"
+        );
         rt.block_on(groups());
         return;
     }
@@ -548,7 +550,9 @@ fn main() {
     let vault_quo = rt.block_on(status_quo(dir.path(), true));
     let idle = rt.block_on(idle(dir.path()));
     let series = rt.block_on(series());
-    println!("group: MASTER event -> last IP bound (% of 2 task times), requests per IP; runs 1-2 cold, 3-4 warm");
+    println!(
+        "group: MASTER event -> last IP bound (% of 2 task times), requests per IP; runs 1-2 cold, 3-4 warm"
+    );
     rt.block_on(groups());
 
     let row = |what: &str, v: &[Duration]| {

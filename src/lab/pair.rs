@@ -83,7 +83,9 @@ pub fn vip() -> Ipv4Addr {
 /// The pair's `n` failover IPs: [`VIP`], then the addresses after it (51.68.252.231, ...).
 pub fn vips(n: usize) -> Vec<Ipv4Addr> {
     let base = u32::from(vip());
-    (0..n.max(1) as u32).map(|i| Ipv4Addr::from(base + i)).collect()
+    (0..n.max(1) as u32)
+        .map(|i| Ipv4Addr::from(base + i))
+        .collect()
 }
 
 impl Router {
@@ -152,6 +154,11 @@ failover_ips:
             },
             ovh_client: ClientOptions {
                 rate: self.rate,
+                // A lifted steady budget lifts the failover's with it.
+                failover_rate: crate::ovh::policy::RateLimit::failover(
+                    (self.rate.burst + self.rate.per_minute)
+                        .max(crate::ovh::policy::DEFAULT_FAILOVER_PER_MINUTE),
+                ),
                 ..ClientOptions::default()
             },
         }

@@ -16,6 +16,12 @@
 //!   within OVH's suggested 60 requests per minute per key. Claims never wait for it: they
 //!   take their tokens even into debt ([`RateLimiter::take`]), and background checks, which
 //!   wait for tokens and skip rounds when the headroom is low, pay that debt back.
+//! - A failover's own budget (issue 21): claims draw on a second bucket, `ovh.failover_requests_per_minute`
+//!   (default 120, twice OVH's guidance, for the seconds a failover lasts), and wait only when
+//!   it is empty; the steady bucket above stays for checks and readiness.
+//! - [`Cooldown`]: any 429 pauses every request of the client (claims too) until its
+//!   `Retry-After`, then lets them out one at a time, spaced, for a calm period: no burst
+//!   when the pause ends, however many claims were waiting.
 
 use std::time::{Duration, Instant};
 
@@ -168,8 +174,18 @@ impl Default for RateLimit {
 
 /// OVH's guidance (python-ovh issue 81): under about 60 requests a minute per consumer key.
 pub const DEFAULT_PER_MINUTE: u32 = 60;
+/// Default of `ovh.failover_requests_per_minute`.
+pub const DEFAULT_FAILOVER_PER_MINUTE: u32 = 120;
 
 impl RateLimit {
+    /// A failover's budget of `n` a minute: all of it at once, refilled over a minute.
+    pub fn failover(n: u32) -> RateLimit {
+        RateLimit {
+            burst: n.max(1),
+            per_minute: n.max(1),
+        }
+    }
+
     /// A budget of at most `n` requests in any minute: a third as burst, the rest as refill.
     pub fn per_minute(n: u32) -> RateLimit {
         let burst = (n / 3).max(1);
@@ -235,9 +251,89 @@ impl RateLimiter {
     }
 }
 
+/// A 429 without `Retry-After` pauses for this long.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+/// After a pause, requests stay spaced for this long.
+pub const CALM: Duration = Duration::from_secs(10);
+
+/// What a 429 does to the whole client: a pause until `Retry-After`, then spaced requests.
+#[derive(Clone, Debug)]
+pub struct Cooldown {
+    spacing: Duration,
+    /// The next free slot while calming down.
+    next: Option<Instant>,
+    /// Spacing ends here.
+    calm_until: Option<Instant>,
+}
+
+impl Cooldown {
+    /// `spacing`: the gap between requests after a pause (60 s / the failover budget).
+    pub fn new(spacing: Duration) -> Cooldown {
+        Cooldown {
+            spacing,
+            next: None,
+            calm_until: None,
+        }
+    }
+
+    /// OVH answered 429 at `now`, asking for `retry_after` (absent: [`DEFAULT_PAUSE`]).
+    pub fn rate_limited(&mut self, now: Instant, retry_after: Option<Duration>) {
+        let resume = now + retry_after.unwrap_or(DEFAULT_PAUSE);
+        self.next = Some(self.next.map_or(resume, |n| n.max(resume)));
+        self.calm_until = Some(resume + CALM);
+    }
+
+    /// When a request asking at `now` may go (its slot is taken): `None` at once. Before the
+    /// pause ends and while calming down, slots are `spacing` apart.
+    pub fn slot(&mut self, now: Instant) -> Option<Instant> {
+        let calm = self.calm_until?;
+        let next = self.next.unwrap_or(now);
+        if now >= calm && next <= now {
+            self.calm_until = None;
+            self.next = None;
+            return None;
+        }
+        let at = next.max(now);
+        self.next = Some(at + self.spacing);
+        (at > now).then_some(at)
+    }
+
+    /// Whether requests are paused or spaced now.
+    pub fn active(&self, now: Instant) -> bool {
+        self.calm_until.is_some_and(|c| now < c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_429_pauses_everything_then_spaces_requests() {
+        let t0 = Instant::now();
+        let gap = Duration::from_millis(500);
+        let mut c = Cooldown::new(gap);
+        assert_eq!(c.slot(t0), None);
+        c.rate_limited(t0, Some(Duration::from_secs(2)));
+        assert!(c.active(t0));
+        // Twenty requests waiting for the pause: none before Retry-After, then one per gap.
+        let slots: Vec<Instant> = (0..20).map(|_| c.slot(t0).unwrap()).collect();
+        assert_eq!(slots[0], t0 + Duration::from_secs(2));
+        for w in slots.windows(2) {
+            assert_eq!(w[1] - w[0], gap);
+        }
+        // A second 429 during the pause only extends it.
+        c.rate_limited(t0 + Duration::from_secs(1), Some(Duration::from_secs(1)));
+        assert!(c.slot(t0 + Duration::from_secs(1)).unwrap() >= slots[19] + gap);
+        // Without Retry-After: the default pause.
+        let mut c = Cooldown::new(gap);
+        c.rate_limited(t0, None);
+        assert_eq!(c.slot(t0), Some(t0 + DEFAULT_PAUSE));
+        // Calm again: requests go at once.
+        let later = t0 + DEFAULT_PAUSE + CALM + Duration::from_secs(1);
+        assert_eq!(c.slot(later), None);
+        assert!(!c.active(later));
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_respects_the_deadline() {
