@@ -41,7 +41,7 @@ pub const VERIFY_COALESCE: Duration = Duration::from_millis(30);
 /// How fresh an answer must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fresh {
-    /// Answered after this instant (a read in flight then qualifies).
+    /// Answered at or after this instant (a read in flight then qualifies).
     AnsweredAfter(Instant),
     /// Sent at or after this instant; a new read waits `coalesce` first, for others to join.
     SentAfter { at: Instant, coalesce: Duration },
@@ -86,7 +86,7 @@ impl<T: Clone> Slot<T> {
             return false;
         }
         match need {
-            Fresh::AnsweredAfter(t) => a.answered > t,
+            Fresh::AnsweredAfter(t) => a.answered >= t,
             Fresh::SentAfter { at, .. } => a.sent >= at,
             Fresh::Within(age) => now.saturating_duration_since(a.answered) <= age,
         }
