@@ -20,7 +20,7 @@ use carpd::ovh::failover::{
     ClaimError, ClaimOptions, ClaimResult, SharedReads, VmacTarget, claim_vmac_shared,
 };
 use carpd::ovh::plan::Found;
-use carpd::ovh::policy::{PollPolicy, RateLimit, RetryPolicy};
+use carpd::ovh::policy::{RateLimit, RetryPolicy};
 use carpd::ovh::{Client, ClientOptions, Credentials, FixedCredentials};
 use carpd::sim::ovh::fake::FakeApi;
 use carpd::sim::ovh::world::World;

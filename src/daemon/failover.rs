@@ -628,6 +628,14 @@ impl Failover {
                         .map(|(_, _, at)| clock.stamp(*at)),
                     in_flight: s.and_then(|s| s.in_flight).map(|f| f.kind),
                     phase: job.map(|j| j.phase.to_string()),
+                    claim_running_ms: job
+                        .filter(|_| {
+                            s.and_then(|s| s.in_flight).map(|f| f.kind) == Some(JobKind::Claim)
+                        })
+                        .map(|j| {
+                            u64::try_from(now.saturating_duration_since(j.started).as_millis())
+                                .unwrap_or(u64::MAX)
+                        }),
                     window_open: job.is_some_and(|j| j.open),
                     next_check_ms: s.map(|s| {
                         u64::try_from(s.next_check.saturating_duration_since(now).as_millis())

@@ -88,7 +88,7 @@ pub struct PollPolicy {
     /// A 404 never ends a claim before its deadline.
     pub fresh_404: Duration,
     /// With a learned duration `e`: the first poll at `first * e`, then every `step * e`
-    /// (at least `min / 5`) until `(1 + 5 * step) * e`, then the ratio rule.
+    /// (at least `min / 10`) until `(1 + 5 * step) * e`, then the ratio rule.
     pub first: f64,
     pub step: f64,
 }
@@ -129,21 +129,25 @@ impl PollPolicy {
         if waited > e.mul_f64(1.0 + 5.0 * step) {
             return self.next(waited);
         }
-        // Close polls near the end: a fifth of `min` is their floor (`min` itself is sized
-        // for the unknown start of a task).
-        let floor = self.min / 5;
+        // Close polls near the end: a tenth of `min` is their floor (`min` itself is sized
+        // for the unknown start of a task; 10 ms keeps a short task's overshoot within a few
+        // percent, issue 21).
+        let floor = self.min / 10;
         e.mul_f64(step).clamp(floor, self.max.max(floor))
     }
 }
 
 /// What one task says about the duration of its kind: between the last poll that saw it
 /// pending and the one that saw it done, the middle; when the first poll already saw it
-/// done, 97% of that (the task may be shorter: probe a little earlier next time). Learning the raw
-/// "seen done" time would only ever grow, by the polling overshoot, claim after claim.
+/// done, 95% of that (the task may be shorter: probe earlier next time). Learning the raw
+/// "seen done" time would only ever grow, by the polling overshoot, claim after claim; and
+/// the first tasks, polled coarsely while nothing was known, teach a duration too long by
+/// up to half a coarse step, which a small cut would take many failovers to undo (a first
+/// poll too late is outage; one too early costs one close poll).
 pub fn sample(last_pending: Option<Duration>, done: Duration) -> Duration {
     match last_pending {
         Some(p) if p <= done => p + (done - p) / 2,
-        _ => done.mul_f64(0.97),
+        _ => done.mul_f64(0.95),
     }
 }
 
@@ -453,7 +457,7 @@ mod tests {
             sample(Some(Duration::from_secs(9)), Duration::from_secs(11)),
             e
         );
-        assert_eq!(sample(None, e), Duration::from_millis(9_700));
+        assert_eq!(sample(None, e), Duration::from_millis(9_500));
         // Learning converges to a series of equal tasks from above and below, each seen
         // within 5% once learned.
         let task = Duration::from_millis(800);
