@@ -292,9 +292,9 @@ impl Client {
     }
 
     /// Records a task's duration (request to seen done).
-    pub fn learn_task_time(&self, kind: TaskKind, took: Duration) {
+    pub fn learn_task_time(&self, kind: TaskKind, took: crate::ovh::policy::Sample) {
         let mut l = self.learned.lock().unwrap_or_else(|p| p.into_inner());
-        let v = crate::ovh::policy::smooth(l.get(&kind).copied(), took);
+        let v = crate::ovh::policy::learn_from(l.get(&kind).copied(), took);
         l.insert(kind, v);
     }
 

@@ -125,14 +125,17 @@ impl PollPolicy {
             return first - waited;
         }
         let step = self.step.clamp(0.0, 1.0);
-        // Well past the expectation the task is unusual: back off (the ratio rule).
-        if waited > e.mul_f64(1.0 + 5.0 * step) {
-            return self.next(waited);
-        }
         // Close polls near the end: a tenth of `min` is their floor (`min` itself is sized
         // for the unknown start of a task; 10 ms keeps a short task's overshoot within a few
         // percent, issue 21).
         let floor = self.min / 10;
+        // Past the expectation the task is unusual (or was learned too short): back off by
+        // the ratio rule, from the close floor, not from `min` (which is sized for a task's
+        // unknown start: 100 ms past a 200 ms task is half the task again).
+        if waited > e.mul_f64(1.0 + 5.0 * step) {
+            let by_ratio = waited.mul_f64(self.ratio.clamp(0.0, 10.0));
+            return by_ratio.clamp(floor, self.max.max(floor));
+        }
         e.mul_f64(step).clamp(floor, self.max.max(floor))
     }
 }
@@ -140,14 +143,37 @@ impl PollPolicy {
 /// What one task says about the duration of its kind: between the last poll that saw it
 /// pending and the one that saw it done, the middle; when the first poll already saw it
 /// done, 95% of that (the task may be shorter: probe earlier next time). Learning the raw
-/// "seen done" time would only ever grow, by the polling overshoot, claim after claim; and
-/// the first tasks, polled coarsely while nothing was known, teach a duration too long by
-/// up to half a coarse step, which a small cut would take many failovers to undo (a first
-/// poll too late is outage; one too early costs one close poll).
-pub fn sample(last_pending: Option<Duration>, done: Duration) -> Duration {
+/// "seen done" time would only ever grow, by the polling overshoot, claim after claim.
+/// A middle between two close polls (at most a tenth of the duration apart) is *precise*:
+/// it replaces what was learned ([`learn_from`]); the coarse brackets of the first tasks,
+/// polled while nothing was known, are off by up to half their width and only nudge it.
+pub fn sample(last_pending: Option<Duration>, done: Duration) -> Sample {
     match last_pending {
-        Some(p) if p <= done => p + (done - p) / 2,
-        _ => done.mul_f64(0.95),
+        Some(p) if p <= done => Sample {
+            took: p + (done - p) / 2,
+            precise: (done - p) <= done / 10,
+        },
+        _ => Sample {
+            took: done.mul_f64(0.95),
+            precise: false,
+        },
+    }
+}
+
+/// One task's evidence about its kind's duration ([`sample`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub took: Duration,
+    /// Bracketed by two close polls.
+    pub precise: bool,
+}
+
+/// The learned duration after `s`: a precise sample is taken as is, others are smoothed.
+pub fn learn_from(old: Option<Duration>, s: Sample) -> Duration {
+    if s.precise {
+        s.took
+    } else {
+        smooth(old, s.took)
     }
 }
 
@@ -454,10 +480,24 @@ mod tests {
         }
         assert_eq!(smooth(None, e), e);
         assert_eq!(
-            sample(Some(Duration::from_secs(9)), Duration::from_secs(11)),
+            sample(Some(Duration::from_secs(9)), Duration::from_secs(11)).took,
             e
         );
-        assert_eq!(sample(None, e), Duration::from_millis(9_500));
+        assert_eq!(sample(None, e).took, Duration::from_millis(9_500));
+        // Two close polls bracket it precisely: taken as is, up or down.
+        let close = sample(Some(Duration::from_millis(195)), Duration::from_millis(205));
+        assert!(close.precise);
+        assert_eq!(
+            learn_from(Some(Duration::from_millis(150)), close),
+            Duration::from_millis(200)
+        );
+        // A coarse bracket (the first tasks' 100 ms polls) only nudges it up.
+        let coarse = sample(Some(Duration::from_millis(100)), Duration::from_millis(200));
+        assert!(!coarse.precise);
+        assert_eq!(
+            learn_from(Some(Duration::from_millis(100)), coarse),
+            Duration::from_micros(112_500)
+        );
         // Learning converges to a series of equal tasks from above and below, each seen
         // within 5% once learned.
         let task = Duration::from_millis(800);
@@ -478,7 +518,7 @@ mod tests {
                         "{start:?} {round}: {waited:?}"
                     );
                 }
-                learned = Some(smooth(learned, sample(pending, waited)));
+                learned = Some(learn_from(learned, sample(pending, waited)));
             }
         }
         assert_eq!(
