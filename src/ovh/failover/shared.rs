@@ -103,10 +103,13 @@ impl<T: Clone> Slot<T> {
     }
 }
 
+/// (service, vMAC) -> its IPs.
+type VmacSlots = Mutex<BTreeMap<(String, String), Slot<Vec<Ipv4Addr>>>>;
+
 /// Reads shared by every claim and check of one OVH client.
 #[derive(Default)]
 pub struct SharedReads {
-    vmacs: Mutex<BTreeMap<(String, String), Slot<Vec<Ipv4Addr>>>>,
+    vmacs: VmacSlots,
     lists: Mutex<BTreeMap<String, Slot<Vec<String>>>>,
     releasing: Mutex<BTreeMap<(String, String), BTreeSet<Ipv4Addr>>>,
 }
