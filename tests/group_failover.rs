@@ -257,7 +257,7 @@ async fn a_429_storm_during_a_16_ip_failover_loses_no_ip_and_causes_no_burst() {
     assert_eq!(limited.len(), 8, "the storm met the failover");
     // Nothing while OVH asked to wait (a request already on the wire when the 429 left may
     // arrive just after it).
-    let slack = Duration::from_millis(40);
+    let slack = Duration::from_millis(100);
     for t in &limited {
         let inside = log
             .iter()
@@ -284,9 +284,10 @@ async fn a_429_storm_during_a_16_ip_failover_loses_no_ip_and_causes_no_burst() {
     );
 }
 
-/// One IP whose claim fails (its DELETE is refused for good) does not hold up the others:
-/// two real daemons (in process), four IPs on one group; three reach the new MASTER while the
-/// fourth is still refused.
+/// One IP whose claim is stuck (OVH never answers its `DELETE`) does not hold up the others:
+/// two real daemons (in process), four IPs on one group, the stuck one first in line; the
+/// three others reach the new MASTER while its claim is still waiting for OVH (the client's
+/// timeout is 10 s: a queue behind it would wait that long).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failing_ip_does_not_hold_up_the_others() {
     let n = 4;
@@ -306,17 +307,17 @@ async fn one_failing_ip_does_not_hold_up_the_others() {
         r.set(CarpState::Backup, true).await.unwrap();
     }
     let ips = vips(n);
-    let bad = ips[1];
-    // Every DELETE of that one IP is refused as an IAM denial (permanent: no retry soon).
+    let bad = ips[0];
     pair.sim.inject(Fault::new(
         Some("DELETE"),
         Some(&format!("/virtualAddress/{bad}")),
-        FaultKind::IamDenied("dedicatedServer:apiovh:virtualMac/virtualAddress/delete".into()),
+        FaultKind::Hang,
         1000,
     ));
     let win = &mut pair.routers[0];
     win.set(CarpState::Master, false).await.unwrap();
     let mac = win.mac;
+    let t0 = std::time::Instant::now();
     win.devd
         .send_event(&CarpEvent::new(group(), CarpState::Master))
         .await
@@ -337,18 +338,26 @@ async fn one_failing_ip_does_not_hold_up_the_others() {
         }
     })
     .await;
-    let bad_holder = pair.sim.with_world(|w| w.holder(bad)).map(|(_, m)| m);
-    assert_ne!(
-        bad_holder.as_deref(),
-        Some(mac),
-        "the refused IP moved: the fault did not apply"
+    let hung = pair
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.target.contains(&bad.to_string()))
+        .count();
+    // Still its first DELETE, unanswered: the others did not wait for that claim to end
+    // (its client times out after 10 s, then reads and tries again).
+    assert_eq!(
+        hung,
+        1,
+        "the good IPs were bound only after the stuck claim gave up ({:?} after MASTER)",
+        t0.elapsed()
     );
     assert!(
         pair.sim.with_world(|w| w
             .vmac_ips(SERVICE, pair.routers[1].mac)
             .unwrap()
             .contains(&bad)),
-        "the refused IP left the peer's vMAC"
+        "the stuck IP left the peer's vMAC"
     );
     pair.stop().await;
 }

@@ -609,14 +609,23 @@ impl Client {
     }
 
     async fn rate_limit(&self, deadline: Instant) {
-        // After a 429 nobody goes first: claims too wait for their slot.
-        let slot = self
-            .cooldown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .slot(Instant::now());
-        if let Some(at) = slot {
+        // After a 429 nobody goes first: claims too wait for their slot; a 429 that arrives
+        // while waiting (another request's) means a new pause: take a new slot after it.
+        loop {
+            let (slot, epoch) = {
+                let mut c = self.cooldown.lock().unwrap_or_else(|p| p.into_inner());
+                (c.slot(Instant::now()), c.epoch())
+            };
+            let Some(at) = slot else { break };
             tokio::time::sleep_until(at.into()).await;
+            let now_epoch = self
+                .cooldown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .epoch();
+            if now_epoch == epoch {
+                break;
+            }
         }
         if in_claim() {
             // Claims never wait for the steady budget: the token is taken (the bucket may go

@@ -294,6 +294,9 @@ pub struct Cooldown {
     next: Option<Instant>,
     /// Spacing ends here.
     calm_until: Option<Instant>,
+    /// Counts 429s: a request that waited for its slot while a newer 429 arrived takes a
+    /// new slot (it must not go out inside the newer pause).
+    epoch: u64,
 }
 
 impl Cooldown {
@@ -303,6 +306,7 @@ impl Cooldown {
             spacing,
             next: None,
             calm_until: None,
+            epoch: 0,
         }
     }
 
@@ -311,6 +315,12 @@ impl Cooldown {
         let resume = now + retry_after.unwrap_or(DEFAULT_PAUSE);
         self.next = Some(self.next.map_or(resume, |n| n.max(resume)));
         self.calm_until = Some(resume + CALM);
+        self.epoch += 1;
+    }
+
+    /// How many 429s were seen: compare before and after waiting for a slot.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// When a request asking at `now` may go (its slot is taken): `None` at once. Before the
@@ -352,8 +362,11 @@ mod tests {
         for w in slots.windows(2) {
             assert_eq!(w[1] - w[0], gap);
         }
-        // A second 429 during the pause only extends it.
+        // A second 429 during the pause only extends it, and tells those who hold a slot
+        // (the epoch changed) to take a new one.
+        let before = c.epoch();
         c.rate_limited(t0 + Duration::from_secs(1), Some(Duration::from_secs(1)));
+        assert_ne!(c.epoch(), before);
         assert!(c.slot(t0 + Duration::from_secs(1)).unwrap() >= slots[19] + gap);
         // Without Retry-After: the default pause.
         let mut c = Cooldown::new(gap);
