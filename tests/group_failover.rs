@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carpd::carp::CarpState;
+use carpd::control::{self, Reply, Request};
 use carpd::devd::CarpEvent;
 use carpd::lab::pair::{Pair, PairOptions, SERVICE, group, vips};
 use carpd::ovh::failover::{
@@ -287,7 +288,8 @@ async fn a_429_storm_during_a_16_ip_failover_loses_no_ip_and_causes_no_burst() {
 /// One IP whose claim is stuck (OVH never answers its `DELETE`) does not hold up the others:
 /// two real daemons (in process), four IPs on one group, the stuck one first in line; the
 /// three others reach the new MASTER while its claim is still waiting for OVH (the client's
-/// timeout is 10 s: a queue behind it would wait that long).
+/// timeout is 10 s: a queue behind it would wait that long), and `carpd status` says "3 of 4
+/// IPs bound here" naming the stuck IP, in its release, as the slowest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failing_ip_does_not_hold_up_the_others() {
     let n = 4;
@@ -358,6 +360,41 @@ async fn one_failing_ip_does_not_hold_up_the_others() {
             .unwrap()
             .contains(&bad)),
         "the stuck IP left the peer's vMAC"
+    );
+    // `carpd status` says where the failover stands: 3 of 4 bound, the stuck IP the slowest,
+    // inside its release (the DELETE that gets no answer).
+    let sock = pair.routers[0].dir.join("carpd.sock");
+    let view = limit("status with 3 of 4 bound", 10, async {
+        loop {
+            let path = sock.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                control::request(&path, &Request::Status, Duration::from_secs(5))
+            })
+            .await
+            .unwrap()
+            .expect("status");
+            let Reply::Status { daemon } = r else {
+                panic!("not a status reply: {r:?}")
+            };
+            if daemon.failovers.first().is_some_and(|f| f.bound == 3) {
+                break daemon;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let f = &view.failovers[0];
+    assert_eq!((f.group.as_str(), f.ips, f.bound), ("2@vmx1", 4, 3));
+    let slow = f.slowest.as_ref().expect("the stuck IP is named");
+    assert_eq!(slow.ip, bad.to_string());
+    assert!(slow.why.contains("release"), "{}", slow.why);
+    assert!(slow.running_ms.is_some());
+    let text = carpd::observe::daemon_view::to_text(&view);
+    assert!(
+        text.contains(&format!(
+            "failover of 2@vmx1: 3 of 4 IPs bound here; slowest {bad}"
+        )),
+        "{text}"
     );
     pair.stop().await;
 }
