@@ -15,6 +15,11 @@
 //!    periodic checks running): event -> first OVH request, -> first mutation, the worst
 //!    event -> bound against the two task times, and the requests each claim cost.
 //!    `cargo bench --bench failover -- series` runs this phase alone.
+//! 7. many failover IPs on one group (issue 21): 1, 4 and 16 IPs following one vhid, tasks of
+//!    0.2 s and 2 s, the budgets lifted and checks on: MASTER event -> the last IP
+//!    bound, against twice the task time, and the OVH requests of the failover per IP
+//!    (both routers, from the event to the last IP bound and read back).
+//!    `cargo bench --bench failover -- group` runs this phase alone.
 
 mod common;
 
@@ -80,6 +85,7 @@ async fn daemon_path() -> Figures {
             burst: 1000,
             per_minute: 6000,
         },
+        ips: 1,
     })
     .await
     .expect("pair");
@@ -158,6 +164,7 @@ async fn status_quo(dir: &Path, vault: bool) -> Option<(Vec<Duration>, Vec<Durat
         readiness: Duration::from_secs(30),
         vault,
         rate: RateLimit::default(),
+        ips: 1,
     })
     .await
     .expect("pair");
@@ -237,6 +244,7 @@ async fn idle(dir: &Path) -> Option<(f64, f64)> {
         readiness: Duration::from_secs(30),
         vault: false,
         rate: RateLimit::default(),
+        ips: 1,
     })
     .await
     .ok()?;
@@ -287,6 +295,7 @@ async fn series() -> Series {
         readiness: Duration::from_secs(30),
         vault: false,
         rate: RateLimit::default(),
+        ips: 1,
     })
     .await
     .expect("pair");
@@ -383,7 +392,140 @@ fn report_series(s: &Series) {
     );
 }
 
+/// Phase 7 (issue 21): one failover of `n` IPs on one group; per run, the time from the
+/// MASTER event to the last IP bound and the requests of the failover.
+struct GroupRun {
+    n: usize,
+    task: Duration,
+    /// (event -> last IP bound, requests) per run; the first two runs are each router's first
+    /// failover (nothing learned yet), the others warm.
+    runs: Vec<(Option<Duration>, usize)>,
+}
+
+const GROUP_RUNS: usize = 4;
+
+async fn group_failover(n: usize, task: Duration) -> GroupRun {
+    let mut pair = Pair::start(PairOptions {
+        task,
+        hold_down: Duration::from_secs(1),
+        recheck: Duration::from_secs(30),
+        readiness: Duration::from_secs(30),
+        vault: false,
+        // Failovers every few seconds: lift the budgets (steady and failover) so the figures
+        // are carpd's own; the requests per IP say what a failover costs the budget.
+        rate: RateLimit {
+            burst: 1000,
+            per_minute: 6000,
+        },
+        ips: n,
+    })
+    .await
+    .expect("pair");
+    for r in &mut pair.routers {
+        r.start().await.expect("daemon");
+        r.set(CarpState::Backup, true).await.unwrap();
+    }
+    // The checks while BACKUP locate every IP (the claims' hints).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let gap = Duration::from_secs(10) + 3 * task;
+    let mut out = GroupRun {
+        n,
+        task,
+        runs: Vec::new(),
+    };
+    for i in 0..GROUP_RUNS {
+        let started = Instant::now();
+        let (win, lose) = if i % 2 == 0 { (0, 1) } else { (1, 0) };
+        pair.routers[lose]
+            .set(CarpState::Backup, true)
+            .await
+            .unwrap();
+        pair.routers[win]
+            .set(CarpState::Master, false)
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        pair.routers[win]
+            .devd
+            .send_event(&CarpEvent::new(group(), CarpState::Master))
+            .await
+            .unwrap();
+        let mac = pair.routers[win].mac;
+        let end = t0 + Duration::from_secs(60) + 10 * task;
+        let mut bound = None;
+        while Instant::now() < end {
+            if pair.held_by(mac, n) == n {
+                bound = Some(Instant::now());
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        // The read-back follows the last bind.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let last = bound.unwrap_or_else(Instant::now) + Duration::from_millis(100);
+        let requests = pair
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.at >= t0 && r.at <= last)
+            .count();
+        out.runs.push((bound.map(|b| b - t0), requests));
+        tokio::time::sleep_until((started + gap).into()).await;
+    }
+    pair.stop().await;
+    out
+}
+
+fn report_group(g: &GroupRun) {
+    let limit = (2 * g.task).mul_f64(1.05);
+    let runs: Vec<String> = g
+        .runs
+        .iter()
+        .map(|(b, r)| match b {
+            Some(b) => format!(
+                "{:.0} ms ({:.0}%), {:.1} req/IP",
+                ms(*b),
+                100.0 * ms(*b) / ms(2 * g.task),
+                *r as f64 / g.n as f64
+            ),
+            None => format!("not all bound, {r} requests"),
+        })
+        .collect();
+    println!(
+        "group: {:>2} IPs, tasks {:>4} ms (2 tasks + 5% = {:.0} ms): {}",
+        g.n,
+        g.task.as_millis(),
+        ms(limit),
+        runs.join(" | ")
+    );
+}
+
+/// Phase 7 on its own.
+async fn groups() -> Vec<GroupRun> {
+    let mut out = Vec::new();
+    for task in [Duration::from_millis(200), Duration::from_secs(2)] {
+        for n in [1, 4, 16] {
+            let g = group_failover(n, task).await;
+            report_group(&g);
+            out.push(g);
+        }
+    }
+    out
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "group") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        println!(
+            "group: MASTER event -> last IP bound (% of 2 task times), requests per IP; runs 1-2 cold, 3-4 warm"
+        );
+        rt.block_on(groups());
+        return;
+    }
     if std::env::args().any(|a| a == "series") {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -413,6 +555,10 @@ fn main() {
     let vault_quo = rt.block_on(status_quo(dir.path(), true));
     let idle = rt.block_on(idle(dir.path()));
     let series = rt.block_on(series());
+    println!(
+        "group: MASTER event -> last IP bound (% of 2 task times), requests per IP; runs 1-2 cold, 3-4 warm"
+    );
+    rt.block_on(groups());
 
     let row = |what: &str, v: &[Duration]| {
         if v.is_empty() {

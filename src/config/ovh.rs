@@ -12,7 +12,9 @@
 //!   claim_deadline: 300                 # seconds, optional
 //!   recheck_interval: 30s               # while MASTER: re-read the binding, repair drift
 //!   hold_down: 60s                      # at most one moving claim per IP per period
-//!   requests_per_minute: 60             # this router's share of the consumer key's budget
+//!   requests_per_minute: 30             # steady state (checks): this router's share of the key's budget
+//!   failover_requests_per_minute: 120   # what a failover may burst to, for its duration
+//!   claim_concurrency: 16               # claims of one failover running at once
 //!   # token_url: https://...            # OAuth2 token URL of a custom endpoint
 //!   refused_retry: 2m                   # retry of a claim the credential's rights refuse
 //! failover_ips:
@@ -52,6 +54,8 @@ pub struct RawOvh {
     pub hold_down: Option<Spanned<RawDuration>>,
     pub proxy: Option<Spanned<String>>,
     pub requests_per_minute: Option<Spanned<i64>>,
+    pub failover_requests_per_minute: Option<Spanned<i64>>,
+    pub claim_concurrency: Option<Spanned<i64>>,
     pub token_url: Option<Spanned<String>>,
     pub refused_retry: Option<Spanned<RawDuration>>,
 }
@@ -115,11 +119,30 @@ pub struct OvhConfig {
     /// This daemon's OVH request budget (requests in any minute) when set; claims come
     /// first, checks use what is left. `None`: the default, 60.
     pub requests_per_minute: Option<u32>,
+    /// What a failover's claims may send in any minute, for the failover's duration (a rare
+    /// burst above the steady budget; any 429 slows everything at once). `None`: the default,
+    /// 120, or the steady budget when that is higher.
+    pub failover_requests_per_minute: Option<u32>,
+    /// Claims running at once (each IP still has one writer).
+    pub claim_concurrency: usize,
     /// How long after a claim refused for lack of rights (or an invalid credential) it is
     /// tried again: slow, so a broken credential costs one refused call per period, and
     /// bounded, so fixing the credential heals the binding without a restart.
     pub refused_retry: Duration,
     pub pos: Pos,
+}
+
+impl OvhConfig {
+    /// What a failover may send in a minute: the key, else the default (never below the
+    /// steady budget).
+    pub fn failover_budget(&self) -> u32 {
+        self.failover_requests_per_minute.unwrap_or_else(|| {
+            DEFAULT_FAILOVER_RPM.max(
+                self.requests_per_minute
+                    .unwrap_or(crate::ovh::policy::DEFAULT_PER_MINUTE),
+            )
+        })
+    }
 }
 
 /// Default of `ovh.recheck_interval`: two reads per IP per minute stay far inside OVH's rate
@@ -156,6 +179,14 @@ pub struct FailoverIp {
 const DEFAULT_DEADLINE: u64 = 300;
 /// Range of `ovh.requests_per_minute`.
 const RPM_RANGE: (i64, i64) = (6, 600);
+/// Default of `ovh.failover_requests_per_minute`: 16 IPs at about 4 requests each plus the
+/// shared reads fit in one minute's burst; twice OVH's guidance, for the seconds a failover
+/// lasts.
+pub const DEFAULT_FAILOVER_RPM: u32 = crate::ovh::policy::DEFAULT_FAILOVER_PER_MINUTE;
+const FAILOVER_RPM_RANGE: (i64, i64) = (6, 6000);
+/// Default of `ovh.claim_concurrency`: 16 IPs of one group in one wave.
+pub const DEFAULT_CLAIM_CONCURRENCY: usize = 16;
+const CONCURRENCY_RANGE: (i64, i64) = (1, 256);
 
 fn valid_service(s: &str) -> bool {
     !s.is_empty()
@@ -245,6 +276,45 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
             None
         }
     };
+    let failover_requests_per_minute = match &raw.failover_requests_per_minute {
+        None => Some(None),
+        Some(n)
+            if (FAILOVER_RPM_RANGE.0..=FAILOVER_RPM_RANGE.1).contains(&n.value)
+                && requests_per_minute
+                    .flatten()
+                    .is_none_or(|steady| n.value >= i64::from(steady)) =>
+        {
+            Some(u32::try_from(n.value).ok())
+        }
+        Some(n) => {
+            p.add(
+                Pos::of(n),
+                "ovh.failover_requests_per_minute",
+                format!(
+                    "{} is out of range: allowed {}..{} and at least ovh.requests_per_minute (it is the burst a failover may use above the steady budget; default {DEFAULT_FAILOVER_RPM}). Fix: raise it, or lower ovh.requests_per_minute",
+                    n.value, FAILOVER_RPM_RANGE.0, FAILOVER_RPM_RANGE.1
+                ),
+            );
+            None
+        }
+    };
+    let claim_concurrency = match &raw.claim_concurrency {
+        None => Some(DEFAULT_CLAIM_CONCURRENCY),
+        Some(n) if (CONCURRENCY_RANGE.0..=CONCURRENCY_RANGE.1).contains(&n.value) => {
+            usize::try_from(n.value).ok()
+        }
+        Some(n) => {
+            p.add(
+                Pos::of(n),
+                "ovh.claim_concurrency",
+                format!(
+                    "{} is out of range: allowed {}..{} (how many failover IPs are claimed at once; default {DEFAULT_CLAIM_CONCURRENCY}). Fix: set a number in that range",
+                    n.value, CONCURRENCY_RANGE.0, CONCURRENCY_RANGE.1
+                ),
+            );
+            None
+        }
+    };
     let claim_deadline = match &raw.claim_deadline {
         None => Some(Duration::from_secs(DEFAULT_DEADLINE)),
         Some(d) if (10..=3600).contains(&d.value) => Some(Duration::from_secs(d.value as u64)),
@@ -299,6 +369,8 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         recheck_interval: recheck_interval?,
         hold_down: hold_down?,
         requests_per_minute: requests_per_minute?,
+        failover_requests_per_minute: failover_requests_per_minute?,
+        claim_concurrency: claim_concurrency?,
         refused_retry: refused_retry?,
         pos,
     })
@@ -663,6 +735,8 @@ failover_ips:
         assert_eq!(o.recheck_interval, DEFAULT_RECHECK);
         assert_eq!(o.hold_down, DEFAULT_HOLD_DOWN);
         assert_eq!(o.requests_per_minute, None);
+        assert_eq!(o.failover_requests_per_minute, None);
+        assert_eq!(o.claim_concurrency, DEFAULT_CLAIM_CONCURRENCY);
         assert_eq!(o.refused_retry, DEFAULT_REFUSED_RETRY);
         assert_eq!(c.failover_ips.len(), 2);
         match &c.failover_ips[0].mode {
@@ -700,6 +774,38 @@ failover_ips:
         )
         .unwrap();
         assert_eq!(c.ovh.unwrap().endpoint.token_url(), None);
+    }
+
+    #[test]
+    fn failover_burst_and_claim_concurrency() {
+        let base = "ovh:\n  endpoint: ovh-eu\n  credentials: { file: /etc/ovh.conf }\n";
+        let c = parse_with(&format!(
+            "{base}  requests_per_minute: 30\n  failover_requests_per_minute: 200\n  claim_concurrency: 4\n"
+        ))
+        .unwrap();
+        let o = c.ovh.unwrap();
+        assert_eq!(o.failover_requests_per_minute, Some(200));
+        assert_eq!(o.claim_concurrency, 4);
+        // The burst is never below the steady budget.
+        let e = parse_with(&format!(
+            "{base}  requests_per_minute: 60\n  failover_requests_per_minute: 30\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ovh.failover_requests_per_minute") && e.contains("Fix:"),
+            "{e}"
+        );
+        let e = parse_with(&format!("{base}  claim_concurrency: 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ovh.claim_concurrency") && e.contains("1..256"),
+            "{e}"
+        );
+        // A steady budget above the default burst: the burst's default follows it.
+        let c = parse_with(&format!("{base}  requests_per_minute: 300\n")).unwrap();
+        assert_eq!(c.ovh.unwrap().failover_budget(), 300);
     }
 
     #[test]

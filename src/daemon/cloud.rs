@@ -22,8 +22,10 @@ use crate::ovh::conf;
 use crate::ovh::credentials::{
     BoxFuture, CredentialError, CredentialSource, Credentials, FieldNames,
 };
+use crate::ovh::failover::shared::Fresh;
 use crate::ovh::failover::{
-    ClaimError, ClaimOptions, ClaimOutcome, ClaimResult, claim_move, claim_vmac, locate,
+    ClaimError, ClaimOptions, ClaimOutcome, ClaimResult, SharedReads, claim_move,
+    claim_vmac_shared, locate_shared,
 };
 use crate::ovh::plan::Found;
 use crate::ovh::rights::{self, Credential, Rule, Verdict};
@@ -368,18 +370,40 @@ pub struct OwnVmac {
     pub ips: usize,
 }
 
+/// What the jobs of one OVH client share.
+#[derive(Clone)]
+pub struct JobContext {
+    pub api: Arc<Client>,
+    /// The credential's rights as last read.
+    pub rights: Arc<RightsCache>,
+    /// vMAC reads: one listing serves every IP of a failover, one read-back verifies them.
+    pub shared: Arc<SharedReads>,
+    /// Claims running at once (`ovh.claim_concurrency`).
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// How old a shared answer a periodic check may use: the checks of a group's IPs fall due
+/// together (their claims ended together), so one read serves them all. An observation, not
+/// a safety read: claims read afresh, and a write seen done makes older answers unusable.
+pub const CHECK_SHARE: Duration = Duration::from_secs(5);
+
 /// Runs `job` for `f` behind `fence`.
 pub async fn run_job(
-    api: Arc<Client>,
+    ctx: JobContext,
     f: FailoverIp,
     opts: ClaimOptions,
     job: Job,
     fence: JobFence,
-    rights_cache: Arc<RightsCache>,
 ) -> JobReport {
+    let JobContext {
+        api,
+        rights: rights_cache,
+        shared,
+        slots,
+    } = ctx;
     let mut report = JobReport::new(job.clone(), Done::Failed { mutated: false });
     match job.kind {
-        JobKind::Check => match check(api.as_ref(), &f, job.hint.as_ref()).await {
+        JobKind::Check => match check(api.as_ref(), &f, job.hint.as_ref(), &shared).await {
             Ok((found, here, own)) => {
                 let known = rights_cache.get(api.as_ref()).await;
                 report.rights = Some(verdict_of(&known, &f, Some(&found)));
@@ -420,9 +444,15 @@ pub async fn run_job(
                     return report;
                 }
             }
+            // One writer per IP always; at most `claim_concurrency` IPs at once. Waiting for a
+            // slot changes nothing (cancellable, status shows it).
+            fence.progress.set(&Phase::Queued);
+            let _slot = slots.acquire_owned().await;
+            fence.progress.set(&Phase::Observe);
             let r = match &f.mode {
                 FailoverMode::VirtualMac(t) => {
-                    claim_vmac(api.as_ref(), t, &opts, job.hint.as_ref(), &fence).await
+                    claim_vmac_shared(api.as_ref(), t, &opts, job.hint.as_ref(), &fence, &shared)
+                        .await
                 }
                 FailoverMode::IpMove(t) => claim_move(api.as_ref(), t, &opts, &fence).await,
             };
@@ -494,11 +524,13 @@ async fn check<A: FailoverApi>(
     api: &A,
     f: &FailoverIp,
     hint: Option<&Found>,
+    shared: &SharedReads,
 ) -> Result<(Found, bool, Option<OwnVmac>), OvhError> {
+    let need = Fresh::Within(CHECK_SHARE);
     match &f.mode {
         FailoverMode::VirtualMac(t) => {
             if let Some(Found::Vmac { mac, .. }) = hint
-                && let Ok(ips) = api.vmac_ips(&t.service, mac).await
+                && let Ok(ips) = shared.vmac_ips(api, &t.service, mac, need).await
                 && ips.contains(&t.ip)
             {
                 let found = Found::Vmac {
@@ -512,7 +544,7 @@ async fn check<A: FailoverApi>(
                     };
                     return Ok((found, true, Some(own)));
                 }
-                let own = match api.vmac_ips(&t.service, &t.mac).await {
+                let own = match shared.vmac_ips(api, &t.service, &t.mac, need).await {
                     Ok(ours) => OwnVmac {
                         exists: true,
                         ips: ours.len(),
@@ -525,7 +557,7 @@ async fn check<A: FailoverApi>(
                 };
                 return Ok((found, false, Some(own)));
             }
-            let (obs, _) = locate(api, &t.service, t.ip, &t.mac).await?;
+            let (obs, _, _) = locate_shared(api, &t.service, t.ip, &t.mac, shared, need).await?;
             let here =
                 matches!(&obs.found, Found::Vmac { mac, .. } if mac.eq_ignore_ascii_case(&t.mac));
             let own = match (obs.ours_exists, &obs.found) {
@@ -538,7 +570,7 @@ async fn check<A: FailoverApi>(
                     ips: *ips,
                 }),
                 _ => {
-                    let ips = api.vmac_ips(&t.service, &t.mac).await?;
+                    let ips = shared.vmac_ips(api, &t.service, &t.mac, need).await?;
                     Some(OwnVmac {
                         exists: true,
                         ips: ips.len(),

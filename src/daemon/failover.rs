@@ -24,7 +24,7 @@ use crate::controller::claims::{ClaimPolicy, Claims, Done, Job, JobKind, Verdict
 use crate::kernel::Kernel;
 use crate::observe::daemon_view::{ClaimView, Clock, FailoverIpView};
 use crate::observe::metrics::{ClaimMetric, Metrics};
-use crate::ovh::failover::{ClaimOptions, ClaimResult};
+use crate::ovh::failover::{ClaimOptions, ClaimResult, SharedReads};
 use crate::ovh::{Client, ClientOptions};
 use crate::secrets::SecretPolicy;
 use crate::vault::agent::{AgentHandle, AgentView};
@@ -105,6 +105,11 @@ pub struct Failover {
     api: Arc<Client>,
     /// The credential's rights as last read, shared by the jobs of `api`.
     rights: Arc<RightsCache>,
+    /// vMAC reads shared by the jobs of `api` (one listing serves every IP of a failover).
+    shared: Arc<SharedReads>,
+    /// Claims running at once (`ovh.claim_concurrency`).
+    slots: Arc<tokio::sync::Semaphore>,
+    concurrency: usize,
     opts: ClaimOptions,
     ips: BTreeMap<IpAddr, FailoverIp>,
     fences: BTreeMap<IpAddr, Generation>,
@@ -211,6 +216,11 @@ impl Failover {
             key,
             api: Arc::new(api),
             rights: Arc::new(RightsCache::new(readiness.interval)),
+            shared: Arc::new(SharedReads::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::config::ovh::DEFAULT_CLAIM_CONCURRENCY,
+            )),
+            concurrency: crate::config::ovh::DEFAULT_CLAIM_CONCURRENCY,
             opts: ClaimOptions::default(),
             fences: BTreeMap::new(),
             records: BTreeMap::new(),
@@ -238,6 +248,11 @@ impl Failover {
             .collect();
         if let Some(ovh) = &config.ovh {
             self.opts = cloud::claim_options(ovh);
+            if ovh.claim_concurrency != self.concurrency {
+                // Running claims keep the permits of the old limit until they end.
+                self.concurrency = ovh.claim_concurrency;
+                self.slots = Arc::new(tokio::sync::Semaphore::new(ovh.claim_concurrency));
+            }
         }
         self.records.retain(|ip, _| self.ips.contains_key(ip));
         for ip in self.ips.keys() {
@@ -259,6 +274,7 @@ impl Failover {
             let api = build_client(config, policy, self.vault.clone(), client_options)?;
             self.api = Arc::new(api);
             self.rights = Arc::new(RightsCache::new(readiness.interval));
+            self.shared = Arc::new(SharedReads::new());
             self.key = setup_key(config).unwrap_or_default();
             self.vault_view = None;
         }
@@ -336,12 +352,16 @@ impl Failover {
             progress: progress.clone(),
         };
         let work = cloud::run_job(
-            self.api.clone(),
+            cloud::JobContext {
+                api: self.api.clone(),
+                rights: self.rights.clone(),
+                shared: self.shared.clone(),
+                slots: self.slots.clone(),
+            },
             f,
             self.opts,
             job.clone(),
             fence,
-            self.rights.clone(),
         );
         let cancelled = job.clone();
         jobs.spawn(&job, progress, work, move || {
@@ -608,6 +628,14 @@ impl Failover {
                         .map(|(_, _, at)| clock.stamp(*at)),
                     in_flight: s.and_then(|s| s.in_flight).map(|f| f.kind),
                     phase: job.map(|j| j.phase.to_string()),
+                    claim_running_ms: job
+                        .filter(|_| {
+                            s.and_then(|s| s.in_flight).map(|f| f.kind) == Some(JobKind::Claim)
+                        })
+                        .map(|j| {
+                            u64::try_from(now.saturating_duration_since(j.started).as_millis())
+                                .unwrap_or(u64::MAX)
+                        }),
                     window_open: job.is_some_and(|j| j.open),
                     next_check_ms: s.map(|s| {
                         u64::try_from(s.next_check.saturating_duration_since(now).as_millis())
@@ -659,6 +687,10 @@ fn build_client(
     client_options.proxy = ovh.proxy.clone();
     if let Some(n) = ovh.requests_per_minute {
         client_options.rate = crate::ovh::policy::RateLimit::per_minute(n);
+    }
+    if ovh.failover_requests_per_minute.is_some() || ovh.requests_per_minute.is_some() {
+        client_options.failover_rate =
+            crate::ovh::policy::RateLimit::failover(ovh.failover_budget());
     }
     if matches!(
         ovh.credentials,

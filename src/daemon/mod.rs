@@ -502,6 +502,11 @@ impl Daemon {
             })
             .collect();
         let timing = self.controller.core().timing();
+        let failover_ips = self
+            .failover
+            .as_ref()
+            .map(|f| f.view(&clock, self.controller.claims(), &self.jobs.view()))
+            .unwrap_or_default();
         DaemonView {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -567,11 +572,8 @@ impl Daemon {
                 })
                 .collect(),
             groups,
-            failover_ips: self
-                .failover
-                .as_ref()
-                .map(|f| f.view(&clock, self.controller.claims(), &self.jobs.view()))
-                .unwrap_or_default(),
+            failover_ips: failover_ips.clone(),
+            failovers: crate::observe::progress::failovers(&failover_ips),
             readiness: self.readiness_view(),
             maintenance: serde_json::to_value(self.ledger().status(self.kernel.as_ref())).ok(),
         }

@@ -61,6 +61,10 @@ impl Daemon {
                 Effect::Report(outcome) => self.report(&outcome),
                 Effect::Start(job) => {
                     if let Some(f) = self.failover.as_mut() {
+                        // The fences first: on a multi-threaded runtime (the lab, benches)
+                        // a claim may reach its first write before this loop ends, and must
+                        // see the generation it was started for, not the previous one.
+                        f.sync_fences(self.controller.claims());
                         let xid = self
                             .controller
                             .core()

@@ -219,6 +219,7 @@ pub async fn run(opts: &LabOptions, mut out: Box<dyn Write + Send>) -> Result<bo
         readiness: Duration::from_secs(10),
         rate: crate::ovh::policy::RateLimit::default(),
         vault: true,
+        ips: 1,
     })
     .await?;
     if !opts.json {

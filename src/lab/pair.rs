@@ -42,6 +42,9 @@ pub struct PairOptions {
     /// The daemons' OVH rate limit (the default keeps under OVH's advice; benchmarks that
     /// repeat failovers back to back lift it so they measure carpd, not the budget).
     pub rate: crate::ovh::policy::RateLimit,
+    /// Failover IPs following the group: [`VIP`] and `ips - 1` more ([`vips`]); 0 counts
+    /// as 1.
+    pub ips: usize,
 }
 
 /// The two routers and the simulator.
@@ -77,6 +80,14 @@ pub fn vip() -> Ipv4Addr {
     VIP.parse().expect("a valid IP")
 }
 
+/// The pair's `n` failover IPs: [`VIP`], then the addresses after it (51.68.252.231, ...).
+pub fn vips(n: usize) -> Vec<Ipv4Addr> {
+    let base = u32::from(vip());
+    (0..n.max(1) as u32)
+        .map(|i| Ipv4Addr::from(base + i))
+        .collect()
+}
+
 impl Router {
     fn config(&self, sim: &OvhSim, o: &PairOptions) -> String {
         format!(
@@ -94,10 +105,7 @@ ovh:
 readiness: {{ interval: {readiness}ms }}
 {vault}maintenance: {{ state_dir: {dir}/db }}
 failover_ips:
-  - ip: {VIP}
-    group: {GROUP}
-    ovh_virtual_mac: {{ service: {SERVICE}, mac: \"{mac}\", virtual_machine_name: {name} }}
-",
+{failover}",
             name = self.name,
             advskew = self.advskew,
             url = sim.base_url(),
@@ -116,7 +124,14 @@ failover_ips:
             hold = o.hold_down.as_millis(),
             recheck = o.recheck.as_millis(),
             readiness = o.readiness.as_millis(),
-            mac = self.mac,
+            failover = vips(o.ips)
+                .iter()
+                .map(|ip| format!(
+                    "  - ip: {ip}\n    group: {GROUP}\n    ovh_virtual_mac: {{ service: {SERVICE}, mac: \"{mac}\", virtual_machine_name: {name} }}\n",
+                    mac = self.mac,
+                    name = self.name,
+                ))
+                .collect::<String>(),
         )
     }
 
@@ -139,6 +154,11 @@ failover_ips:
             },
             ovh_client: ClientOptions {
                 rate: self.rate,
+                // A lifted steady budget lifts the failover's with it.
+                failover_rate: crate::ovh::policy::RateLimit::failover(
+                    (self.rate.burst + self.rate.per_minute)
+                        .max(crate::ovh::policy::DEFAULT_FAILOVER_PER_MINUTE),
+                ),
                 ..ClientOptions::default()
             },
         }
@@ -221,7 +241,9 @@ impl Pair {
             w.task_delay = o.task;
             // router-003's vMAC holds the failover IP at start: the preferred router must claim.
             w.add_vmac(SERVICE, plan[0].1, &[plan[0].2.parse().expect("ip")]);
-            w.add_vmac(SERVICE, plan[1].1, &[plan[1].2.parse().expect("ip"), vip()]);
+            let mut held: Vec<Ipv4Addr> = vec![plan[1].2.parse().expect("ip")];
+            held.extend(vips(o.ips));
+            w.add_vmac(SERVICE, plan[1].1, &held);
         });
         let vault = if o.vault {
             super::vault::DevVault::start(&base).await?
@@ -275,6 +297,16 @@ impl Pair {
     /// The vMAC holding the failover IP.
     pub fn holder(&self) -> Option<String> {
         self.sim.with_world(|w| w.holder(vip())).map(|(_, mac)| mac)
+    }
+
+    /// How many of the first `n` failover IPs ([`vips`]) `mac` holds.
+    pub fn held_by(&self, mac: &str, n: usize) -> usize {
+        let ips = vips(n);
+        self.sim.with_world(|w| {
+            ips.iter()
+                .filter(|ip| w.holder(**ip).is_some_and(|(_, m)| m == mac))
+                .count()
+        })
     }
 
     /// A flap storm: `n` events per router paced over about a second, the two vhids in

@@ -52,6 +52,9 @@ pub struct DaemonView {
     /// Failover IPs (`failover_ips:`): expected and actual binding, last claim, next check.
     #[serde(default)]
     pub failover_ips: Vec<FailoverIpView>,
+    /// Per group MASTER here: n of m failover IPs bound here, the slowest and why.
+    #[serde(default)]
+    pub failovers: Vec<super::progress::FailoverProgressView>,
     /// Could this node complete a failover now? `null` when there is nothing to be ready for.
     #[serde(default)]
     pub readiness: Option<ReadinessView>,
@@ -99,6 +102,9 @@ pub struct FailoverIpView {
     pub failures: u32,
     pub last_error: Option<String>,
     pub last_claim: Option<ClaimView>,
+    /// How long the running claim has run (slot wait included).
+    #[serde(default)]
+    pub claim_running_ms: Option<u64>,
 }
 
 /// The last claim of a failover IP.
@@ -333,6 +339,26 @@ pub fn to_text(v: &DaemonView) -> String {
                 t.at, t.from, t.to, t.learned, t.id
             );
         }
+    }
+    for p in &v.failovers {
+        let _ = writeln!(
+            o,
+            "  failover of {}: {} of {} IPs bound here{}",
+            p.group,
+            p.bound,
+            p.ips,
+            p.slowest
+                .as_ref()
+                .map(|s| format!(
+                    "; slowest {}{}: {}",
+                    s.ip,
+                    s.running_ms
+                        .map(|ms| format!(" ({:.1} s)", ms as f64 / 1000.0))
+                        .unwrap_or_default(),
+                    s.why
+                ))
+                .unwrap_or_default()
+        );
     }
     for f in &v.failover_ips {
         failover_text(&mut o, f);

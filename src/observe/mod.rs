@@ -4,4 +4,5 @@
 pub mod daemon_view;
 pub mod logging;
 pub mod metrics;
+pub mod progress;
 pub mod status;

@@ -149,7 +149,7 @@ pub trait FailoverApi {
         None
     }
     /// Records how long a task of `kind` took (from the request to being seen done).
-    fn learn(&self, _kind: TaskKind, _took: std::time::Duration) {}
+    fn learn(&self, _kind: TaskKind, _took: crate::ovh::policy::Sample) {}
 }
 
 /// The kinds of task whose durations carpd learns.
@@ -355,7 +355,7 @@ impl FailoverApi for Client {
         self.learned_task_time(kind)
     }
 
-    fn learn(&self, kind: TaskKind, took: std::time::Duration) {
+    fn learn(&self, kind: TaskKind, took: crate::ovh::policy::Sample) {
         self.learn_task_time(kind, took);
     }
 }

@@ -38,7 +38,7 @@ use super::api::TaskKind;
 use super::credentials::{Auth, CredentialSource, Credentials};
 use super::endpoint::Endpoint;
 use super::error::{ApiError, ErrorBody, ErrorKind, OvhError};
-use super::policy::{RateLimit, RateLimiter, RetryPolicy};
+use super::policy::{Cooldown, RateLimit, RateLimiter, RetryPolicy};
 use super::sign;
 
 /// Tunables of the client; the defaults suit the daemon.
@@ -51,6 +51,8 @@ pub struct ClientOptions {
     pub request_deadline: Duration,
     pub retry: RetryPolicy,
     pub rate: RateLimit,
+    /// What claims may send (`ovh.failover_requests_per_minute`): the burst of a failover.
+    pub failover_rate: RateLimit,
     /// How often the server time delta is refreshed.
     pub time_refresh: Duration,
     /// Extra trusted certificates (PEM), added to the built-in Mozilla roots: a TLS-inspecting
@@ -74,6 +76,7 @@ impl Default for ClientOptions {
             request_deadline: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             rate: RateLimit::default(),
+            failover_rate: RateLimit::failover(super::policy::DEFAULT_FAILOVER_PER_MINUTE),
             time_refresh: Duration::from_secs(3600),
             extra_roots_pem: Vec::new(),
             credentials_max_age: None,
@@ -169,6 +172,10 @@ pub struct Client {
     opts: ClientOptions,
     state: Mutex<State>,
     limiter: Mutex<RateLimiter>,
+    /// Claims' own budget: the burst of a failover.
+    claim_limiter: Mutex<RateLimiter>,
+    /// Every request waits here after a 429.
+    cooldown: Mutex<Cooldown>,
     requests: AtomicU64,
     /// Learned task durations (smoothed), per kind.
     learned: Mutex<BTreeMap<TaskKind, Duration>>,
@@ -236,6 +243,10 @@ impl Client {
             endpoint,
             source,
             limiter: Mutex::new(RateLimiter::new(opts.rate)),
+            claim_limiter: Mutex::new(RateLimiter::new(opts.failover_rate)),
+            cooldown: Mutex::new(Cooldown::new(Duration::from_secs_f64(
+                60.0 / f64::from(opts.failover_rate.per_minute.max(1)),
+            ))),
             opts,
             state: Mutex::new(State::default()),
             requests: AtomicU64::new(0),
@@ -281,9 +292,9 @@ impl Client {
     }
 
     /// Records a task's duration (request to seen done).
-    pub fn learn_task_time(&self, kind: TaskKind, took: Duration) {
+    pub fn learn_task_time(&self, kind: TaskKind, took: crate::ovh::policy::Sample) {
         let mut l = self.learned.lock().unwrap_or_else(|p| p.into_inner());
-        let v = crate::ovh::policy::smooth(l.get(&kind).copied(), took);
+        let v = crate::ovh::policy::learn_from(l.get(&kind).copied(), took);
         l.insert(kind, v);
     }
 
@@ -337,6 +348,7 @@ impl Client {
                 }
                 Err(e) => e,
             };
+            self.note_rate_limited(&e);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let retry_after = e.api().and_then(|a| a.retry_after);
             match self
@@ -549,6 +561,7 @@ impl Client {
                 }
                 _ => {}
             }
+            self.note_rate_limited(&e);
             let retry_safe = match &e {
                 OvhError::Api(a) => a.status == 429 || (!mutating && a.kind().is_transient()),
                 OvhError::Network { connect, .. } => *connect || !mutating,
@@ -571,15 +584,74 @@ impl Client {
         }
     }
 
+    /// A 429 slows every request of this client at once (see [`Cooldown`]).
+    fn note_rate_limited(&self, e: &OvhError) {
+        if let OvhError::Api(a) = e
+            && a.status == 429
+        {
+            tracing::warn!(
+                retry_after_ms = a.retry_after.map(|d| d.as_millis() as u64),
+                "OVH answered 429 (too many requests): every request pauses, then goes out spaced"
+            );
+            self.cooldown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .rate_limited(Instant::now(), a.retry_after);
+        }
+    }
+
+    /// Whether a 429 pauses or spaces requests now (status).
+    pub fn cooling_down(&self) -> bool {
+        self.cooldown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .active(Instant::now())
+    }
+
     async fn rate_limit(&self, deadline: Instant) {
+        // After a 429 nobody goes first: claims too wait for their slot; a 429 that arrives
+        // while waiting (another request's) means a new pause: take a new slot after it.
+        loop {
+            let (slot, epoch) = {
+                let mut c = self.cooldown.lock().unwrap_or_else(|p| p.into_inner());
+                (c.slot(Instant::now()), c.epoch())
+            };
+            let Some(at) = slot else { break };
+            tokio::time::sleep_until(at.into()).await;
+            let now_epoch = self
+                .cooldown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .epoch();
+            if now_epoch == epoch {
+                break;
+            }
+        }
         if in_claim() {
-            // Claims never wait: the token is taken (the bucket may go into debt), and
-            // background checks, which look at the headroom, yield until it refills.
+            // Claims never wait for the steady budget: the token is taken (the bucket may go
+            // into debt), and background checks, which look at the headroom, yield until it
+            // refills. They wait only when the failover's own burst is spent.
             self.limiter
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take(Instant::now());
-            return;
+            loop {
+                let wait = {
+                    let mut l = self.claim_limiter.lock().unwrap_or_else(|p| p.into_inner());
+                    match l.acquire(Instant::now()) {
+                        Ok(()) => return,
+                        Err(w) => w,
+                    }
+                };
+                if Instant::now() + wait > deadline {
+                    return;
+                }
+                tracing::debug!(
+                    wait_ms = wait.as_millis() as u64,
+                    "OVH failover budget spent: waiting"
+                );
+                tokio::time::sleep(wait).await;
+            }
         }
         loop {
             let wait = {

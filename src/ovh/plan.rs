@@ -74,6 +74,28 @@ pub fn plan_vmac(obs: &VmacObservation, ours: &str, allow_last_ip_release: bool)
     }
 }
 
+/// The last-IP rule for several releases from one vMAC at once (a failover of many IPs
+/// sharing one listing, issue 21): may `ip` be released from a vMAC whose fresh listing is
+/// `listed`, while the IPs in `releasing` are being released from it by other claims?
+///
+/// The rule is evaluated on the listing for every IP of the failover together: what stays on
+/// the vMAC is the listing minus every release in flight minus this one, each address once;
+/// it must not be empty, or OVH deletes the vMAC for good. So when a vMAC holds only failover
+/// IPs, all but one are released and the last one is refused, whatever order the claims run
+/// in; with a permanent IP there, every failover IP may go at once. Returns `false` to refuse
+/// (unless `allow_last_ip_release`).
+pub fn may_release(
+    listed: &[std::net::Ipv4Addr],
+    releasing: &std::collections::BTreeSet<std::net::Ipv4Addr>,
+    ip: std::net::Ipv4Addr,
+    allow_last_ip_release: bool,
+) -> bool {
+    if allow_last_ip_release {
+        return true;
+    }
+    listed.iter().any(|a| *a != ip && !releasing.contains(a))
+}
+
 /// An observation in IP move mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MoveObservation {
@@ -103,6 +125,40 @@ pub fn plan_move(obs: &MoveObservation, to: &str) -> MoveStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_from_one_vmac_keep_one_ip_there() {
+        use std::collections::BTreeSet;
+        use std::net::Ipv4Addr;
+        let perm: Ipv4Addr = "178.32.70.111".parse().unwrap();
+        let fips: Vec<Ipv4Addr> = (1..=4).map(|i| Ipv4Addr::new(51, 68, 252, i)).collect();
+        // Only failover IPs there: releases are granted one after another until one is left.
+        let mut releasing = BTreeSet::new();
+        let mut granted = 0;
+        for ip in &fips {
+            if may_release(&fips, &releasing, *ip, false) {
+                releasing.insert(*ip);
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, fips.len() - 1);
+        // A permanent IP stays: every failover IP may go at once.
+        let mut listed = fips.clone();
+        listed.push(perm);
+        let mut releasing = BTreeSet::new();
+        for ip in &fips {
+            assert!(may_release(&listed, &releasing, *ip, false));
+            releasing.insert(*ip);
+        }
+        // An address listed twice is one address: it never makes a last IP look like two.
+        let twice = vec![fips[0], fips[0]];
+        assert!(!may_release(&twice, &BTreeSet::new(), fips[0], false));
+        // Allowed explicitly: always.
+        assert!(may_release(&twice, &BTreeSet::new(), fips[0], true));
+        // Releases of IPs no longer listed do not count against the rule.
+        let gone: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 0, 1)].into();
+        assert!(may_release(&[fips[0], fips[1]], &gone, fips[0], false));
+    }
 
     const OURS: &str = "02:00:00:aa:bb:cc";
     const PEER: &str = "02:00:00:11:22:33";

@@ -16,6 +16,12 @@
 //!   within OVH's suggested 60 requests per minute per key. Claims never wait for it: they
 //!   take their tokens even into debt ([`RateLimiter::take`]), and background checks, which
 //!   wait for tokens and skip rounds when the headroom is low, pay that debt back.
+//! - A failover's own budget (issue 21): claims draw on a second bucket, `ovh.failover_requests_per_minute`
+//!   (default 120, twice OVH's guidance, for the seconds a failover lasts), and wait only when
+//!   it is empty; the steady bucket above stays for checks and readiness.
+//! - [`Cooldown`]: any 429 pauses every request of the client (claims too) until its
+//!   `Retry-After`, then lets them out one at a time, spaced, for a calm period: no burst
+//!   when the pause ends, however many claims were waiting.
 
 use std::time::{Duration, Instant};
 
@@ -82,7 +88,7 @@ pub struct PollPolicy {
     /// A 404 never ends a claim before its deadline.
     pub fresh_404: Duration,
     /// With a learned duration `e`: the first poll at `first * e`, then every `step * e`
-    /// (at least `min / 5`) until `(1 + 5 * step) * e`, then the ratio rule.
+    /// (at least `min / 10`) until `(1 + 5 * step) * e`, then the ratio rule.
     pub first: f64,
     pub step: f64,
 }
@@ -119,25 +125,55 @@ impl PollPolicy {
             return first - waited;
         }
         let step = self.step.clamp(0.0, 1.0);
-        // Well past the expectation the task is unusual: back off (the ratio rule).
+        // Close polls near the end: a tenth of `min` is their floor (`min` itself is sized
+        // for the unknown start of a task; 10 ms keeps a short task's overshoot within a few
+        // percent, issue 21).
+        let floor = self.min / 10;
+        // Past the expectation the task is unusual (or was learned too short): back off by
+        // the ratio rule, from the close floor, not from `min` (which is sized for a task's
+        // unknown start: 100 ms past a 200 ms task is half the task again).
         if waited > e.mul_f64(1.0 + 5.0 * step) {
-            return self.next(waited);
+            let by_ratio = waited.mul_f64(self.ratio.clamp(0.0, 10.0));
+            return by_ratio.clamp(floor, self.max.max(floor));
         }
-        // Close polls near the end: a fifth of `min` is their floor (`min` itself is sized
-        // for the unknown start of a task).
-        let floor = self.min / 5;
         e.mul_f64(step).clamp(floor, self.max.max(floor))
     }
 }
 
 /// What one task says about the duration of its kind: between the last poll that saw it
 /// pending and the one that saw it done, the middle; when the first poll already saw it
-/// done, 97% of that (the task may be shorter: probe a little earlier next time). Learning the raw
+/// done, 95% of that (the task may be shorter: probe earlier next time). Learning the raw
 /// "seen done" time would only ever grow, by the polling overshoot, claim after claim.
-pub fn sample(last_pending: Option<Duration>, done: Duration) -> Duration {
+/// A middle between two close polls (at most a tenth of the duration apart) is *precise*:
+/// it replaces what was learned ([`learn_from`]); the coarse brackets of the first tasks,
+/// polled while nothing was known, are off by up to half their width and only nudge it.
+pub fn sample(last_pending: Option<Duration>, done: Duration) -> Sample {
     match last_pending {
-        Some(p) if p <= done => p + (done - p) / 2,
-        _ => done.mul_f64(0.97),
+        Some(p) if p <= done => Sample {
+            took: p + (done - p) / 2,
+            precise: (done - p) <= done / 10,
+        },
+        _ => Sample {
+            took: done.mul_f64(0.95),
+            precise: false,
+        },
+    }
+}
+
+/// One task's evidence about its kind's duration ([`sample`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub took: Duration,
+    /// Bracketed by two close polls.
+    pub precise: bool,
+}
+
+/// The learned duration after `s`: a precise sample is taken as is, others are smoothed.
+pub fn learn_from(old: Option<Duration>, s: Sample) -> Duration {
+    if s.precise {
+        s.took
+    } else {
+        smooth(old, s.took)
     }
 }
 
@@ -168,8 +204,18 @@ impl Default for RateLimit {
 
 /// OVH's guidance (python-ovh issue 81): under about 60 requests a minute per consumer key.
 pub const DEFAULT_PER_MINUTE: u32 = 60;
+/// Default of `ovh.failover_requests_per_minute`.
+pub const DEFAULT_FAILOVER_PER_MINUTE: u32 = 120;
 
 impl RateLimit {
+    /// A failover's budget of `n` a minute: all of it at once, refilled over a minute.
+    pub fn failover(n: u32) -> RateLimit {
+        RateLimit {
+            burst: n.max(1),
+            per_minute: n.max(1),
+        }
+    }
+
     /// A budget of at most `n` requests in any minute: a third as burst, the rest as refill.
     pub fn per_minute(n: u32) -> RateLimit {
         let burst = (n / 3).max(1);
@@ -235,9 +281,102 @@ impl RateLimiter {
     }
 }
 
+/// A 429 without `Retry-After` pauses for this long.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+/// After a pause, requests stay spaced for this long.
+pub const CALM: Duration = Duration::from_secs(10);
+
+/// What a 429 does to the whole client: a pause until `Retry-After`, then spaced requests.
+#[derive(Clone, Debug)]
+pub struct Cooldown {
+    spacing: Duration,
+    /// The next free slot while calming down.
+    next: Option<Instant>,
+    /// Spacing ends here.
+    calm_until: Option<Instant>,
+    /// Counts 429s: a request that waited for its slot while a newer 429 arrived takes a
+    /// new slot (it must not go out inside the newer pause).
+    epoch: u64,
+}
+
+impl Cooldown {
+    /// `spacing`: the gap between requests after a pause (60 s / the failover budget).
+    pub fn new(spacing: Duration) -> Cooldown {
+        Cooldown {
+            spacing,
+            next: None,
+            calm_until: None,
+            epoch: 0,
+        }
+    }
+
+    /// OVH answered 429 at `now`, asking for `retry_after` (absent: [`DEFAULT_PAUSE`]).
+    pub fn rate_limited(&mut self, now: Instant, retry_after: Option<Duration>) {
+        let resume = now + retry_after.unwrap_or(DEFAULT_PAUSE);
+        self.next = Some(self.next.map_or(resume, |n| n.max(resume)));
+        self.calm_until = Some(resume + CALM);
+        self.epoch += 1;
+    }
+
+    /// How many 429s were seen: compare before and after waiting for a slot.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// When a request asking at `now` may go (its slot is taken): `None` at once. Before the
+    /// pause ends and while calming down, slots are `spacing` apart.
+    pub fn slot(&mut self, now: Instant) -> Option<Instant> {
+        let calm = self.calm_until?;
+        let next = self.next.unwrap_or(now);
+        if now >= calm && next <= now {
+            self.calm_until = None;
+            self.next = None;
+            return None;
+        }
+        let at = next.max(now);
+        self.next = Some(at + self.spacing);
+        (at > now).then_some(at)
+    }
+
+    /// Whether requests are paused or spaced now.
+    pub fn active(&self, now: Instant) -> bool {
+        self.calm_until.is_some_and(|c| now < c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_429_pauses_everything_then_spaces_requests() {
+        let t0 = Instant::now();
+        let gap = Duration::from_millis(500);
+        let mut c = Cooldown::new(gap);
+        assert_eq!(c.slot(t0), None);
+        c.rate_limited(t0, Some(Duration::from_secs(2)));
+        assert!(c.active(t0));
+        // Twenty requests waiting for the pause: none before Retry-After, then one per gap.
+        let slots: Vec<Instant> = (0..20).map(|_| c.slot(t0).unwrap()).collect();
+        assert_eq!(slots[0], t0 + Duration::from_secs(2));
+        for w in slots.windows(2) {
+            assert_eq!(w[1] - w[0], gap);
+        }
+        // A second 429 during the pause only extends it, and tells those who hold a slot
+        // (the epoch changed) to take a new one.
+        let before = c.epoch();
+        c.rate_limited(t0 + Duration::from_secs(1), Some(Duration::from_secs(1)));
+        assert_ne!(c.epoch(), before);
+        assert!(c.slot(t0 + Duration::from_secs(1)).unwrap() >= slots[19] + gap);
+        // Without Retry-After: the default pause.
+        let mut c = Cooldown::new(gap);
+        c.rate_limited(t0, None);
+        assert_eq!(c.slot(t0), Some(t0 + DEFAULT_PAUSE));
+        // Calm again: requests go at once.
+        let later = t0 + DEFAULT_PAUSE + CALM + Duration::from_secs(1);
+        assert_eq!(c.slot(later), None);
+        assert!(!c.active(later));
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_respects_the_deadline() {
@@ -354,10 +493,24 @@ mod tests {
         }
         assert_eq!(smooth(None, e), e);
         assert_eq!(
-            sample(Some(Duration::from_secs(9)), Duration::from_secs(11)),
+            sample(Some(Duration::from_secs(9)), Duration::from_secs(11)).took,
             e
         );
-        assert_eq!(sample(None, e), Duration::from_millis(9_700));
+        assert_eq!(sample(None, e).took, Duration::from_millis(9_500));
+        // Two close polls bracket it precisely: taken as is, up or down.
+        let close = sample(Some(Duration::from_millis(195)), Duration::from_millis(205));
+        assert!(close.precise);
+        assert_eq!(
+            learn_from(Some(Duration::from_millis(150)), close),
+            Duration::from_millis(200)
+        );
+        // A coarse bracket (the first tasks' 100 ms polls) only nudges it up.
+        let coarse = sample(Some(Duration::from_millis(100)), Duration::from_millis(200));
+        assert!(!coarse.precise);
+        assert_eq!(
+            learn_from(Some(Duration::from_millis(100)), coarse),
+            Duration::from_micros(112_500)
+        );
         // Learning converges to a series of equal tasks from above and below, each seen
         // within 5% once learned.
         let task = Duration::from_millis(800);
@@ -378,7 +531,7 @@ mod tests {
                         "{start:?} {round}: {waited:?}"
                     );
                 }
-                learned = Some(smooth(learned, sample(pending, waited)));
+                learned = Some(learn_from(learned, sample(pending, waited)));
             }
         }
         assert_eq!(

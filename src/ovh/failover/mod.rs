@@ -25,6 +25,7 @@
 
 mod moves;
 mod run;
+pub mod shared;
 mod vmac;
 
 use std::fmt;
@@ -38,12 +39,15 @@ use super::plan::Found;
 use super::policy::{PollPolicy, RetryPolicy};
 
 pub use moves::claim_move;
-pub use vmac::{claim_vmac, locate};
+pub use shared::SharedReads;
+pub use vmac::{claim_vmac, claim_vmac_shared, locate, locate_shared};
 
 /// Where a claim stands.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "phase")]
 pub enum Phase {
+    /// Waiting for a claim slot (`ovh.claim_concurrency`): nothing sent yet.
+    Queued,
     /// Reading where the IP is (and re-reading after an ambiguous step).
     Observe,
     /// The DELETE from `from` is about to be sent or its task runs: the window is open.
@@ -66,6 +70,7 @@ impl Phase {
 
     pub fn as_str(&self) -> &'static str {
         match self {
+            Phase::Queued => "queued",
             Phase::Observe => "observe",
             Phase::Release { .. } => "release",
             Phase::Bind => "bind",

@@ -70,7 +70,7 @@ async fn claim_move_inner<A: FailoverApi>(
                             tr,
                             "a pending move",
                             Instant::now(),
-                            api.learned(TaskKind::Move),
+                            (Some(TaskKind::Move), None),
                             None,
                         )
                         .await

@@ -259,14 +259,13 @@ impl<'a> Run<'a> {
                 return Ok(Mutation::Replan);
             }
         };
-        let expect = api.learned(step.kind).or(step.expect);
         let task_time = self
             .poll(
                 api,
                 task_ref(task.id),
                 &step.action,
                 sent,
-                expect,
+                (Some(step.kind), step.expect),
                 Some(&step.seen),
             )
             .await?;
@@ -321,7 +320,7 @@ impl<'a> Run<'a> {
                     task_ref(id),
                     "a pending task",
                     now,
-                    api.learned(kind),
+                    (Some(kind), None),
                     None,
                 )
                 .await
@@ -368,21 +367,27 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Polls a task until done; returns its time since `submitted`. `expect` is how long
-    /// such tasks took lately: the first poll goes near it, which saves requests (OVH's rate
-    /// budget) without delaying the answer. While the task answers 404 past
-    /// `poll.fresh_404`, `seen` (the step's effect) is read instead: seen means done.
+    /// Polls a task until done; returns its time since `submitted`. `expect` is the task's
+    /// kind, whose learned duration is read again before every poll, and a fallback
+    /// duration: the first poll goes near the expected end, which saves requests (OVH's rate
+    /// budget) without delaying the answer. Read again, because the claims of a failover
+    /// poll side by side: the first task of a kind to end teaches every claim still polling
+    /// one (issue 21), instead of each polling tightly from the start. While the task
+    /// answers 404 past `poll.fresh_404`, `seen` (the step's effect) is read instead: seen
+    /// means done.
     pub(super) async fn poll<A: FailoverApi>(
         &mut self,
         api: &A,
         task: TaskRef,
         action: &str,
         submitted: Instant,
-        expect: Option<Duration>,
+        expect: (Option<TaskKind>, Option<Duration>),
         seen: Option<&Seen>,
     ) -> Result<Duration, ClaimFailure> {
         self.last_pending = None;
         loop {
+            let (kind, fallback) = expect;
+            let expect = kind.and_then(|k| api.learned(k)).or(fallback);
             let waited = submitted.elapsed();
             let wait = self.opts.poll.next_expecting(waited, expect);
             if Instant::now() + wait > self.deadline {

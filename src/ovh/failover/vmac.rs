@@ -24,6 +24,7 @@ use super::super::client::claim_scope;
 use super::super::error::OvhError;
 use super::super::plan::{Found, VmacObservation, VmacStep, plan_vmac};
 use super::run::{Mutation, Run, Seen, Step, within};
+use super::shared::{Fresh, Release, SharedReads, VERIFY_COALESCE};
 use super::{
     ClaimError, ClaimFailure, ClaimOptions, ClaimOutcome, ClaimResult, Fence, Phase, VmacTarget,
 };
@@ -36,10 +37,27 @@ pub async fn locate<A: FailoverApi>(
     ip: Ipv4Addr,
     ours: &str,
 ) -> Result<(VmacObservation, Vec<String>), OvhError> {
+    let shared = SharedReads::new();
+    let need = Fresh::Within(Duration::ZERO);
+    locate_shared(api, service, ip, ours, &shared, need)
+        .await
+        .map(|(o, v, _)| (o, v))
+}
+
+/// [`locate`] through reads shared with other claims and checks, as fresh as `need`; also
+/// returns the listing of the vMAC holding the IP (the last-IP rule's input).
+pub async fn locate_shared<A: FailoverApi>(
+    api: &A,
+    service: &str,
+    ip: Ipv4Addr,
+    ours: &str,
+    shared: &SharedReads,
+    need: Fresh,
+) -> Result<(VmacObservation, Vec<String>, Option<Vec<Ipv4Addr>>), OvhError> {
     // Only MACs go near a path, each once (whatever the listing holds).
     let mut vmacs: Vec<String> = Vec::new();
-    for m in api
-        .list_vmacs(service)
+    for m in shared
+        .list_vmacs(api, service, need)
         .await?
         .iter()
         .filter_map(|m| parse_mac(m))
@@ -54,13 +72,15 @@ pub async fn locate<A: FailoverApi>(
     let mut order: Vec<&String> = vmacs.iter().collect();
     order.sort_by_key(|m| !m.eq_ignore_ascii_case(ours));
     let mut found = Found::Unbound;
+    let mut listing = None;
     for mac in order {
-        let ips = distinct(api.vmac_ips(service, mac).await?);
+        let ips = distinct(shared.vmac_ips(api, service, mac, need).await?);
         if ips.contains(&ip) {
             found = Found::Vmac {
                 mac: mac.to_lowercase(),
                 ips: ips.len(),
             };
+            listing = Some(ips);
             break;
         }
     }
@@ -70,6 +90,7 @@ pub async fn locate<A: FailoverApi>(
             ours_exists: Some(ours_exists),
         },
         vmacs,
+        listing,
     ))
 }
 
@@ -96,7 +117,21 @@ pub async fn claim_vmac<A: FailoverApi>(
     hint: Option<&Found>,
     fence: &dyn Fence,
 ) -> Result<ClaimOutcome, ClaimFailure> {
-    let (mut r, n) = claim_scope(claim_vmac_inner(api, t, opts, hint, fence)).await;
+    claim_vmac_shared(api, t, opts, hint, fence, &SharedReads::new()).await
+}
+
+/// [`claim_vmac`] sharing its reads with the other claims of a failover ([`SharedReads`]):
+/// the safety read before the DELETE, the listing, and the read-back; the last-IP rule
+/// counts every release in flight from the same vMAC.
+pub async fn claim_vmac_shared<A: FailoverApi>(
+    api: &A,
+    t: &VmacTarget,
+    opts: &ClaimOptions,
+    hint: Option<&Found>,
+    fence: &dyn Fence,
+    shared: &SharedReads,
+) -> Result<ClaimOutcome, ClaimFailure> {
+    let (mut r, n) = claim_scope(claim_vmac_inner(api, t, opts, hint, fence, shared)).await;
     super::set_requests(&mut r, n);
     r
 }
@@ -107,6 +142,7 @@ async fn claim_vmac_inner<A: FailoverApi>(
     opts: &ClaimOptions,
     hint: Option<&Found>,
     fence: &dyn Fence,
+    shared: &SharedReads,
 ) -> Result<ClaimOutcome, ClaimFailure> {
     let ip_s = t.ip.to_string();
     let mut run = Run::new(ip_s.clone(), opts);
@@ -117,6 +153,10 @@ async fn claim_vmac_inner<A: FailoverApi>(
     let mut delete_time: Option<Duration> = None;
     // Whether our DELETE may have been applied and the IP not yet bound here since.
     let mut released = false;
+    // The fresh listing of the vMAC holding the IP, from the last observation.
+    let mut listing: Option<Vec<Ipv4Addr>> = None;
+    // This claim's release reserved on that vMAC (the last-IP rule across claims).
+    let mut _release: Option<Release<'_>> = None;
     loop {
         let step = match next.take() {
             Some(s) => s,
@@ -124,6 +164,10 @@ async fn claim_vmac_inner<A: FailoverApi>(
                 if !released {
                     fence.phase(&Phase::Observe);
                 }
+                // Answers from before this observation never serve it (the last-IP rule
+                // needs the vMAC as it is now); one in flight now does.
+                let need = Fresh::AnsweredAfter(Instant::now());
+                listing = None;
                 let obs = match hint.take() {
                     Some(Found::Vmac { mac, .. }) => {
                         let ips = within(
@@ -131,7 +175,7 @@ async fn claim_vmac_inner<A: FailoverApi>(
                             &ip_s,
                             "reading the vMAC",
                             opts.deadline,
-                            api.vmac_ips(&t.service, &mac),
+                            shared.vmac_ips(api, &t.service, &mac, need),
                         )
                         .await;
                         match ips.map(distinct) {
@@ -141,7 +185,8 @@ async fn claim_vmac_inner<A: FailoverApi>(
                                     ips: ips.len(),
                                 },
                                 ours_exists: None,
-                            }),
+                            })
+                            .inspect(|_| listing = Some(ips)),
                             // Stale or unreadable hint: observe fully.
                             _ => None,
                         }
@@ -154,22 +199,20 @@ async fn claim_vmac_inner<A: FailoverApi>(
                 };
                 let obs = match obs {
                     Some(o) => o,
-                    None => {
-                        within(
-                            run.deadline,
-                            &ip_s,
-                            "locating the IP",
-                            opts.deadline,
-                            locate(api, &t.service, t.ip, &t.mac),
-                        )
-                        .await
-                        .map(|(o, vmacs)| {
-                            run.outcome.found.get_or_insert(o.found.clone());
-                            (o, vmacs)
-                        })
-                        .map_err(|e| run.fail(e))?
-                        .0
-                    }
+                    None => within(
+                        run.deadline,
+                        &ip_s,
+                        "locating the IP",
+                        opts.deadline,
+                        locate_shared(api, &t.service, t.ip, &t.mac, shared, need),
+                    )
+                    .await
+                    .map(|(o, _, l)| {
+                        run.outcome.found.get_or_insert(o.found.clone());
+                        listing = l;
+                        o
+                    })
+                    .map_err(|e| run.fail(e))?,
                 };
                 run.outcome.found.get_or_insert(obs.found.clone());
                 match &obs.found {
@@ -215,6 +258,25 @@ async fn claim_vmac_inner<A: FailoverApi>(
                 }));
             }
             VmacStep::Remove { from } => {
+                // The last-IP rule for every IP of the failover at once: the fresh listing
+                // minus the releases other claims have in flight from that vMAC.
+                _release = None;
+                let Some(listed) = listing.as_deref() else {
+                    // Never a DELETE without a fresh listing of its vMAC: observe again.
+                    hint = Some(Found::Vmac { mac: from, ips: 0 });
+                    continue;
+                };
+                let allow = allow_last;
+                match shared.reserve_release(&t.service, &from, t.ip, listed, allow) {
+                    Some(r) => _release = Some(r),
+                    None => {
+                        return Err(run.fail(ClaimError::LastIp {
+                            ip: t.ip,
+                            mac: from,
+                            service: t.service.clone(),
+                        }));
+                    }
+                }
                 let action = format!("DELETE {} from virtual MAC {from}", t.ip);
                 let would = vec![
                     action.clone(),
@@ -253,6 +315,7 @@ async fn claim_vmac_inner<A: FailoverApi>(
                     Mutation::Done { task_time } => {
                         deleted_at = Some(Instant::now());
                         delete_time = Some(task_time);
+                        shared.wrote(&t.service, &from);
                     }
                     // Pending tasks have ended: re-read only that vMAC first (one request,
                     // not a full listing; a 5xx storm must not spend the rate budget on
@@ -305,6 +368,7 @@ async fn claim_vmac_inner<A: FailoverApi>(
                             run.outcome.outage = Some(d.elapsed());
                         }
                         released = false;
+                        shared.wrote(&t.service, &t.mac);
                         fence.phase(&Phase::Verify);
                     }
                     // Refused or unknown: never POST again before reading. Pending tasks
@@ -319,13 +383,18 @@ async fn claim_vmac_inner<A: FailoverApi>(
                     }
                     Mutation::Ended => return Ok(run.outcome.clone()),
                 }
-                // Read back and verify.
+                // Read back and verify: one read sent after this bind, shared with the
+                // binds of the same failover that end in the next few milliseconds.
+                let need = Fresh::SentAfter {
+                    at: Instant::now(),
+                    coalesce: VERIFY_COALESCE,
+                };
                 let ips = within(
                     run.deadline,
                     &ip_s,
                     "verifying",
                     opts.deadline,
-                    api.vmac_ips(&t.service, &t.mac),
+                    shared.vmac_ips(api, &t.service, &t.mac, need),
                 )
                 .await;
                 match ips {

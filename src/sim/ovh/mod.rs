@@ -46,8 +46,11 @@ use world::{Refusal, Snapshot, TaskOwner, World};
 /// What a fault does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultKind {
-    /// Answer with this status and an OVH error body (429 adds `Retry-After`).
+    /// Answer with this status and an OVH error body (429 adds `Retry-After: 0`).
     Status(u16),
+    /// 429 `Client::TooManyRequests` with `Retry-After` of this many seconds (a fair-use
+    /// refusal as OVH sends it).
+    TooManyRequests(u32),
     /// Wait this long, then handle the request normally.
     Latency(Duration),
     /// Never answer (until the client gives up).
@@ -493,6 +496,13 @@ async fn handle(
         Some(FaultKind::Latency(d)) => {
             tokio::time::sleep(d).await;
             None
+        }
+        Some(FaultKind::TooManyRequests(secs)) => {
+            let mut a = class_error(429, "Client::TooManyRequests", "Too many requests", &qid);
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
+                a.headers_mut().insert("Retry-After", v);
+            }
+            Some(a)
         }
         Some(FaultKind::Status(s)) => {
             let mut a = if s == 429 {
