@@ -386,9 +386,12 @@ async fn task_404_for_a_minute_then_done_the_claim_succeeds() {
 }
 
 /// Three failovers five seconds apart through one client with the default request budget
-/// (60 a minute): none waits behind the budget; each completes within its two tasks' time
-/// + 5% (the first, with no learned duration yet, within + 10%); once durations are
-/// learned, a claim costs at most 8 requests.
+/// (60 a minute) already spent by background checks: none waits behind the budget, and
+/// once durations are learned a claim costs at most 8 requests. A claim that waited for
+/// even one token would take 1.5 s more (40 a minute refill) than its two 0.8 s tasks, so
+/// the bound here is 150 % of the task time: loose enough for a loaded test machine, tight
+/// enough to catch any wait. The target of task time + 5 % is the benchmark's
+/// (`cargo bench --bench failover -- series`), not a timed test's.
 #[tokio::test]
 async fn failovers_close_together_are_never_throttled() {
     limit("3 failovers", 40, async {
@@ -434,7 +437,7 @@ async fn failovers_close_together_are_never_throttled() {
                 out.steps.iter().map(|s| s.task_time).collect::<Vec<_>>()
             );
             let bound = out.elapsed.as_secs_f64() / (2.0 * task.as_secs_f64());
-            let allowed = if i == 0 { 1.10 } else { 1.05 };
+            let allowed = 1.5;
             assert!(
                 bound <= allowed,
                 "failover {i}: {:?} for two tasks of {task:?} ({out:?})",
