@@ -46,8 +46,10 @@ use world::{Refusal, Snapshot, TaskOwner, World};
 /// What a fault does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultKind {
-    /// Answer with this status and an OVH error body (429 adds `Retry-After`).
+    /// Answer with this status and an OVH error body (429 adds `Retry-After: 0`).
     Status(u16),
+    /// 429 with `Retry-After` set to this many seconds.
+    RateLimited(u64),
     /// Wait this long, then handle the request normally.
     Latency(Duration),
     /// Never answer (until the client gives up).
@@ -509,6 +511,12 @@ async fn handle(
                 a.headers_mut()
                     .insert("Retry-After", hyper::header::HeaderValue::from_static("0"));
             }
+            Some(a)
+        }
+        Some(FaultKind::RateLimited(secs)) => {
+            let mut a = class_error(429, "Client::TooManyRequests", "Too many requests", &qid);
+            a.headers_mut()
+                .insert("Retry-After", hyper::header::HeaderValue::from(secs));
             Some(a)
         }
         None => None,
