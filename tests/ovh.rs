@@ -902,6 +902,15 @@ async fn oauth2_service_account() {
             .await
             .unwrap();
         assert_eq!(out.result, ClaimResult::Claimed);
+        // No timestamp in OAuth2 requests: the server's time is never asked for, and the
+        // daemon's readiness is told the clock does not matter (`clock_needed`).
+        assert_eq!(c.signs_with_time(), Some(false));
+        assert!(
+            !sim.requests()
+                .iter()
+                .any(|r| r.target.contains("/auth/time")),
+            "an OAuth2 client synced the clock"
+        );
         let tokens = sim
             .requests()
             .iter()
