@@ -626,6 +626,40 @@ async fn server_errors_and_rate_limits_are_retried_within_the_deadline() {
 }
 
 #[tokio::test]
+async fn a_retry_after_is_waited_for_before_the_retry() {
+    limit("429 with Retry-After", async {
+        let sim = sim_with(true).await;
+        // The client's own backoff is 5..50 ms: only the header makes it wait a second.
+        sim.inject(Fault::new(
+            Some("GET"),
+            Some("/virtualMac"),
+            FaultKind::TooManyRequests(1),
+            1,
+        ));
+        let c = client(&sim);
+        let out = claim_vmac(&c, &target(), &claim_opts(), None, &master)
+            .await
+            .unwrap();
+        assert_eq!(out.result, ClaimResult::Claimed);
+        let log = sim.requests();
+        let refused = log
+            .iter()
+            .position(|r| r.status == 429)
+            .expect("the simulator answered 429");
+        let retry = &log[refused + 1..]
+            .iter()
+            .find(|r| r.method == log[refused].method && r.target == log[refused].target)
+            .expect("the refused request was retried");
+        let waited = retry.at.duration_since(log[refused].at);
+        assert!(
+            waited >= Duration::from_secs(1),
+            "retried {waited:?} after a 429 saying Retry-After: 1"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
 async fn hung_and_dropped_connections_are_retried() {
     limit("hang / drop", async {
         let sim = sim_with(true).await;
@@ -868,6 +902,15 @@ async fn oauth2_service_account() {
             .await
             .unwrap();
         assert_eq!(out.result, ClaimResult::Claimed);
+        // No timestamp in OAuth2 requests: the server's time is never asked for, and the
+        // daemon's readiness is told the clock does not matter (`clock_needed`).
+        assert_eq!(c.signs_with_time(), Some(false));
+        assert!(
+            !sim.requests()
+                .iter()
+                .any(|r| r.target.contains("/auth/time")),
+            "an OAuth2 client synced the clock"
+        );
         let tokens = sim
             .requests()
             .iter()

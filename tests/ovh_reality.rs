@@ -293,25 +293,15 @@ async fn not_granted_and_invalid_credentials_end_the_claim_at_once() {
 
 #[tokio::test]
 async fn a_hostile_listing_never_reaches_a_request_path() {
-    limit("hostile listing", 20, async {
-        let sim = sim(Duration::from_millis(20)).await;
-        sim.with_world(|w| {
-            w.junk_vmacs = vec![
-                "../../auth/credential".into(),
-                "02:00:00:11:22:33/../../../me".into(),
-                "02:00:00:aa:bb:cc?x=1".into(),
-                "not a mac".into(),
-            ];
-            // The VIP is the peer vMAC's only IP, listed twice.
-            w.add_vmac(SN, PEER, &[vip()]);
-            w.duplicate_ips = true;
-        });
-        let c = client(&sim);
-        let f = claim_vmac(&c, &target(OURS), &claim_opts(), None, &master)
-            .await
-            .unwrap_err();
-        assert!(matches!(f.error, ClaimError::LastIp { .. }), "{f}");
-        assert_eq!(sim.mutations(), 0);
+    let junk = || -> Vec<String> {
+        vec![
+            "../../auth/credential".into(),
+            "02:00:00:11:22:33/../../../me".into(),
+            "02:00:00:aa:bb:cc?x=1".into(),
+            "not a mac".into(),
+        ]
+    };
+    let clean = |sim: &OvhSim| {
         for r in sim.requests() {
             assert!(
                 !r.target.contains("..")
@@ -323,6 +313,36 @@ async fn a_hostile_listing_never_reaches_a_request_path() {
                 r.target
             );
         }
+    };
+    // An unbound VIP is looked for on every listed vMAC, so the claim walks the whole
+    // listing, junk included; only MACs may become request paths.
+    limit("hostile listing, VIP unbound", 20, async {
+        let sim = sim(Duration::from_millis(20)).await;
+        sim.with_world(|w| {
+            w.junk_vmacs = junk();
+            w.add_vmac(SN, PEER, &[ip("178.32.70.110")]);
+        });
+        let c = client(&sim);
+        let out = claim_vmac(&c, &target(OURS), &claim_opts(), None, &master).await;
+        clean(&sim);
+        assert_eq!(out.unwrap().result, ClaimResult::Claimed);
+    })
+    .await;
+    limit("hostile listing", 20, async {
+        let sim = sim(Duration::from_millis(20)).await;
+        sim.with_world(|w| {
+            w.junk_vmacs = junk();
+            // The VIP is the peer vMAC's only IP, listed twice.
+            w.add_vmac(SN, PEER, &[vip()]);
+            w.duplicate_ips = true;
+        });
+        let c = client(&sim);
+        let f = claim_vmac(&c, &target(OURS), &claim_opts(), None, &master)
+            .await
+            .unwrap_err();
+        assert!(matches!(f.error, ClaimError::LastIp { .. }), "{f}");
+        assert_eq!(sim.mutations(), 0);
+        clean(&sim);
         assert!(sim.with_world(|w| w.deleted_vmacs.is_empty()));
     })
     .await

@@ -277,26 +277,18 @@ impl Daemon {
     }
 
     fn on_devd(&mut self, m: DevdMessage) {
-        match m {
-            DevdMessage::Event(ev) => self.drive(Input::Event {
-                group: ev.group,
-                claimed: ev.state,
-            }),
-            DevdMessage::Connected { connection } => {
-                if connection > 1 {
-                    tracing::info!("devd reconnected: re-reading every group");
-                }
-                self.drive(Input::Resync(Trigger::Resync));
+        match &m {
+            DevdMessage::Connected { connection } if *connection > 1 => {
+                tracing::info!("devd reconnected: re-reading every group");
             }
-            DevdMessage::Lagged { dropped } => {
-                tracing::warn!(
-                    dropped,
-                    "fell behind devd and dropped events: re-reading every group"
-                );
-                self.drive(Input::Resync(Trigger::Resync));
-            }
-            // The client logs the reason and reconnects; the resync follows the reconnect.
-            DevdMessage::Disconnected { .. } => {}
+            DevdMessage::Lagged { dropped } => tracing::warn!(
+                dropped,
+                "fell behind devd and dropped events: re-reading every group"
+            ),
+            _ => {}
+        }
+        if let Some(input) = devd_input(m) {
+            self.drive(input);
         }
     }
 
@@ -363,5 +355,41 @@ async fn wait_again(again: &mut Option<Again>) {
     tokio::select! {
         Some(()) = recv_signal(&mut a.term) => {}
         Some(()) = recv_signal(&mut a.int) => {}
+    }
+}
+
+/// What a devd message asks of the controller. A (re)connect or a lag means events were
+/// missed: read every group. A disconnect asks nothing: the client logs the reason and
+/// reconnects, and the resync follows the reconnect.
+fn devd_input(m: DevdMessage) -> Option<Input<'static>> {
+    match m {
+        DevdMessage::Event(ev) => Some(Input::Event {
+            group: ev.group,
+            claimed: ev.state,
+        }),
+        DevdMessage::Connected { .. } | DevdMessage::Lagged { .. } => {
+            Some(Input::Resync(Trigger::Resync))
+        }
+        DevdMessage::Disconnected { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lag_and_every_connect_read_every_group_a_disconnect_waits_for_the_reconnect() {
+        let resync = |m| matches!(devd_input(m), Some(Input::Resync(Trigger::Resync)));
+        assert!(resync(DevdMessage::Lagged { dropped: 3 }));
+        assert!(resync(DevdMessage::Connected { connection: 1 }));
+        assert!(resync(DevdMessage::Connected { connection: 2 }));
+        assert!(
+            devd_input(DevdMessage::Disconnected {
+                connection: 1,
+                reason: crate::devd::DisconnectReason::Closed,
+            })
+            .is_none()
+        );
     }
 }

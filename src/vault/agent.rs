@@ -184,11 +184,15 @@ async fn keep_alive<S: SecretStore>(session: &mut Session<S>, st: &mut State) {
     note(st, r.as_ref().map(|_| ()));
     if failed {
         st.failures = st.failures.saturating_add(1);
-        let wait = crate::backoff::Backoff::doubling(RETRY_MIN, RETRY_MAX).delay(st.failures);
-        st.retry_at = Some(now() + wait);
+        st.retry_at = Some(now() + retry_delay(st.failures));
     } else {
         st.failures = 0;
     }
+}
+
+/// The wait after `failures` failed keep-alives in a row: [`RETRY_MIN`] doubling to [`RETRY_MAX`].
+fn retry_delay(failures: u32) -> Duration {
+    crate::backoff::Backoff::doubling(RETRY_MIN, RETRY_MAX).delay(failures)
 }
 
 fn note(st: &mut State, r: Result<(), &VaultError>) {
@@ -224,5 +228,21 @@ fn view<S: SecretStore>(session: &Session<S>, st: &State) -> AgentView {
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         last_error: st.last_error.clone(),
         errors: st.errors.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_keep_alives_back_off_from_one_second_to_the_cap() {
+        let secs = |n| retry_delay(n).as_secs();
+        assert_eq!(
+            (1..=7).map(secs).collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 60]
+        );
+        assert_eq!(retry_delay(1000), RETRY_MAX);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
     }
 }

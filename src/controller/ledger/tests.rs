@@ -674,12 +674,14 @@ fn concurrent_writers_never_lose_each_others_entries() {
     // The CLI and the daemon (here: two threads, each with its own open of the lock file,
     // which flock treats like two processes) change different reasons at the same time.
     // Without the lock around read-modify-write, one's write would drop the other's entry.
+    // 40 rounds let that break pass one run in five (the threads need not overlap); 400
+    // make an overlap certain.
     let f = fast_fixture();
     std::thread::scope(|s| {
         for (reason, delta) in [(Reason::Maintenance, 240), (Reason::NotReady, 50)] {
             let f = &f;
             s.spawn(move || {
-                for i in 0..40 {
+                for i in 0..400 {
                     f.store.add(&f.k, reason, delta, t(i)).unwrap();
                     f.store.remove(&f.k, reason, t(i)).unwrap();
                 }
