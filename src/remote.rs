@@ -101,20 +101,29 @@ pub fn no_redirects_013() -> reqwest013::redirect::Policy {
 }
 
 /// Server text made safe for one log line: control characters (newlines, escape sequences)
-/// are written as `\n`, `\u{1b}`…, and at most `max` characters are kept (the cut is marked
-/// with `…`). Printable text, including non-ASCII letters, is kept as it is.
+/// are written as `\n`, `\u{1b}`…, and the result keeps at most `max` characters, escapes
+/// counted (the cut is marked with `…`, so at most `max + 1` in all). Printable text,
+/// including non-ASCII letters, is kept as it is.
 pub fn untrusted(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max));
-    for (n, c) in text.chars().enumerate() {
-        if n >= max {
+    let mut kept = 0;
+    for c in text.chars() {
+        let escaped = c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+        let width = if escaped {
+            c.escape_default().count()
+        } else {
+            1
+        };
+        if kept + width > max {
             out.push('…');
             break;
         }
-        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+        if escaped {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
+        kept += width;
     }
     out
 }
@@ -122,6 +131,18 @@ pub fn untrusted(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_text_is_bounded_with_its_escapes_counted() {
+        // Found by fuzzing: escapes made a cut message longer than its bound.
+        let nasty = "\u{1b}".repeat(1000);
+        let out = untrusted(&nasty, 500);
+        assert!(out.chars().count() <= 501, "{}", out.chars().count());
+        assert!(out.ends_with('…'));
+        assert_eq!(untrusted("a\nb", 10), "a\\nb");
+        assert_eq!(untrusted("abc", 3), "abc");
+        assert_eq!(untrusted("abcd", 3), "abc…");
+    }
 
     #[test]
     fn proxy_settings_are_http_urls() {
