@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carpd::ovh::policy::RetryPolicy;
 use carpd::ovh::{Client, ClientOptions, Credentials, Endpoint, FailoverApi, FixedCredentials};
 use carpd::secrets::SecretPolicy;
 use carpd::sim::ovh::{
@@ -24,7 +23,7 @@ use carpd::vault::client::VaultStore;
 use carpd::vault::session::Session;
 
 use support::bao::{Bao, write_private};
-use support::redirect::{Recorder, Redirector};
+use support::redirect::{Recorder, Redirector, ovh_client, sim_addr};
 
 const STATUSES: [u16; 4] = [301, 302, 307, 308];
 const SN: &str = "ns1234567.ip-51-68-252.eu";
@@ -35,30 +34,6 @@ async fn limit<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| {
             panic!("{what}: no result in 60 s (a redirect loop, or a hung proxy connection?)")
         })
-}
-
-fn sim_addr(sim: &OvhSim) -> SocketAddr {
-    let base = sim.base_url();
-    let hostport = base.trim_start_matches("http://").trim_end_matches("/1.0");
-    hostport.parse().unwrap()
-}
-
-fn ovh_client(base: &str, creds: Credentials) -> Client {
-    let opts = ClientOptions {
-        timeout: Duration::from_secs(2),
-        retry: RetryPolicy {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-            ..RetryPolicy::default()
-        },
-        request_deadline: Duration::from_secs(5),
-        ..ClientOptions::default()
-    };
-    // A custom endpoint names its OAuth2 token URL (carpd never guesses one).
-    let ep = Endpoint::parse(&format!("{base}/1.0"))
-        .unwrap()
-        .with_token_url(format!("{base}/auth/oauth2/token"));
-    Client::new(ep, Arc::new(FixedCredentials(creds)), opts).unwrap()
 }
 
 fn assert_refused(msg: &str, status: u16, rec: &Recorder) {

@@ -9,11 +9,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carpd::ovh::policy::RetryPolicy;
-use carpd::ovh::{Client, ClientOptions, Credentials, Endpoint, FailoverApi, FixedCredentials};
+use carpd::ovh::{Credentials, FailoverApi};
 use carpd::remote::MAX_REMOTE_DURATION;
 use carpd::secrets::SecretPolicy;
 use carpd::sim::ovh::{
@@ -22,7 +20,7 @@ use carpd::sim::ovh::{
 use carpd::vault::blocking::Access;
 
 use support::bao::{Bao, write_private};
-use support::redirect::Redirector;
+use support::redirect::{Redirector, ovh_client, sim_addr};
 
 const SN: &str = "ns1234567.ip-51-68-252.eu";
 
@@ -32,32 +30,6 @@ async fn limit<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| {
             panic!("{what}: no result in 60 s (an extreme Retry-After or TTL taken as a wait?)")
         })
-}
-
-fn sim_addr(sim: &OvhSim) -> SocketAddr {
-    sim.base_url()
-        .trim_start_matches("http://")
-        .trim_end_matches("/1.0")
-        .parse()
-        .unwrap()
-}
-
-fn ovh_client(base: &str, creds: Credentials) -> Client {
-    let opts = ClientOptions {
-        timeout: Duration::from_secs(2),
-        retry: RetryPolicy {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-            ..RetryPolicy::default()
-        },
-        request_deadline: Duration::from_secs(5),
-        ..ClientOptions::default()
-    };
-    // A custom endpoint names its OAuth2 token URL (carpd never guesses one).
-    let ep = Endpoint::parse(&format!("{base}/1.0"))
-        .unwrap()
-        .with_token_url(format!("{base}/auth/oauth2/token"));
-    Client::new(ep, Arc::new(FixedCredentials(creds)), opts).unwrap()
 }
 
 #[tokio::test]

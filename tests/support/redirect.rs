@@ -207,3 +207,37 @@ async fn serve(
     }
     Ok(())
 }
+
+/// The OVH simulator's host and port, for a proxy in front of it.
+pub fn sim_addr(sim: &carpd::sim::ovh::OvhSim) -> SocketAddr {
+    sim.base_url()
+        .trim_start_matches("http://")
+        .trim_end_matches("/1.0")
+        .parse()
+        .unwrap()
+}
+
+/// An OVH client for the API at `base` (a proxy), with short timeouts and retries so that a
+/// test that goes wrong fails in seconds. A custom endpoint names its OAuth2 token URL
+/// (carpd never guesses one).
+pub fn ovh_client(base: &str, creds: carpd::ovh::Credentials) -> carpd::ovh::Client {
+    use std::time::Duration;
+
+    use carpd::ovh::policy::RetryPolicy;
+    use carpd::ovh::{Client, ClientOptions, Endpoint, FixedCredentials};
+
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(2),
+        retry: RetryPolicy {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        },
+        request_deadline: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    let ep = Endpoint::parse(&format!("{base}/1.0"))
+        .unwrap()
+        .with_token_url(format!("{base}/auth/oauth2/token"));
+    Client::new(ep, Arc::new(FixedCredentials(creds)), opts).unwrap()
+}
