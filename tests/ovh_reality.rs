@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carpd::ovh::failover::{ClaimError, ClaimOptions, ClaimResult, VmacTarget, claim_vmac};
+use carpd::ovh::failover::{
+    ClaimError, ClaimOptions, ClaimOutcome, ClaimResult, VmacTarget, claim_vmac,
+};
 use carpd::ovh::plan::Found;
 use carpd::ovh::policy::{PollPolicy, RateLimit, RetryPolicy};
 use carpd::ovh::{Client, ClientOptions, Credentials, ErrorKind, FailoverApi, FixedCredentials};
@@ -113,20 +115,29 @@ fn sent(sim: &OvhSim, method: &str, frag: &str) -> usize {
         .count()
 }
 
+/// A claim of the VIP for our vMAC (tasks of 50 ms) with `faults` injected on the virtual
+/// address writes, each once (method, kind); the claim must succeed.
+async fn claim_with_write_faults(faults: &[(&'static str, FaultKind)]) -> (OvhSim, ClaimOutcome) {
+    let sim = sim(Duration::from_millis(50)).await;
+    for (method, kind) in faults {
+        sim.inject(Fault::new(
+            Some(method),
+            Some("/virtualAddress"),
+            kind.clone(),
+            1,
+        ));
+    }
+    let c = client(&sim);
+    let out = claim_vmac(&c, &target(OURS), &claim_opts(), None, &master)
+        .await
+        .unwrap();
+    (sim, out)
+}
+
 #[tokio::test]
 async fn a_lost_post_reply_is_read_back_never_posted_twice() {
     limit("lost POST reply", 20, async {
-        let sim = sim(Duration::from_millis(50)).await;
-        sim.inject(Fault::new(
-            Some("POST"),
-            Some("/virtualAddress"),
-            FaultKind::ApplyThenDrop,
-            1,
-        ));
-        let c = client(&sim);
-        let out = claim_vmac(&c, &target(OURS), &claim_opts(), None, &master)
-            .await
-            .unwrap();
+        let (sim, out) = claim_with_write_faults(&[("POST", FaultKind::ApplyThenDrop)]).await;
         assert_eq!(out.result, ClaimResult::Claimed);
         assert_eq!(holder(&sim).as_deref(), Some(OURS));
         assert_eq!(sent(&sim, "POST", "/virtualAddress"), 1, "a second POST");
@@ -141,17 +152,7 @@ async fn a_lost_post_reply_is_read_back_never_posted_twice() {
 #[tokio::test]
 async fn a_lost_delete_reply_is_read_back_never_deleted_twice() {
     limit("lost DELETE reply", 20, async {
-        let sim = sim(Duration::from_millis(50)).await;
-        sim.inject(Fault::new(
-            Some("DELETE"),
-            Some("/virtualAddress"),
-            FaultKind::ApplyThenDrop,
-            1,
-        ));
-        let c = client(&sim);
-        let out = claim_vmac(&c, &target(OURS), &claim_opts(), None, &master)
-            .await
-            .unwrap();
+        let (sim, out) = claim_with_write_faults(&[("DELETE", FaultKind::ApplyThenDrop)]).await;
         assert_eq!(out.result, ClaimResult::Claimed);
         assert_eq!(holder(&sim).as_deref(), Some(OURS));
         assert_eq!(
@@ -167,23 +168,11 @@ async fn a_lost_delete_reply_is_read_back_never_deleted_twice() {
 #[tokio::test]
 async fn a_5xx_after_the_write_was_applied_is_read_back() {
     limit("applied then 502", 20, async {
-        let sim = sim(Duration::from_millis(50)).await;
-        sim.inject(Fault::new(
-            Some("POST"),
-            Some("/virtualAddress"),
-            FaultKind::ApplyThenStatus(502),
-            1,
-        ));
-        sim.inject(Fault::new(
-            Some("DELETE"),
-            Some("/virtualAddress"),
-            FaultKind::ApplyThenStatus(503),
-            1,
-        ));
-        let c = client(&sim);
-        let out = claim_vmac(&c, &target(OURS), &claim_opts(), None, &master)
-            .await
-            .unwrap();
+        let (sim, out) = claim_with_write_faults(&[
+            ("POST", FaultKind::ApplyThenStatus(502)),
+            ("DELETE", FaultKind::ApplyThenStatus(503)),
+        ])
+        .await;
         assert_eq!(out.result, ClaimResult::Claimed);
         assert_eq!(holder(&sim).as_deref(), Some(OURS));
         assert_eq!(sent(&sim, "DELETE", "/virtualAddress"), 1);
