@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use carpd::carp::{CarpState, GroupId};
 use carpd::controller::Work;
 use carpd::daemon::{Daemon, Note, Settings};
-use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
+use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig};
 use carpd::kernel::sim::{Flavour, SimKernel};
 use carpd::secrets::SecretPolicy;
+use carpd_testkit::devd::FakeDevd;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 

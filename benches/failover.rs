@@ -3,7 +3,7 @@
 //! `scripts/bench`, which runs every benchmark); the report is bench/README.md.
 //!
 //! Two in-process daemons on simulated kernels and the OVH simulator on loopback
-//! (`carpd::lab::pair`, the lab's set-up), with simulated OVH tasks of 300 ms:
+//! (`carpd_testkit::pair`, the lab's set-up), with simulated OVH tasks of 300 ms:
 //! 1. reaction: devd MASTER event -> first mutating OVH request received by the simulator,
 //!    warm (credentials, connection and binding known from the checks while BACKUP);
 //! 2. event -> IP bound and verified, beyond the two simulated task times;
@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use carpd::carp::CarpState;
 use carpd::devd::CarpEvent;
 use carpd::kernel::sim::{Flavour, SimKernel};
-use carpd::lab::pair::{GROUP, Pair, PairOptions, SERVICE, VIP, group};
 use carpd::ovh::policy::RateLimit;
+use carpd_testkit::pair::{GROUP, Pair, PairOptions, SERVICE, VIP, group};
 
 const BIN: &str = env!("CARGO_BIN_EXE_carpd");
 const TASK: Duration = Duration::from_millis(300);

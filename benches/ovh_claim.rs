@@ -18,7 +18,7 @@ use carpd::ovh::failover::{ClaimOptions, ClaimResult, VmacTarget, claim_vmac};
 use carpd::ovh::plan::Found;
 use carpd::ovh::policy::{PollPolicy, RateLimit};
 use carpd::ovh::{Client, ClientOptions, Credentials, FixedCredentials};
-use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd_testkit::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 
 const SN: &str = "ns1234567.ip-51-68-252.eu";
 const OURS: &str = "02:00:00:aa:bb:cc";

@@ -12,8 +12,6 @@
 //! - [`observe`]: the status model and its human and JSON renderings.
 //! - [`vault`]: secretsmith settings, Vault/OpenBao login, kv-v2 reads, token lifecycle.
 //! - [`ovh`]: the OVH API client and failover operations.
-//! - [`sim`]: simulators of external systems (the OVH API) for tests, the lab and benches.
-//! - [`lab`]: `carpd lab`, the two-router drill on simulators.
 //! - [`cli`]: clap definitions and one module per subcommand.
 //! - [`statedir`]: the state directory's rule and its atomic, no-symlink file writes.
 //! - [`remote`]: rules for every HTTP client: no redirects, no environment proxies, server
@@ -28,12 +26,10 @@ pub mod controller;
 pub mod daemon;
 pub mod devd;
 pub mod kernel;
-pub mod lab;
 pub mod observe;
 pub mod ovh;
 pub mod plan;
 pub mod remote;
 pub mod secrets;
-pub mod sim;
 pub mod statedir;
 pub mod vault;

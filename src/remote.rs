@@ -5,6 +5,8 @@
 //!   OVH signatures, an OAuth2 client secret or bearer token). Following a 3xx would send
 //!   them to whatever origin the answer names, so a redirect is refused before anything is
 //!   sent there, and the error names the target ([`RedirectRefused`]).
+//! - **rustls on ring, the system's trust store.** One reqwest (the version vaultrs builds
+//!   on) for OVH and Vault; [`install_ring_provider`] before any client is built.
 //! - **No proxy from the environment.** `HTTPS_PROXY` and friends are ignored; a proxy is used
 //!   only when carpd.yaml's `proxy:` names one.
 //! - **Server numbers are untrusted.** A TTL, `expires_in` or `Retry-After` becomes a
@@ -84,7 +86,7 @@ pub fn check_proxy(text: &str) -> Result<String, String> {
     Ok(t.to_string())
 }
 
-/// A reqwest 0.12 redirect policy that refuses every redirect (the OVH client).
+/// The redirect policy of every client: refuse, naming the target.
 pub fn no_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let e = RedirectRefused::new(attempt.status().as_u16(), attempt.url().as_str());
@@ -92,12 +94,11 @@ pub fn no_redirects() -> reqwest::redirect::Policy {
     })
 }
 
-/// The same policy for reqwest 0.13, which vaultrs builds on (the Vault client).
-pub fn no_redirects_013() -> reqwest013::redirect::Policy {
-    reqwest013::redirect::Policy::custom(|attempt| {
-        let e = RedirectRefused::new(attempt.status().as_u16(), attempt.url().as_str());
-        attempt.error(e)
-    })
+/// rustls needs one process-wide crypto provider; carpd uses ring (aws-lc-sys does not build
+/// for FreeBSD from Debian). Every client installs it before it is built; installing twice is
+/// harmless: the first one stays.
+pub fn install_ring_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Server text made safe for one log line: control characters (newlines, escape sequences)

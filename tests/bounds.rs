@@ -15,8 +15,6 @@
 //!
 //! Every async wait has a timeout whose message names the likely fault.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -28,7 +26,7 @@ use carpd::control::{self, Reply, Request};
 use carpd::ovh::client::MAX_BODY;
 use carpd::ovh::{Client, ClientOptions, Credentials, Endpoint, FixedCredentials, OvhError};
 
-use support::daemon_lab::{Lab, within};
+use carpd_testkit::daemon::{Lab, within};
 
 const GIB: u64 = 1 << 30;
 

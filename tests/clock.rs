@@ -12,13 +12,11 @@
 //! (scripts/test-all installs it); Linux only.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::bao::Bao;
+use carpd_testkit::bao::Bao;
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 

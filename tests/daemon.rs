@@ -8,8 +8,6 @@
 //! reconciles); a restart while MASTER (no spurious transition); the periodic re-read;
 //! reload through the control socket (valid and invalid); control-socket abuse.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -24,7 +22,7 @@ use carpd::kernel::Kernel;
 use carpd::kernel::sim::{Flavour, SimKernel};
 use tokio::sync::{mpsc, oneshot};
 
-use support::daemon_lab::{LIMIT, Lab, Running, within};
+use carpd_testkit::daemon::{LIMIT, Lab, Running, within};
 
 const CONFIG: &str = "\
 node: test

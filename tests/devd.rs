@@ -13,8 +13,9 @@ use std::time::Duration;
 use carpd::carp::CarpState;
 use carpd::devd::{
     BackoffPolicy, CarpEvent, ClientConfig, DevdClient, DevdMessage, DevdStats, DisconnectReason,
-    FakeDevd, Stopped,
+    Stopped,
 };
+use carpd_testkit::devd::FakeDevd;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 

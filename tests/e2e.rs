@@ -10,15 +10,13 @@
 //! during a failover; Vault down during a failover with fresh cached credentials (the claim
 //! succeeds) and with stale ones (a clear error, retried until Vault is back).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use carpd::carp::CarpState;
 use carpd::devd::CarpEvent;
-use carpd::sim::ovh::{Fault, FaultKind};
+use carpd_testkit::ovh::{Fault, FaultKind};
 
-use support::pair::*;
+use carpd_testkit::routers::*;
 
 #[tokio::test]
 async fn the_ip_follows_the_master_through_failure_return_partition_crashes_and_flaps() {

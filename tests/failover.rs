@@ -1,5 +1,5 @@
 //! The daemon's failover IPs, in-process: the daemon on a simulated kernel with a fake devd
-//! (tests/support/daemon_lab.rs) and the OVH simulator on loopback, credentials in a
+//! (carpd_testkit::daemon) and the OVH simulator on loopback, credentials in a
 //! python-ovh ovh.conf. The test plays the network (the sim kernel's state) and the other
 //! router or an operator (the simulator's world), and checks what OVH ends up holding.
 //!
@@ -10,8 +10,6 @@
 //! credential's rights (readiness `ovh_rights`, no half claims, slow retries of permanent
 //! refusals that heal once the credential is fixed, a rotation to a narrower key).
 
-mod support;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -19,8 +17,8 @@ use carpd::carp::CarpState;
 use carpd::controller::claims::{Done, JobKind, Verdict};
 use carpd::daemon::Note;
 use carpd::daemon::cloud::JobReport;
-use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
-use support::daemon_lab::{LIMIT, Lab, within};
+use carpd_testkit::daemon::{LIMIT, Lab, within};
+use carpd_testkit::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 
 const SN: &str = "ns1234567.ip-51-68-252.eu";
 const OURS: &str = "02:00:00:aa:bb:cc";
@@ -329,7 +327,7 @@ async fn the_daemon_restores_the_ledger_after_a_reboot() {
 
 #[tokio::test]
 async fn not_ready_demotes_this_node_until_ready_again() {
-    use carpd::sim::ovh::{Fault, FaultKind};
+    use carpd_testkit::ovh::{Fault, FaultKind};
     let (sim, lab) = setup_with(
         "",
         "maintenance: { state_dir: DIR/db }\nreadiness: { interval: 5s, demotion: 50 }",
@@ -576,7 +574,7 @@ async fn rights_removed_before_the_claim_refuse_once_retry_slowly_and_heal() {
 /// names what it lacks, the node demotes itself; the claim then does not start.
 #[tokio::test]
 async fn rotation_to_a_narrower_key_while_backup_is_caught_by_readiness() {
-    use carpd::sim::ovh::auth::ConsumerKey;
+    use carpd_testkit::ovh::auth::ConsumerKey;
     let (sim, mut lab) = setup_with(
         "  refused_retry: 1m",
         "maintenance: { state_dir: DIR/db }\nreadiness: { interval: 5s, demotion: 50 }",

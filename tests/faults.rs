@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use carpd::control::{self, ClientError, Request};
 use carpd::ovh::{Client, ClientOptions, Credentials, Endpoint, FixedCredentials, OvhError};
-use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd_testkit::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 
 async fn limit<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), fut)

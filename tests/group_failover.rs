@@ -16,16 +16,16 @@ use std::time::Duration;
 use carpd::carp::CarpState;
 use carpd::control::{self, Reply, Request};
 use carpd::devd::CarpEvent;
-use carpd::lab::pair::{Pair, PairOptions, SERVICE, group, vips};
 use carpd::ovh::failover::{
     ClaimError, ClaimOptions, ClaimResult, SharedReads, VmacTarget, claim_vmac_shared,
 };
 use carpd::ovh::plan::Found;
 use carpd::ovh::policy::{RateLimit, RetryPolicy};
 use carpd::ovh::{Client, ClientOptions, Credentials, FixedCredentials};
-use carpd::sim::ovh::fake::FakeApi;
-use carpd::sim::ovh::world::World;
-use carpd::sim::ovh::{Fault, FaultKind, OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd_testkit::ovh::fake::FakeApi;
+use carpd_testkit::ovh::world::World;
+use carpd_testkit::ovh::{Fault, FaultKind, OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd_testkit::pair::{Pair, PairOptions, SERVICE, group, vips};
 
 const SN: &str = "ns1234567.ip-51-68-252.eu";
 const OURS: &str = "02:00:00:aa:bb:cc";

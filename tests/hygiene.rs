@@ -16,8 +16,6 @@
 //! Root-only parts: carpd requires secret files to be owned by root; as non-root the suite
 //! passes `--allow-insecure-files` and the refusal checks are skipped (CI runs as root).
 
-mod support;
-
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use carpd::carp::{CarpState, Vhid};
 use carpd::kernel::sim::{Flavour, SimKernel};
-use carpd::sim::ovh::auth::{Application, ConsumerKey};
-use carpd::sim::ovh::{OvhSim, SimConfig};
+use carpd_testkit::ovh::auth::{Application, ConsumerKey};
+use carpd_testkit::ovh::{OvhSim, SimConfig};
 
-use support::bao::{Bao, write_private};
+use carpd_testkit::bao::{Bao, write_private};
 
 const BIN: &str = env!("CARGO_BIN_EXE_carpd");
 const LIMIT: Duration = Duration::from_secs(30);
@@ -235,7 +233,7 @@ impl World {
             WRONG_SECRET_ID.into(),
             self.secret_id.clone(),
             self.role_id.clone(),
-            support::bao::ROOT_TOKEN.into(),
+            carpd_testkit::bao::ROOT_TOKEN.into(),
         ]
     }
 

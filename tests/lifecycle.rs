@@ -11,13 +11,11 @@
 //!   moves to the new vMAC, and two claims never write at once;
 //! - `kill -9` in the window is in `tests/e2e.rs` (`daemon_killed_mid_claim_…`).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use carpd::sim::ovh::{Fault, FaultKind, LoggedRequest};
+use carpd_testkit::ovh::{Fault, FaultKind, LoggedRequest};
 
-use support::pair::*;
+use carpd_testkit::routers::*;
 
 /// Long enough to act inside the window, short enough for a quick test.
 const SLOW_TASK: Duration = Duration::from_millis(1500);

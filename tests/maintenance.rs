@@ -15,7 +15,7 @@ use carpd::carp::{CarpState, Sysctl, Vhid};
 use carpd::controller::ledger::{AddOutcome, LedgerStore, Reason};
 use carpd::kernel::Kernel;
 use carpd::kernel::sim::{Flavour, SimKernel};
-use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd_testkit::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_carpd");

@@ -19,25 +19,12 @@
 //!   `node:`) or in docs/operations.md (a yaml block starting with `node:`) is accepted by the
 //!   parser, and every key any of their YAML examples uses is documented in carpd.yaml.5.
 //! - Every `carpd ...` line of the guide's sh blocks names a subcommand and flags that exist.
-//!
-//! Interfaces that are specified (issue 6) but not yet in this branch's code are documented
-//! already and listed in PENDING_COMMANDS / PENDING_KEYS. These lists are the only way to
-//! skip a check; a pending item the code now has makes the test fail until it is removed from
-//! the list, so merging the code forces emptying the lists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use clap::{ArgAction, CommandFactory};
 use serde_json::{Value, json};
-
-/// Subcommands (and their long flags) documented in carpd.8 ahead of the code (issue 6:
-/// maintenance and the lab drill). The lead empties this when those land in main.
-const PENDING_COMMANDS: &[(&str, &[&str])] = &[];
-
-/// carpd.yaml keys documented in carpd.yaml.5 ahead of the parser (issue 6: OVH recheck and
-/// hold-down, readiness, maintenance, metrics). The lead empties this when they land in main.
-const PENDING_KEYS: &[&str] = &[];
 
 fn read(rel: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
@@ -284,7 +271,6 @@ fn carpd_8_documents_every_subcommand_and_flag_and_nothing_else() {
     let entries = command_entries(&page);
     let options = option_entries(&page);
     let env = environment(&page);
-    let pending: BTreeMap<&str, &[&str]> = PENDING_COMMANDS.iter().copied().collect();
     let globals: BTreeSet<String> = visible_args(&root)
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
         .collect();
@@ -292,12 +278,6 @@ fn carpd_8_documents_every_subcommand_and_flag_and_nothing_else() {
 
     // Code -> page.
     for leaf in &code {
-        if pending.contains_key(leaf.path.as_str()) {
-            problems.push(format!(
-                "`{}` is in PENDING_COMMANDS but the code has it now: remove it from the list",
-                leaf.path
-            ));
-        }
         let Some((it_line, text)) = entries.get(&leaf.path) else {
             problems.push(format!(
                 "subcommand `{}` has no `.It Cm {}` entry in COMMANDS",
@@ -355,15 +335,13 @@ fn carpd_8_documents_every_subcommand_and_flag_and_nothing_else() {
         code.iter().map(|l| (l.path.as_str(), &l.cmd)).collect();
     let mut all_flags = globals.clone();
     for (path, (_, text)) in &entries {
-        let known: BTreeSet<String> = match (by_path.get(path.as_str()), pending.get(path.as_str()))
-        {
-            (Some(cmd), _) => visible_args(cmd)
+        let known: BTreeSet<String> = match by_path.get(path.as_str()) {
+            Some(cmd) => visible_args(cmd)
                 .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
                 .collect(),
-            (None, Some(flags)) => flags.iter().map(|f| f.to_string()).collect(),
-            (None, None) => {
+            None => {
                 problems.push(format!(
-                    "COMMANDS documents `{path}`, which is not a subcommand (nor in PENDING_COMMANDS)"
+                    "COMMANDS documents `{path}`, which is not a subcommand"
                 ));
                 continue;
             }
@@ -394,13 +372,6 @@ fn carpd_8_documents_every_subcommand_and_flag_and_nothing_else() {
     for f in mentioned {
         if !all_flags.contains(&f) {
             problems.push(format!("carpd.8 mentions {f}, which no command has"));
-        }
-    }
-    for p in pending.keys() {
-        if !entries.contains_key(*p) {
-            problems.push(format!(
-                "PENDING_COMMANDS lists `{p}`, which carpd.8 does not document"
-            ));
         }
     }
     assert!(
@@ -636,29 +607,16 @@ fn carpd_yaml_5_documents_every_key_and_nothing_else() {
     let page = read("man/carpd.yaml.5");
     let code = code_keys();
     let documented = documented_keys(&page);
-    let pending: BTreeSet<&str> = PENDING_KEYS.iter().copied().collect();
     let mut problems = Vec::new();
     for k in &code {
         if !documented.contains(k) {
             problems.push(format!("key {k} has no `.It Cm {k}` entry in KEYS"));
         }
-        if pending.contains(k.as_str()) {
-            problems.push(format!(
-                "{k} is in PENDING_KEYS but the parser knows it now: remove it from the list"
-            ));
-        }
     }
     for k in &documented {
-        if !code.contains(k) && !pending.contains(k.as_str()) {
+        if !code.contains(k) {
             problems.push(format!(
-                "carpd.yaml.5 documents {k}, which the parser does not know (nor PENDING_KEYS)"
-            ));
-        }
-    }
-    for k in &pending {
-        if !documented.contains(*k) {
-            problems.push(format!(
-                "PENDING_KEYS lists {k}, which carpd.yaml.5 does not document"
+                "carpd.yaml.5 documents {k}, which the parser does not know"
             ));
         }
     }
@@ -709,7 +667,7 @@ fn complete_configurations_in_carpd_yaml_5_are_valid() {
 // ---------------------------------------------------------------------------------------------
 // The operations guide (docs/operations.md) and the examples of carpd.yaml.5 use only what
 // exists: configurations parse, keys are documented, carpd command lines name real
-// subcommands and flags (or pending ones).
+// subcommands and flags.
 
 /// Fenced code blocks of a Markdown file: (info string, text). A block inside a list item
 /// is indented like its fence; that indent is removed (YAML depends on it).
@@ -821,12 +779,6 @@ fn carpd_command_lines_in_the_guide_exist() {
             (l.path.clone(), flags)
         })
         .collect();
-    for (path, flags) in PENDING_COMMANDS {
-        commands.insert(
-            path.to_string(),
-            flags.iter().map(|f| f.to_string()).collect(),
-        );
-    }
     let mut globals = BTreeSet::new();
     let mut global_with_value = BTreeSet::new();
     for a in visible_args(&root) {

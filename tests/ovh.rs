@@ -16,8 +16,8 @@ use carpd::ovh::policy::{PollPolicy, RateLimit, RetryPolicy};
 use carpd::ovh::{
     Client, ClientOptions, Credentials, Endpoint, ErrorKind, FailoverApi, FixedCredentials, sign,
 };
-use carpd::sim::ovh::auth::{self, Application, ConsumerKey};
-use carpd::sim::ovh::{
+use carpd_testkit::ovh::auth::{self, Application, ConsumerKey};
+use carpd_testkit::ovh::{
     Fault, FaultKind, OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK, TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
 };
@@ -342,6 +342,8 @@ async fn raw(
 ) -> (u16, String) {
     let url = format!("{}{path}", sim.base_url());
     let sig = sign::signature(TEST_AS, TEST_CK, method, &url, sign_body.as_bytes(), ts);
+    // carpd's reqwest has no crypto provider of its own (rustls on ring, installed by carpd).
+    carpd::remote::install_ring_provider();
     let r = reqwest::Client::new()
         .request(method.parse().unwrap(), &url)
         .header("X-Ovh-Application", TEST_AK)

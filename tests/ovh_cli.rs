@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use carpd::carp::{CarpState, Vhid};
 use carpd::kernel::sim::{Flavour, SimKernel};
-use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd_testkit::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 
 const SN: &str = "ns1234567.ip-51-68-252.eu";
 const OURS: &str = "02:00:00:aa:bb:cc";

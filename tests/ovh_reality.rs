@@ -14,9 +14,9 @@ use carpd::ovh::failover::{
 use carpd::ovh::plan::Found;
 use carpd::ovh::policy::{PollPolicy, RateLimit, RetryPolicy};
 use carpd::ovh::{Client, ClientOptions, Credentials, ErrorKind, FailoverApi, FixedCredentials};
-use carpd::sim::ovh::fake::FakeApi;
-use carpd::sim::ovh::world::World;
-use carpd::sim::ovh::{Fault, FaultKind, OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd_testkit::ovh::fake::FakeApi;
+use carpd_testkit::ovh::world::World;
+use carpd_testkit::ovh::{Fault, FaultKind, OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 
 const SN: &str = "ns1234567.ip-51-68-252.eu";
 const OURS: &str = "02:00:00:aa:bb:cc";
@@ -261,9 +261,9 @@ async fn not_granted_and_invalid_credentials_end_the_claim_at_once() {
         let sim = sim(Duration::from_millis(20)).await;
         // A consumer key without the DELETE rule.
         sim.with_config(|c| {
-            c.consumer_keys = vec![carpd::sim::ovh::auth::ConsumerKey {
+            c.consumer_keys = vec![carpd_testkit::ovh::auth::ConsumerKey {
                 rules: vec![("GET".into(), "/*".into()), ("POST".into(), "/*".into())],
-                ..carpd::sim::ovh::auth::ConsumerKey::full(TEST_CK, TEST_AK)
+                ..carpd_testkit::ovh::auth::ConsumerKey::full(TEST_CK, TEST_AK)
             }]
         });
         let c = client(&sim);

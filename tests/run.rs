@@ -18,8 +18,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use carpd::carp::{CarpState, Vhid};
-use carpd::devd::{CarpEvent, FakeDevd};
+use carpd::devd::CarpEvent;
 use carpd::kernel::sim::{Flavour, SimKernel, SimState};
+use carpd_testkit::devd::FakeDevd;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_carpd");

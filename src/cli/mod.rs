@@ -18,7 +18,6 @@ use crate::secrets::SecretPolicy;
 mod check;
 pub mod failover_ip;
 mod hook;
-mod lab;
 mod maintenance;
 mod plan;
 mod reconcile;
@@ -169,20 +168,6 @@ pub enum Command {
     /// OVH failover IPs: where they are, and claiming them now.
     #[command(name = "failover-ip", subcommand)]
     FailoverIp(FailoverIpCommand),
-    /// The two-router drill on simulators (no FreeBSD, no cloud): election, failure, return
-    /// with preempt, split brain and healing, flap storm; prints a timeline with measured
-    /// latencies and exits 1 if an invariant is violated.
-    Lab {
-        /// Print the report as JSON instead of the timeline.
-        #[arg(long)]
-        json: bool,
-        /// Keep the working directory (configurations, kernel state files).
-        #[arg(long)]
-        keep: bool,
-        /// Events per router in the flap storm.
-        #[arg(long, default_value_t = 10_000)]
-        storm_events: u32,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,12 +270,10 @@ pub fn run(cli: Cli) -> ExitCode {
         syslog_socket: cli.syslog_socket,
         syslog,
     };
-    // Every command but `lab` (simulators only) may read a secret (a password file, the
-    // secretsmith file, a Vault answer, ovh.conf) or talk to a daemon that holds them: no
-    // core file, no same-user debugger, from the start (src/secrets.rs).
-    if !matches!(cli.command, Command::Lab { .. })
-        && let Err(e) = crate::secrets::forbid_core_dumps()
-    {
+    // Every command may read a secret (a password file, the secretsmith file, a Vault answer,
+    // ovh.conf) or talk to a daemon that holds them: no core file, no same-user debugger,
+    // from the start (src/secrets.rs).
+    if let Err(e) = crate::secrets::forbid_core_dumps() {
         tracing::warn!(
             "cannot keep this process out of core dumps (setrlimit RLIMIT_CORE, non-dumpable): {e}; a crash may write its memory, secrets included, to disk"
         );
@@ -335,11 +318,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::FailoverIp(FailoverIpCommand::Claim { ip, dry_run, force }) => {
             failover_ip::claim(&ctx, &ip, dry_run, force, &mut out)
         }
-        Command::Lab {
-            json,
-            keep,
-            storm_events,
-        } => lab::run(json, keep, storm_events),
     };
     if ok {
         ExitCode::SUCCESS
@@ -349,6 +327,6 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// Prints an error paragraph to stderr, prefixed like every carpd error.
-pub(crate) fn eprint_error(msg: impl std::fmt::Display) {
+pub fn eprint_error(msg: impl std::fmt::Display) {
     eprintln!("carpd: error: {msg}");
 }

@@ -6,8 +6,8 @@
 //! - [`backoff`]: the reconnect delay policy (pure; durations in, durations out);
 //! - [`client`]: the async client of devd's SOCK_SEQPACKET socket: reads promptly, counts
 //!   what it ignores, reconnects, and asks for a resync after every (re)connect;
-//! - [`fake`]: a fake devd on a real SOCK_SEQPACKET socket, for tests, the lab and benchmarks;
-//! - `sys`: the raw socket calls (the module's only `unsafe`).
+//! - [`sys`]: the raw socket calls (the module's only `unsafe`); the listening side is
+//!   compiled only for tests and `carpd-testkit`'s fake devd.
 //!
 //! Must not: treat an event as the truth. Events are hints; the controller reads the state of
 //! each vhid from the kernel, and re-reads everything on `Connected` and `Lagged`.
@@ -15,8 +15,7 @@
 pub mod backoff;
 pub mod client;
 pub mod event;
-pub mod fake;
-mod sys;
+pub mod sys;
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use client::{
@@ -24,4 +23,3 @@ pub use client::{
     DevdStatsSnapshot, DisconnectReason, Stopped,
 };
 pub use event::{CarpEvent, Record, parse_record};
-pub use fake::FakeDevd;

@@ -22,14 +22,14 @@ use std::path::Path;
 use tokio::io::unix::AsyncFd;
 
 /// Registers a socket with the tokio reactor of the current runtime.
-pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+pub fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd keeps its descriptor open until it is dropped, which happens only
     // when the AsyncFd that owns it is dropped, and its as_raw_fd() never changes.
     Ok(unsafe { AsyncFd::register(fd) }?)
 }
 
 /// A new non-blocking, close-on-exec `AF_UNIX` `SOCK_SEQPACKET` socket.
-pub(crate) fn seqpacket_socket() -> io::Result<OwnedFd> {
+pub fn seqpacket_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes no pointers; on success we are the only owner of the result.
     let fd = unsafe {
         libc::socket(
@@ -93,14 +93,14 @@ fn unix_addr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
 
 /// What a non-blocking connect returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Connect {
+pub enum Connect {
     Done,
     /// The kernel finishes the connection later: wait for writability, then read `SO_ERROR`.
     /// Unix sockets normally connect at once; this covers the cases where they do not.
     InProgress,
 }
 
-pub(crate) fn connect(fd: BorrowedFd<'_>, path: &Path) -> io::Result<Connect> {
+pub fn connect(fd: BorrowedFd<'_>, path: &Path) -> io::Result<Connect> {
     let (addr, len) = unix_addr(path)?;
     // SAFETY: `addr` lives across the call and `len` does not exceed its size.
     let rc = unsafe {
@@ -121,7 +121,7 @@ pub(crate) fn connect(fd: BorrowedFd<'_>, path: &Path) -> io::Result<Connect> {
 }
 
 /// The pending error of a socket (`SO_ERROR`), which also clears it.
-pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+pub fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for writes and describe each other.
@@ -141,7 +141,8 @@ pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
 }
 
 /// A non-blocking listening SEQPACKET socket bound at `path` (which must not exist).
-pub(crate) fn bind_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+#[cfg(any(test, feature = "testkit"))]
+pub fn bind_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     let fd = seqpacket_socket()?;
     let (addr, len) = unix_addr(path)?;
     // SAFETY: `addr` lives across the call and `len` does not exceed its size.
@@ -163,7 +164,8 @@ pub(crate) fn bind_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
 }
 
 /// Accepts one pending connection as a non-blocking, close-on-exec socket.
-pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+#[cfg(any(test, feature = "testkit"))]
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     loop {
         // SAFETY: null address pointers are allowed: we do not want the peer's address.
         let fd = unsafe {
@@ -187,7 +189,7 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// One received record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Received {
+pub struct Received {
     /// Bytes stored in the buffer (at most its length).
     pub len: usize,
     /// The record was longer than the buffer; the kernel discarded the rest of it
@@ -197,7 +199,7 @@ pub(crate) struct Received {
 
 /// Receives exactly one record. `len == 0` without truncation means the peer closed the
 /// connection: devd never sends empty records.
-pub(crate) fn recv_record(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+pub fn recv_record(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     loop {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast::<libc::c_void>(),
@@ -226,7 +228,8 @@ pub(crate) fn recv_record(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Rece
 }
 
 /// Sends one record; never raises SIGPIPE (a vanished peer is an `EPIPE` error).
-pub(crate) fn send_record(fd: BorrowedFd<'_>, record: &[u8]) -> io::Result<usize> {
+#[cfg(any(test, feature = "testkit"))]
+pub fn send_record(fd: BorrowedFd<'_>, record: &[u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `record` is valid for reads of its length across the call.
         let n = unsafe {
@@ -248,7 +251,8 @@ pub(crate) fn send_record(fd: BorrowedFd<'_>, record: &[u8]) -> io::Result<usize
 }
 
 /// Shuts down the read side, as devd does for its clients: they only receive.
-pub(crate) fn shutdown_read(fd: BorrowedFd<'_>) -> io::Result<()> {
+#[cfg(any(test, feature = "testkit"))]
+pub fn shutdown_read(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: shutdown(2) takes no pointers.
     if unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) } != 0 {
         return Err(io::Error::last_os_error());

@@ -214,12 +214,13 @@ impl Client {
         source: Arc<dyn CredentialSource>,
         opts: ClientOptions,
     ) -> Result<Client, OvhError> {
-        let mut builder = reqwest::Client::builder();
+        crate::remote::install_ring_provider();
+        let mut builder = reqwest::Client::builder().tls_backend_rustls();
         for pem in &opts.extra_roots_pem {
             let cert = reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
                 OvhError::Config(format!("an extra root certificate is not valid PEM: {e}"))
             })?;
-            builder = builder.add_root_certificate(cert);
+            builder = builder.tls_certs_merge([cert]);
         }
         // Never a proxy from the environment; the configured one only (src/remote.rs).
         builder = builder.no_proxy();

@@ -45,7 +45,7 @@ struct Conn {
 
 impl VaultStore {
     pub fn new(timeout: Duration) -> VaultStore {
-        install_ring_provider();
+        crate::remote::install_ring_provider();
         VaultStore {
             timeout,
             proxy: None,
@@ -68,12 +68,6 @@ impl VaultStore {
             fix: "log in first (this is a bug in carpd)".into(),
         })
     }
-}
-
-/// rustls needs one process-wide crypto provider; carpd uses ring (aws-lc-sys does not build
-/// for FreeBSD from Debian). Installing twice is harmless: the first one stays.
-pub fn install_ring_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Builds a vaultrs client with every setting explicit.
@@ -161,15 +155,15 @@ fn http_client(
     server: &Server,
     timeout: Duration,
     proxy: Option<&str>,
-) -> Result<reqwest013::Client, reqwest013::Error> {
-    let mut b = reqwest013::ClientBuilder::new()
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut b = reqwest::ClientBuilder::new()
         .tls_backend_rustls()
         .timeout(timeout)
         .tls_danger_accept_invalid_certs(server.verify == Verify::Insecure)
-        .redirect(crate::remote::no_redirects_013())
+        .redirect(crate::remote::no_redirects())
         .no_proxy();
     if let Some(url) = proxy {
-        b = b.proxy(reqwest013::Proxy::all(url)?);
+        b = b.proxy(reqwest::Proxy::all(url)?);
     }
     if server.url.starts_with("http://") {
         // As vaultrs does: no certificate store is needed (and loading one may fail).
@@ -177,7 +171,7 @@ fn http_client(
     } else if let Verify::CaFile(p) = &server.verify {
         // Read and checked as PEM by `connect` just before.
         let pem = std::fs::read(p).unwrap_or_default();
-        if let Ok(certs) = reqwest013::Certificate::from_pem_bundle(&pem) {
+        if let Ok(certs) = reqwest::Certificate::from_pem_bundle(&pem) {
             b = b.tls_certs_merge(certs);
         }
     }

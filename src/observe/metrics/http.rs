@@ -1,7 +1,9 @@
 //! The Prometheus scrape endpoint: `GET /metrics` on a loopback listener (`metrics.listen`).
 //!
-//! hyper's HTTP/1 server does the parsing (it is already in the tree for the OVH simulator);
-//! this module only bounds what a client can cost: request heads over [`MAX_HEAD`] bytes are
+//! httparse (the parser under hyper, already in the tree for the HTTP clients) reads the
+//! request head; the rest is written here because a scrape endpoint needs so little of HTTP
+//! (one request per connection, no body, four answers) that a server library would be the
+//! largest part of carpd's production tree. This module bounds what a client can cost: request heads over [`MAX_HEAD`] bytes are
 //! refused (431), a connection that has not finished within [`ServeOptions::deadline`] is
 //! closed (a client that connects and sends nothing, or reads slowly, cannot hold a slot),
 //! and at most [`ServeOptions::max_connections`] are served at once; further connections
@@ -19,19 +21,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{CONTENT_TYPE as EXPOSITION, Metrics};
 
-/// Largest request head (request line and headers) read; hyper's minimum buffer.
+/// Largest request head (request line and headers) read.
 pub const MAX_HEAD: usize = 8192;
 
 /// Limits of the scrape server.
@@ -127,64 +124,153 @@ pub async fn serve_with(
                 let metrics = metrics.clone();
                 conns.spawn(async move {
                     let _permit = permit;
-                    let _ = tokio::time::timeout(opts.deadline, connection(stream, metrics, opts)).await;
+                    let _ = tokio::time::timeout(opts.deadline, connection(stream, metrics)).await;
                 });
             }
         }
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, metrics: Metrics, opts: ServeOptions) {
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let metrics = metrics.clone();
-        async move { Ok::<_, std::convert::Infallible>(answer(&req, &metrics)) }
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.deadline)
-        .max_buf_size(MAX_HEAD)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), svc)
-        .await;
+async fn connection(mut stream: TcpStream, metrics: Metrics) {
+    let (status, extra, body, head_only) = match read_head(&mut stream).await {
+        Some(Head::Request { method, path }) => {
+            let head_only = method == "HEAD";
+            let (status, extra, body) = answer(&method, &path, &metrics);
+            (status, extra, body, head_only)
+        }
+        Some(Head::TooLarge) => (
+            Status::HeadTooLarge,
+            None,
+            Body::Text("carpd metrics: request head too large\n"),
+            false,
+        ),
+        Some(Head::Malformed) => (
+            Status::BadRequest,
+            None,
+            Body::Text("carpd metrics: not an HTTP/1 request\n"),
+            false,
+        ),
+        // The client went away or the read failed: nobody to answer.
+        None => return,
+    };
+    let (content_type, body) = match &body {
+        Body::Text(t) => ("text/plain; charset=utf-8", t.as_bytes()),
+        Body::Exposition(e) => (EXPOSITION, e.as_bytes()),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        status.line(),
+        body.len(),
+        extra.unwrap_or(""),
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    // A lingering close: the client may still be sending (an oversized head); closing with
+    // unread bytes makes the kernel send a reset, which can destroy the answer before the
+    // client reads it. So: end our side, then read and discard until the client closes (the
+    // caller's deadline bounds this).
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
+/// What the request head turned out to be.
+enum Head {
+    Request { method: String, path: String },
+    TooLarge,
+    Malformed,
 }
 
-fn answer(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "carpd metrics: only GET and HEAD are allowed\n",
+/// Reads until the head is complete (`\r\n\r\n`), at most [`MAX_HEAD`] bytes. `None` when
+/// the client closed or the read failed before a complete head. A body is never read: no
+/// route takes one.
+async fn read_head(stream: &mut TcpStream) -> Option<Head> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let (Some(method), Some(path)) = (req.method, req.path) else {
+                    return Some(Head::Malformed);
+                };
+                // The query string does not select anything.
+                let path = path.split('?').next().unwrap_or("");
+                return Some(Head::Request {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                });
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Some(Head::TooLarge),
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Some(Head::TooLarge),
+            Err(_) => return Some(Head::Malformed),
+        }
+    }
+}
+
+/// The statuses this server answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    HeadTooLarge,
+}
+
+impl Status {
+    fn line(self) -> &'static str {
+        match self {
+            Status::Ok => "200 OK",
+            Status::BadRequest => "400 Bad Request",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::HeadTooLarge => "431 Request Header Fields Too Large",
+        }
+    }
+}
+
+enum Body {
+    Text(&'static str),
+    Exposition(String),
+}
+
+/// The answer to a well-formed request: status, an extra header line, the body.
+fn answer(method: &str, path: &str, metrics: &Metrics) -> (Status, Option<&'static str>, Body) {
+    if method != "GET" && method != "HEAD" {
+        return (
+            Status::MethodNotAllowed,
+            Some("Allow: GET, HEAD\r\n"),
+            Body::Text("carpd metrics: only GET and HEAD are allowed\n"),
         );
-        r.headers_mut()
-            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
-        return r;
     }
     match path {
-        "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(EXPOSITION),
-            );
-            r
-        }
-        "/" => text(
-            StatusCode::OK,
-            "carpd: Prometheus metrics are at /metrics\n",
+        "/metrics" => (Status::Ok, None, Body::Exposition(metrics.render())),
+        "/" => (
+            Status::Ok,
+            None,
+            Body::Text("carpd: Prometheus metrics are at /metrics\n"),
         ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "carpd metrics: not found; the metrics are at /metrics\n",
+        _ => (
+            Status::NotFound,
+            None,
+            Body::Text("carpd metrics: not found; the metrics are at /metrics\n"),
         ),
     }
 }

@@ -1,4 +1,4 @@
-//! `carpd lab`: the two-router drill, with no FreeBSD and no cloud.
+//! The two-router drill, with no FreeBSD and no cloud.
 //!
 //! Two real daemons (the same `Daemon` `carpd run` starts) run in this process, each on its
 //! own simulated kernel (a state file), fake devd socket, control socket and ovh.conf, against
@@ -10,21 +10,19 @@
 //! router-003 takes over; it returns and preempts; a split brain (both MASTER) and its
 //! healing; a flap storm. Invariants, checked throughout: no vMAC is ever deleted; after each
 //! step, within a bound, the failover IP is on the MASTER's vMAC and stays there. Any
-//! violation makes `carpd lab` exit 1.
-
-pub mod election;
-pub mod pair;
-pub mod vault;
+//! violation makes `carpd-lab` exit 1.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::carp::CarpState;
+use carpd::carp::CarpState;
+use carpd_testkit::pair::{Pair, PairOptions, VIP, vip};
+
+use crate::election;
 
 use election::Node as ElectionNode;
-use pair::{Pair, PairOptions, VIP, vip};
 
 /// Simulated OVH task time: real tasks take seconds; the ratio is what matters.
 const TASK: Duration = Duration::from_millis(300);
@@ -32,7 +30,7 @@ const HOLD_DOWN: Duration = Duration::from_secs(3);
 /// How long the IP may take to reach the MASTER after a step (tasks, hold-down, re-check).
 const BOUND: Duration = Duration::from_secs(15);
 
-/// What `carpd lab` was asked.
+/// What `carpd-lab` was asked.
 #[derive(Clone, Debug)]
 pub struct LabOptions {
     pub json: bool,
@@ -217,7 +215,7 @@ pub async fn run(opts: &LabOptions, mut out: Box<dyn Write + Send>) -> Result<bo
         hold_down: HOLD_DOWN,
         recheck: Duration::from_secs(2),
         readiness: Duration::from_secs(10),
-        rate: crate::ovh::policy::RateLimit::default(),
+        rate: carpd::ovh::policy::RateLimit::default(),
         vault: true,
         ips: 1,
     })
@@ -225,7 +223,7 @@ pub async fn run(opts: &LabOptions, mut out: Box<dyn Write + Send>) -> Result<bo
     if !opts.json {
         let _ = writeln!(
             out,
-            "carpd lab: two routers on simulated FreeBSD kernels, one failover IP ({VIP}), the OVH simulator at {} (tasks take {} ms), {}",
+            "carpd-lab: two routers on simulated FreeBSD kernels, one failover IP ({VIP}), the OVH simulator at {} (tasks take {} ms), {}",
             pair.sim.base_url(),
             TASK.as_millis(),
             match &pair.vault {

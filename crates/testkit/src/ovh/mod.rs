@@ -3,7 +3,7 @@
 //! timestamp verification ([`auth`]), fault injection, and an inspection API for tests.
 //!
 //! Used in-process by tests, the lab and the benchmarks: [`OvhSim::start`] returns a handle
-//! whose [`OvhSim::endpoint`] a [`crate::ovh::Client`] points at. Dropping the handle stops the
+//! whose [`OvhSim::endpoint`] a [`carpd::ovh::Client`] points at. Dropping the handle stops the
 //! server and every connection. It binds loopback (or, for the FreeBSD acceptance script's
 //! jails, the address `examples/ovh-sim.rs` is given) and never contacts anything.
 //!
@@ -39,8 +39,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::ovh::Endpoint;
 use auth::{Application, ConsumerKey, IssuedToken};
+use carpd::ovh::Endpoint;
 use world::{Refusal, Snapshot, TaskOwner, World};
 
 /// What a fault does.

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use crate::ovh::sign::{signature, signatures_equal};
+use carpd::ovh::sign::{signature, signatures_equal};
 
 /// An application (AK, AS).
 #[derive(Clone, Debug)]
@@ -63,12 +63,12 @@ const fn err(status: u16, code: &'static str, message: &'static str) -> AuthErro
 /// `*` matches any run of characters (slashes included), as in OVH access rules: the one
 /// matcher carpd itself checks its rights with, so the simulator refuses exactly what
 /// readiness predicts.
-pub use crate::ovh::rights::rule_matches;
+pub use carpd::ovh::rights::rule_matches;
 
 /// Reading its own credential needs no access rule: OVH's clients use
 /// `GET /auth/currentCredential` to validate restricted keys (terraform-provider-ovh switched
 /// to it for keys without `/me`, PR 29). Unverified on a live account beyond that.
-pub const CURRENT_CREDENTIAL: &str = crate::ovh::rights::CURRENT_CREDENTIAL;
+pub const CURRENT_CREDENTIAL: &str = carpd::ovh::rights::CURRENT_CREDENTIAL;
 
 /// What the simulator needs to check a request.
 pub struct Request<'a> {

@@ -4,20 +4,21 @@
 //! Each router's CARP state lives in a simulated kernel (a state file) that the test drives
 //! as an election would, telling the daemon through its own fake devd socket — the daemons
 //! read the truth from the kernel, as on FreeBSD.
-#![allow(dead_code)] // each test crate uses its own part
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::devd::FakeDevd;
+use crate::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 use carpd::carp::{CarpState, GroupId};
 use carpd::control::{self, Reply, Request};
-use carpd::devd::{CarpEvent, FakeDevd};
+use carpd::devd::CarpEvent;
 use carpd::kernel::sim::{Flavour, SimKernel};
 use carpd::observe::daemon_view::DaemonView;
-use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 
-use super::bao::{Bao, write_private};
+use crate::bao::Bao;
+use crate::write_private;
 
 pub const SN: &str = "ns1234567.ip-51-68-252.eu";
 pub const VIP: &str = "51.68.252.230";
@@ -55,7 +56,7 @@ impl Router {
             .append(true)
             .open(self.dir.join("carpd.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_carpd"))
+        let child = Command::new(crate::carpd_bin())
             .arg("-c")
             .arg(self.dir.join("carpd.yaml"))
             .args(["--kernel", "sim", "--sim-state"])
@@ -129,12 +130,9 @@ pub struct World {
     pub routers: Vec<Router>,
 }
 
-pub async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// [`crate::wait_until`] with this world's bound.
+pub async fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    crate::wait_until(what, BOUND, f).await
 }
 
 /// OpenBao with the deployment's AppRole and the simulator's keys, the simulator with the

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-use super::event::CarpEvent;
-use super::sys;
+use carpd::devd::CarpEvent;
+use carpd::devd::sys;
 
 /// How long a send waits for a client to make room before dropping it, by default.
 pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(5);

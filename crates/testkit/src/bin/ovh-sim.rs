@@ -8,14 +8,14 @@
 //! ```
 //!
 //! Prints its base URL and the test credentials (python-ovh ovh.conf format, the keys of
-//! `carpd::sim::ovh::SimConfig::default`, which are not secrets) on stdout, then serves until
+//! `carpd_testkit::ovh::SimConfig::default`, which are not secrets) on stdout, then serves until
 //! SIGTERM or SIGINT. `--task-delay MS` makes OVH tasks take that long.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use carpd::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd_testkit::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 
 struct Args {
     listen: SocketAddr,

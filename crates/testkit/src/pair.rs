@@ -5,22 +5,26 @@
 //! and control sockets); its daemon is the same `Daemon` `carpd run` starts, in this process.
 //! router-002 is preferred (advskew 0); router-003's vMAC holds the failover IP at start.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::carp::{CarpState, GroupId};
-use crate::daemon::{Daemon, Settings};
-use crate::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
-use crate::kernel::Kernel;
-use crate::kernel::sim::{Flavour, SimKernel};
-use crate::ovh::ClientOptions;
-use crate::secrets::SecretPolicy;
-use crate::sim::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use crate::bao::{self, Bao};
+use crate::devd::FakeDevd;
+use crate::try_write_private;
+
+use crate::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
+use carpd::carp::{CarpState, GroupId};
+use carpd::daemon::{Daemon, Settings};
+use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig};
+use carpd::kernel::Kernel;
+use carpd::kernel::sim::{Flavour, SimKernel};
+use carpd::ovh::ClientOptions;
+use carpd::secrets::SecretPolicy;
 
 pub const SERVICE: &str = "ns1234567.ip-51-68-252.eu";
 pub const VIP: &str = "51.68.252.230";
@@ -41,7 +45,7 @@ pub struct PairOptions {
     pub vault: bool,
     /// The daemons' OVH rate limit (the default keeps under OVH's advice; benchmarks that
     /// repeat failovers back to back lift it so they measure carpd, not the budget).
-    pub rate: crate::ovh::policy::RateLimit,
+    pub rate: carpd::ovh::policy::RateLimit,
     /// Failover IPs following the group: [`VIP`] and `ips - 1` more ([`vips`]); 0 counts
     /// as 1.
     pub ips: usize,
@@ -52,7 +56,7 @@ pub struct Pair {
     pub sim: OvhSim,
     pub routers: Vec<Router>,
     /// The OpenBao holding the OVH credentials, when one runs.
-    pub vault: Option<super::vault::DevVault>,
+    pub vault: Option<Bao>,
     tmp: Option<tempfile::TempDir>,
 }
 
@@ -67,7 +71,7 @@ pub struct Router {
     daemon: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     pub up: bool,
     pub state: CarpState,
-    rate: crate::ovh::policy::RateLimit,
+    rate: carpd::ovh::policy::RateLimit,
     /// With a Vault: the URL and this router's secretsmith file.
     vault: Option<(String, PathBuf)>,
 }
@@ -91,7 +95,7 @@ pub fn vips(n: usize) -> Vec<Ipv4Addr> {
 impl Router {
     fn config(&self, sim: &OvhSim, o: &PairOptions) -> String {
         format!(
-            "# carpd lab: {name}
+            "# carpd-lab: {name}
 node: {name}
 daemon: {{ resync_interval: 1s, coalesce: 20ms }}
 groups:
@@ -111,7 +115,7 @@ failover_ips:
             url = sim.base_url(),
             dir = self.dir.display(),
             credentials = match &self.vault {
-                Some(_) => format!("{{ vault: {} }}", super::vault::OVH_SECRET),
+                Some(_) => format!("{{ vault: {} }}", OVH_SECRET),
                 None => format!("{{ file: {}/ovh.conf }}", self.dir.display()),
             },
             vault = match &self.vault {
@@ -155,9 +159,9 @@ failover_ips:
             ovh_client: ClientOptions {
                 rate: self.rate,
                 // A lifted steady budget lifts the failover's with it.
-                failover_rate: crate::ovh::policy::RateLimit::failover(
+                failover_rate: carpd::ovh::policy::RateLimit::failover(
                     (self.rate.burst + self.rate.per_minute)
-                        .max(crate::ovh::policy::DEFAULT_FAILOVER_PER_MINUTE),
+                        .max(carpd::ovh::policy::DEFAULT_FAILOVER_PER_MINUTE),
                 ),
                 ..ClientOptions::default()
             },
@@ -245,16 +249,12 @@ impl Pair {
             held.extend(vips(o.ips));
             w.add_vmac(SERVICE, plan[1].1, &held);
         });
-        let vault = if o.vault {
-            super::vault::DevVault::start(&base).await?
-        } else {
-            None
-        };
+        let vault = if o.vault { start_vault().await? } else { None };
         let mut routers = Vec::new();
         for (name, mac, _, advskew) in plan {
             let dir = base.join(name);
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            write_private(
+            try_write_private(
                 &dir.join("ovh.conf"),
                 &format!(
                     "[{}]\napplication_key={TEST_AK}\napplication_secret={TEST_AS}\nconsumer_key={TEST_CK}\n",
@@ -280,10 +280,10 @@ impl Pair {
             let mut r = r;
             if let Some(v) = &vault {
                 let smith = r.dir.join("secretsmith.yaml");
-                v.secretsmith(&smith).await?;
+                vault_secretsmith(v, &smith).await?;
                 r.vault = Some((v.url.clone(), smith));
             }
-            write_private(&r.dir.join("carpd.yaml"), &r.config(&sim, &o))?;
+            try_write_private(&r.dir.join("carpd.yaml"), &r.config(&sim, &o))?;
             routers.push(r);
         }
         Ok(Pair {
@@ -356,15 +356,54 @@ impl Pair {
     }
 }
 
-pub fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+/// Where the pair's OVH credentials live in Vault (kv-v2 `apps`), as in the deployment.
+pub const OVH_SECRET: &str = "apps/network/carp-hyper-001-switch";
+
+/// A real OpenBao set up the deployment's way (AppRole `router` whose policy reads exactly
+/// the OVH credentials, kv-v2 mount `apps`) holding the simulator's keys; `None` when no
+/// `bao` is installed (the routers then keep the keys in ovh.conf).
+async fn start_vault() -> Result<Option<Bao>, String> {
+    let Some(bin) = bao::find_binary() else {
+        return Ok(None);
+    };
+    let v = Bao::launch(&bin, bao::free_port_pair(), false).await?;
+    v.deployment("300s", "600s").await?;
+    v.try_ok(
+        "POST",
+        "apps/data/network/carp-hyper-001-switch",
+        Some(json!({"data": {
+            "application_key": TEST_AK,
+            "application_secret": TEST_AS,
+            "consumer_key": TEST_CK,
+        }})),
+    )
+    .await?;
+    Ok(Some(v))
+}
+
+/// A secretsmith file (mode 0600) with a fresh AppRole secret_id for one router.
+async fn vault_secretsmith(v: &Bao, path: &Path) -> Result<(), String> {
+    let role = v
+        .try_ok("GET", "auth/approle/role/router/role-id", None)
+        .await?;
+    let secret = v
+        .try_ok(
+            "POST",
+            "auth/approle/role/router/secret-id",
+            Some(json!({})),
+        )
+        .await?;
+    let (Some(role), Some(secret)) = (
+        role["data"]["role_id"].as_str(),
+        secret["data"]["secret_id"].as_str(),
+    ) else {
+        return Err("OpenBao gave no role_id or secret_id".into());
+    };
+    try_write_private(
+        path,
+        &format!(
+            "vault:\n  server:\n    url: {}\n  auth:\n    method: approle\n    role_id: {role}\n    secret_id: {secret}\n",
+            v.url
+        ),
+    )
 }

@@ -8,7 +8,7 @@
 //! advertisement (lower advskew) steps down, and with preempt the most preferred node takes
 //! over; without preempt a sole MASTER stays MASTER.
 
-use crate::carp::CarpState;
+use carpd::carp::CarpState;
 
 /// One router as the election sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,10 +15,10 @@ use std::time::Instant;
 use ipnet::IpNet;
 
 use super::world::{Refusal, TaskOwner, TaskView, World};
-use crate::ovh::FailoverApi;
-use crate::ovh::api::{IpInfo, Task, TaskRef, TaskStatus, encode_block, vaddr_path, vmac_path};
-use crate::ovh::error::{ApiError, ErrorBody, OvhError};
-use crate::ovh::rights::{Rule, granted};
+use carpd::ovh::FailoverApi;
+use carpd::ovh::api::{IpInfo, Task, TaskRef, TaskStatus, encode_block, vaddr_path, vmac_path};
+use carpd::ovh::error::{ApiError, ErrorBody, OvhError};
+use carpd::ovh::rights::{Rule, granted};
 
 /// One recorded call: method, path-like description, and whether it was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,7 +265,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::ovh::failover::{
+    use carpd::ovh::failover::{
         ClaimOptions, ClaimResult, MoveTarget, VmacTarget, claim_move, claim_vmac,
     };
 
@@ -349,7 +349,7 @@ mod tests {
     async fn a_refused_post_ends_the_claim_at_once() {
         let api = FakeApi::new(world(Duration::from_secs(3)));
         let t = target();
-        let needs = crate::ovh::rights::vmac_needs(&t, Some(PEER));
+        let needs = carpd::ovh::rights::vmac_needs(&t, Some(PEER));
         let all: Vec<Rule> = needs
             .iter()
             .map(|n| Rule {
@@ -363,7 +363,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&f.error, crate::ovh::failover::ClaimError::Api(e) if e.is_permanent()),
+            matches!(&f.error, carpd::ovh::failover::ClaimError::Api(e) if e.is_permanent()),
             "{f:?}"
         );
         let posts = api.calls().iter().filter(|c| c.method == "POST").count();
@@ -418,7 +418,7 @@ mod tests {
         };
         // Under exactly the rules `rights` suggests for a move: every call is granted.
         *api.rules.lock().unwrap() = Some(
-            crate::ovh::rights::move_needs(&t)
+            carpd::ovh::rights::move_needs(&t)
                 .iter()
                 .map(|n| Rule {
                     method: n.method.into(),

@@ -2,16 +2,16 @@
 //! file the test also opens to play the network), a fake devd on a real SOCK_SEQPACKET socket
 //! and the real control socket, all in a temporary directory. The daemon reports what it does
 //! through `Note`s, so tests wait for exactly what they expect, never for a fixed time.
-#![allow(dead_code)] // each test crate uses its own part
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::devd::FakeDevd;
 use carpd::carp::{CarpState, GroupId};
 use carpd::control::{self, Reply, Request};
 use carpd::controller::{Trigger, Work};
 use carpd::daemon::{Daemon, Note, Settings};
-use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig, FakeDevd};
+use carpd::devd::{BackoffPolicy, CarpEvent, ClientConfig};
 use carpd::kernel::sim::{Flavour, SimKernel};
 use carpd::observe::daemon_view::DaemonView;
 use carpd::secrets::SecretPolicy;

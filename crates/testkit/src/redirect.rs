@@ -4,8 +4,6 @@
 //! origin, a listener that records every byte it receives. Used to prove that no carpd client
 //! follows a redirect (the recorder must stay empty) and that no server number panics.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -209,7 +207,7 @@ async fn serve(
 }
 
 /// The OVH simulator's host and port, for a proxy in front of it.
-pub fn sim_addr(sim: &carpd::sim::ovh::OvhSim) -> SocketAddr {
+pub fn sim_addr(sim: &crate::ovh::OvhSim) -> SocketAddr {
     sim.base_url()
         .trim_start_matches("http://")
         .trim_end_matches("/1.0")

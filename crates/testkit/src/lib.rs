@@ -1,0 +1,92 @@
+//! carpd-testkit: the simulators of what carpd talks to, and the helpers its tests, benchmarks
+//! and lab share. Never part of a router's build: only `carpd`'s dev-dependencies and
+//! `carpd-lab` depend on it.
+//!
+//! - [`ovh`]: the OVH API simulator (HTTP on loopback: signatures, vMACs, IPs, tasks,
+//!   faults), its state model and an in-memory fake of carpd's `FailoverApi`.
+//! - [`devd`]: a fake devd on a real `SOCK_SEQPACKET` socket.
+//! - [`bao`]: a real OpenBao dev server, set up the deployment's way.
+//! - [`pair`]: two routers as in-process daemons on simulated kernels (the lab, benchmarks).
+//! - [`routers`]: two routers as real `carpd run` processes with OpenBao (end-to-end tests).
+//! - [`daemon`]: one in-process daemon whose every step a test can wait for.
+//! - [`redirect`]: a proxy that redirects or answers chosen requests (hostile servers).
+//! - [`wait_until`], [`write_private`]: the waiting and the files every test needs.
+
+pub mod bao;
+pub mod daemon;
+pub mod devd;
+pub mod ovh;
+pub mod pair;
+pub mod redirect;
+pub mod routers;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Polls `condition` every 10 ms until it holds, for at most `limit`; panics naming `what`
+/// otherwise. Async so that the simulators and daemons of the same runtime keep running.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`wait_until`] for threads without a runtime (tests that drive processes).
+pub fn wait_until_blocking(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The `carpd` binary of the build running this test or benchmark: cargo builds it next to
+/// the test executables (`target/<profile>/carpd`, tests in `target/<profile>/deps/`).
+/// Integration tests of the carpd package may use `env!("CARGO_BIN_EXE_carpd")` directly;
+/// this is for the testkit's own process helpers, which are compiled without it.
+pub fn carpd_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the path of the running test executable");
+    let mut dir = exe
+        .parent()
+        .expect("a test executable lives in a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>/deps has a parent");
+    }
+    let bin = dir.join("carpd");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build it first (cargo builds it for the carpd package's tests and benches)",
+        bin.display()
+    );
+    bin
+}
+
+/// Writes `text` to a file only its owner can read (0600, replacing any file there): how
+/// carpd wants its secret files.
+pub fn try_write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    // A read-only file from an earlier write cannot be opened for writing: replace it.
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    f.write_all(text.as_bytes()).map_err(fail)
+}
+
+/// [`try_write_private`] for tests: panics on failure.
+pub fn write_private(path: &Path, text: &str) {
+    try_write_private(path, text).unwrap_or_else(|e| panic!("{e}"));
+}

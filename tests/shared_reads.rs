@@ -1,0 +1,91 @@
+//! Shared reads (src/ovh/failover/shared.rs) against the in-memory OVH: who needs how fresh
+//! an answer decides whether a read is sent, joined or served from the last answer.
+
+use std::time::Duration;
+
+use carpd::ovh::failover::shared::{Fresh, SharedReads, VERIFY_COALESCE};
+use carpd_testkit::ovh::fake::FakeApi;
+use carpd_testkit::ovh::world::World;
+use tokio::time::Instant;
+
+const S: &str = "ns1.eu";
+const MAC: &str = "02:00:00:aa:bb:cc";
+
+fn api() -> FakeApi {
+    let mut w = World::new();
+    w.add_vmac(S, MAC, &["10.0.0.1".parse().unwrap()]);
+    FakeApi::new(w)
+}
+
+fn reads(api: &FakeApi) -> usize {
+    api.calls()
+        .iter()
+        .filter(|c| c.what.starts_with("ips"))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn freshness_is_the_callers_and_a_write_makes_older_answers_stale() {
+    let api = api();
+    let shared = SharedReads::new();
+    let t0 = Instant::now();
+    shared
+        .vmac_ips(&api, S, MAC, Fresh::AnsweredAfter(t0))
+        .await
+        .unwrap();
+    // Answered at t0: serves another claim that needed it from t0, and a check.
+    shared
+        .vmac_ips(&api, S, MAC, Fresh::AnsweredAfter(t0))
+        .await
+        .unwrap();
+    shared
+        .vmac_ips(&api, S, MAC, Fresh::Within(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(reads(&api), 1);
+    // A claim that needs it from later reads again.
+    tokio::time::advance(Duration::from_millis(10)).await;
+    shared
+        .vmac_ips(&api, S, MAC, Fresh::AnsweredAfter(Instant::now()))
+        .await
+        .unwrap();
+    assert_eq!(reads(&api), 2);
+    // A write seen done: even a check within its age reads again.
+    tokio::time::advance(Duration::from_millis(10)).await;
+    shared.wrote(S, MAC);
+    shared
+        .vmac_ips(&api, S, MAC, Fresh::Within(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(reads(&api), 3);
+    // A read-back sent after a bind: one read for the binds of the next few milliseconds.
+    let at = Instant::now();
+    let need = Fresh::SentAfter {
+        at,
+        coalesce: VERIFY_COALESCE,
+    };
+    let later = Fresh::SentAfter {
+        at: at + Duration::from_millis(5),
+        coalesce: VERIFY_COALESCE,
+    };
+    let (a, b) = tokio::join!(
+        shared.vmac_ips(&api, S, MAC, need),
+        shared.vmac_ips(&api, S, MAC, later)
+    );
+    assert_eq!(a.unwrap(), b.unwrap());
+    assert_eq!(reads(&api), 4, "one coalesced read-back");
+    // A bind after the read-back was sent is never verified by it.
+    shared
+        .vmac_ips(
+            &api,
+            S,
+            MAC,
+            Fresh::SentAfter {
+                at: Instant::now() + Duration::from_millis(1),
+                coalesce: Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reads(&api), 5);
+}
