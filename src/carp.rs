@@ -390,6 +390,15 @@ pub fn effective_skew(advskew: u32, demotion: i64) -> u32 {
     (i64::from(advskew) + demotion).clamp(0, i64::from(MAX_SKEW)) as u32
 }
 
+/// What a backend can do, shown in `carpd status` and used by validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// "netlink", "ioctl", "sim" or "sim13".
+    pub name: &'static str,
+    /// Whether unicast `peer`/`peer6` can be set and read (netlink only).
+    pub unicast: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

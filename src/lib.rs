@@ -10,6 +10,8 @@
 //! - [`controller`]: `carpd run`: the pure reconcile core and its executor.
 //! - [`control`]: the control socket between the daemon and the CLI / devd hook.
 //! - [`observe`]: the status model and its human and JSON renderings.
+//! - [`secret_file`]: the one opener of files that hold secrets (O_NOFOLLOW, fstat checks).
+//! - [`secrets`]: CARP passwords from their sources (file, inline, Vault).
 //! - [`vault`]: secretsmith settings, Vault/OpenBao login, kv-v2 reads, token lifecycle.
 //! - [`ovh`]: the OVH API client and failover operations.
 //! - [`cli`]: clap definitions and one module per subcommand.
@@ -30,6 +32,7 @@ pub mod observe;
 pub mod ovh;
 pub mod plan;
 pub mod remote;
+pub mod secret_file;
 pub mod secrets;
 pub mod statedir;
 pub mod vault;

@@ -8,7 +8,7 @@
 //! - **rustls on ring, the system's trust store.** One reqwest (the version vaultrs builds
 //!   on) for OVH and Vault; [`install_ring_provider`] before any client is built.
 //! - **No proxy from the environment.** `HTTPS_PROXY` and friends are ignored; a proxy is used
-//!   only when carpd.yaml's `proxy:` names one.
+//!   only when carpd.yaml's `proxy:` names one (checked by `config::validate::check_proxy`).
 //! - **Server numbers are untrusted.** A TTL, `expires_in` or `Retry-After` becomes a
 //!   [`Duration`] only through [`remote_secs`] (capped at [`MAX_REMOTE_DURATION`]) and is added
 //!   to an instant only through [`later`]: no answer can overflow time arithmetic, which
@@ -68,24 +68,6 @@ impl fmt::Display for RedirectRefused {
 
 impl std::error::Error for RedirectRefused {}
 
-/// Checks a `proxy:` setting: an `http://` or `https://` URL with a host. Returns the URL
-/// as given, or what is wrong with it (never echoing a password in the URL).
-pub fn check_proxy(text: &str) -> Result<String, String> {
-    let t = text.trim();
-    let url = url::Url::parse(t).map_err(|e| {
-        format!(
-            "is not a URL ({e}): give the proxy as http://host:port, e.g. http://proxy.example:3128"
-        )
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(format!(
-            "must be an http:// or https:// URL with a host (got scheme {}), e.g. http://proxy.example:3128",
-            url.scheme()
-        ));
-    }
-    Ok(t.to_string())
-}
-
 /// The redirect policy of every client: refuse, naming the target.
 pub fn no_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
@@ -143,23 +125,6 @@ mod tests {
         assert_eq!(untrusted("a\nb", 10), "a\\nb");
         assert_eq!(untrusted("abc", 3), "abc");
         assert_eq!(untrusted("abcd", 3), "abc…");
-    }
-
-    #[test]
-    fn proxy_settings_are_http_urls() {
-        assert_eq!(
-            check_proxy(" http://p.example:3128 ").unwrap(),
-            "http://p.example:3128"
-        );
-        assert!(check_proxy("https://p.example").is_ok());
-        assert!(check_proxy("p.example:3128").is_err());
-        assert!(
-            check_proxy("socks5://p.example:1080")
-                .unwrap_err()
-                .contains("http://")
-        );
-        let e = check_proxy("http//user:hunter2@p").unwrap_err();
-        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -24,14 +24,9 @@ use crate::vault::session::Session;
 use crate::vault::{Kind, SecretPath, SecretStore};
 
 pub mod copy;
-pub mod file;
 
-/// How strict the file checks are.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SecretPolicy {
-    /// Accept secret files that are not root-only (tests and labs; `--allow-insecure-files`).
-    pub allow_insecure_files: bool,
-}
+use crate::secret_file as file;
+pub use crate::secret_file::SecretPolicy;
 
 /// Checks that a file holding secrets is a regular file owned by root (or carpd's user) and
 /// not accessible to group or others, by opening it the one safe way ([`file::open_private`]).

@@ -88,6 +88,9 @@ pub struct GroupConfig {
     pub key: String,
 }
 
+/// AppRole's default mount, as in secretsmith (`vault.approle_mount`).
+pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
+
 /// carpd.yaml's `vault:` section, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultConfig {

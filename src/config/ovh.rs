@@ -354,7 +354,7 @@ pub fn validate_ovh(raw: &RawOvh, p: &mut Problems) -> Option<OvhConfig> {
         Some(c) => validate_credentials(c, pos, p),
     };
     let proxy = raw.proxy.as_ref().and_then(|u| {
-        crate::remote::check_proxy(&u.value)
+        super::validate::check_proxy(&u.value)
             .map_err(|m| p.add(Pos::of(u), "ovh.proxy", m))
             .ok()
     });

@@ -6,7 +6,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::*;
-use crate::kernel::BackendInfo;
+use crate::carp::BackendInfo;
 
 const GOOD: &str = "\
 node: router-003
@@ -572,4 +572,21 @@ fn maintenance_and_readiness_problems_name_key_line_and_range() {
     let e = parse_str("node: n\nmaintenance: { demotion: 999 }\nreadiness: { demotion: 999 }\n")
         .unwrap_err();
     assert_eq!(e.problems.len(), 2, "{e}");
+}
+
+#[test]
+fn proxy_settings_are_http_urls() {
+    assert_eq!(
+        crate::config::validate::check_proxy(" http://p.example:3128 ").unwrap(),
+        "http://p.example:3128"
+    );
+    assert!(crate::config::validate::check_proxy("https://p.example").is_ok());
+    assert!(crate::config::validate::check_proxy("p.example:3128").is_err());
+    assert!(
+        crate::config::validate::check_proxy("socks5://p.example:1080")
+            .unwrap_err()
+            .contains("http://")
+    );
+    let e = crate::config::validate::check_proxy("http//user:hunter2@p").unwrap_err();
+    assert!(!e.contains("hunter2"), "{e}");
 }

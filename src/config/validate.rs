@@ -12,11 +12,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
+use crate::carp::BackendInfo;
 use crate::carp::{
     CarpKey, GroupId, KEY_LEN, MAX_SKEW, MAX_VHID, MULTICAST_V4, MULTICAST_V6, Sysctl, Vhid,
     validate_ifname,
 };
-use crate::kernel::BackendInfo;
 
 use super::error::{ConfigError, Pos, Problem, Problems};
 use super::raw::{RawConfig, RawGroup, RawPassword, RawVault};
@@ -265,7 +265,7 @@ fn validate_vault(v: &Spanned<RawVault>, p: &mut Problems) -> Option<VaultConfig
         }
     };
     let approle_mount = match &v.value.approle_mount {
-        None => crate::vault::secretsmith::DEFAULT_APPROLE_MOUNT.to_string(),
+        None => super::DEFAULT_APPROLE_MOUNT.to_string(),
         Some(m) => {
             let t = m.value.trim().trim_matches('/');
             if t.is_empty()
@@ -325,7 +325,7 @@ fn validate_vault(v: &Spanned<RawVault>, p: &mut Problems) -> Option<VaultConfig
         "time limit of one request to Vault",
     );
     let proxy = v.value.proxy.as_ref().and_then(|u| {
-        crate::remote::check_proxy(&u.value)
+        check_proxy(&u.value)
             .map_err(|m| p.add(Pos::of(u), "vault.proxy", m))
             .ok()
     });
@@ -700,4 +700,22 @@ pub fn kernel_problems(
         }
     }
     out
+}
+
+/// Checks a `proxy:` setting: an `http://` or `https://` URL with a host. Returns the URL
+/// as given, or what is wrong with it (never echoing a password in the URL).
+pub fn check_proxy(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let url = url::Url::parse(t).map_err(|e| {
+        format!(
+            "is not a URL ({e}): give the proxy as http://host:port, e.g. http://proxy.example:3128"
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "must be an http:// or https:// URL with a host (got scheme {}), e.g. http://proxy.example:3128",
+            url.scheme()
+        ));
+    }
+    Ok(t.to_string())
 }

@@ -82,14 +82,7 @@ pub struct SetRequest {
     pub state: Option<CarpState>,
 }
 
-/// What a backend can do, shown in `carpd status` and used by validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendInfo {
-    /// "netlink", "ioctl", "sim" or "sim13".
-    pub name: &'static str,
-    /// Whether unicast `peer`/`peer6` can be set and read (netlink only).
-    pub unicast: bool,
-}
+pub use crate::carp::BackendInfo;
 
 /// The operations carpd needs from the kernel.
 ///

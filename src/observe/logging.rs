@@ -25,8 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::Level;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
 
 /// Where log lines go (`--log-target`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +61,9 @@ const FACILITY_DAEMON: u8 = 3 << 3;
 /// Longest message sent in one datagram: FreeBSD's syslogd reads at most 8 KiB (MAXLINE).
 const MAX_DATAGRAM: usize = 8192;
 
-/// Sets up logging at `level` (error, warn, info, debug, trace, or an EnvFilter directive).
+/// Sets up logging at `level`: error, warn, info, debug, trace, or directives
+/// `level,target=level,...` (tracing's `Targets` syntax; no span or field filters, which would
+/// bring a regular-expression engine into the router's binary for no operator need).
 /// `syslog_socket` overrides [`SYSLOG_SOCKETS`] (tests). When syslog cannot be reached, lines
 /// go to stderr (and, if syslog was asked for explicitly, the first says why). An invalid
 /// level falls back to `warn`, and says so. Returns whether lines go to syslog.
@@ -75,9 +78,9 @@ pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> boo
             "{level},rustify=off,vaultrs=off,hyper=warn,hyper_util=warn,reqwest=warn,rustls=warn"
         )
     };
-    let (filter, bad) = match EnvFilter::try_new(&directives) {
+    let (filter, bad) = match directives.parse::<Targets>() {
         Ok(f) => (f, false),
-        Err(_) => (EnvFilter::new("warn"), true),
+        Err(_) => (Targets::new().with_default(tracing::Level::WARN), true),
     };
     let use_syslog = match target {
         LogTarget::Stderr => false,
@@ -93,14 +96,15 @@ pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> boo
         match SyslogSink::connect_first(&paths, "carpd") {
             Ok(mut sink) => {
                 sink.counts_for_process();
-                let _ = tracing_subscriber::fmt()
-                    .with_env_filter(filter)
+                let layer = tracing_subscriber::fmt::layer()
                     .with_writer(sink)
                     .with_ansi(false)
                     .without_time()
                     // The priority carries the level; syslogd adds time and host.
                     .with_level(false)
-                    .with_target(false)
+                    .with_target(false);
+                let _ = tracing_subscriber::registry()
+                    .with(layer.with_filter(filter))
                     .try_init();
                 if bad {
                     tracing::warn!(level, "invalid --log-level, using warn");
@@ -112,11 +116,12 @@ pub fn init(level: &str, target: LogTarget, syslog_socket: Option<&Path>) -> boo
             Err(_) => {}
         }
     }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
-        .with_target(false)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
         .try_init();
     if bad {
         tracing::warn!(level, "invalid --log-level, using warn");

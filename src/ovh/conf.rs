@@ -21,8 +21,8 @@ use configparser::ini::{Ini, IniDefault};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::credentials::{CredentialError, Credentials, FieldNames};
-use crate::secrets::SecretPolicy;
-use crate::secrets::file::read_private;
+use crate::secret_file::SecretPolicy;
+use crate::secret_file::read_private;
 
 /// Largest ovh.conf carpd reads.
 const MAX_SIZE: u64 = 64 * 1024;

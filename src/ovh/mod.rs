@@ -13,7 +13,7 @@
 //! - [`rights`]: the calls a claim makes, matched against the credential's access rules.
 //!
 //! Nothing here knows about CARP or carpd.yaml: callers pass targets and a "still MASTER?"
-//! check. The OVH simulator used by tests lives in `crate::sim::ovh`.
+//! check. The OVH simulator used by tests lives in carpd-testkit (`carpd_testkit::ovh`).
 
 pub mod api;
 pub mod client;

@@ -11,7 +11,7 @@
 //!
 //! The copy records the source (`<mount>/<path>#<field>`) it was read from and is used only
 //! for that same source, so a group pointed at another secret never gets the old password.
-//! It is read through the one secret-file function (src/secrets/file.rs): owner root or
+//! It is read through the one secret-file function (src/secret_file.rs): owner root or
 //! carpd's user, no access for group or others, not a symlink, bounded.
 
 use std::path::{Path, PathBuf};
@@ -21,9 +21,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::SecretPolicy;
 use super::file::open_private;
 use crate::carp::{CarpKey, GroupId, KEY_LEN};
+use crate::secret_file::SecretPolicy;
 
 const SCHEMA: &str = "carpd.password-copy.v1";
 /// Largest copy read (a 20-byte key in base64 and a source path).

@@ -204,7 +204,7 @@ fn note(st: &mut State, r: Result<(), &VaultError>) {
             st.last_ok = Some(SystemTime::now());
         }
         Err(e) => {
-            let kind = crate::observe::metrics::kinds::vault_error_kind(e);
+            let kind = e.kind().label();
             *st.errors.entry(kind.to_string()).or_insert(0) += 1;
             let e = e.to_string();
             if st.last_error.as_deref() != Some(&e) {

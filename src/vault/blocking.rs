@@ -12,7 +12,7 @@ use super::secretsmith::{self, LoadOptions};
 use super::session::{Loader, Session};
 use super::store::{SecretPath, SecretStore, TokenInfo};
 use crate::config::VaultConfig;
-use crate::secrets::SecretPolicy;
+use crate::secret_file::SecretPolicy;
 
 /// Where and how to reach Vault: carpd.yaml's `vault:` section plus the file policy.
 #[derive(Clone, Debug)]

@@ -35,6 +35,25 @@ pub enum Kind {
     Protocol,
 }
 
+impl Kind {
+    /// The kind in snake case: the `kind` label of carpd's Vault metrics and log fields.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Settings => "settings",
+            Kind::Unreachable => "unreachable",
+            Kind::Tls => "tls",
+            Kind::LoginRejected => "login_rejected",
+            Kind::Denied => "denied",
+            Kind::NotFound => "not_found",
+            Kind::Deleted => "deleted",
+            Kind::MissingField => "missing_field",
+            Kind::NotRenewable => "not_renewable",
+            Kind::Server => "server",
+            Kind::Protocol => "protocol",
+        }
+    }
+}
+
 /// A failure talking to Vault/OpenBao.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {

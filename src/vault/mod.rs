@@ -3,7 +3,7 @@
 //!
 //! One external system, one narrow trait: [`store::SecretStore`] (login, renew, look up the
 //! token, read a kv-v2 secret), implemented for real by [`client::VaultStore`] (vaultrs over
-//! rustls/ring) and in memory by [`fake::FakeStore`]. Everything that decides — when to
+//! rustls/ring) and in memory by `fake::FakeStore` (unit tests only). Everything that decides — when to
 //! renew, when to log in again, when to re-read the secretsmith file, whether a cached value
 //! may still be used — is pure ([`lifecycle`], [`cache`]) and driven by a clock passed in;
 //! [`session::Session`] executes those decisions against a store, and [`agent`] runs a
@@ -19,6 +19,8 @@ pub mod cache;
 pub mod check;
 pub mod client;
 pub mod error;
+// The in-memory store, for carpd's own unit tests: never in a router's build.
+#[cfg(test)]
 pub mod fake;
 pub mod lifecycle;
 pub mod pybool;

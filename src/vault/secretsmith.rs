@@ -31,13 +31,13 @@ use zeroize::Zeroizing;
 
 use super::error::SettingsError;
 use super::pybool::{PyScalar, classify};
-use crate::secrets::SecretPolicy;
-use crate::secrets::file::read_private;
+use crate::secret_file::SecretPolicy;
+use crate::secret_file::read_private;
 
 /// Where carpd's deployment keeps the file.
 pub const DEFAULT_PATH: &str = "/usr/local/etc/secrets/carp-secretsmith.yaml";
-/// AppRole's default mount, as in secretsmith.
-pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
+/// AppRole's default mount, as in secretsmith (defined with carpd.yaml's key).
+pub use crate::config::DEFAULT_APPROLE_MOUNT;
 /// A secretsmith file is a few hundred bytes; anything over this is a wrong path.
 pub const MAX_FILE_SIZE: u64 = 64 * 1024;
 

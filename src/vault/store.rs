@@ -2,7 +2,7 @@
 //!
 //! [`SecretStore`] is all the daemon and the CLI need: log in (the token stays inside the
 //! store), renew, look the token up, read one kv-v2 secret. The real implementation is
-//! [`super::client::VaultStore`], the in-memory one [`super::fake::FakeStore`]. Secret paths
+//! [`super::client::VaultStore`], the in-memory one `super::fake::FakeStore` (unit tests). Secret paths
 //! are written as in secretsmith: the first segment is the kv-v2 mount
 //! (`apps/network/carp-hyper-001-switch` = mount `apps`, path `network/carp-hyper-001-switch`).
 

@@ -6,7 +6,7 @@
 //! and never carries a path, an endpoint or anything secret.
 
 use crate::ovh::error::{ErrorKind, OvhError};
-use crate::vault::{Kind, VaultError};
+use crate::vault::VaultError;
 
 /// Every value [`ovh_error_kind`] can return.
 pub const OVH_KINDS: &[&str] = &[
@@ -74,19 +74,7 @@ pub fn ovh_error_kind(e: &OvhError) -> &'static str {
 
 /// The metric kind of a Vault error: its [`Kind`] in snake case.
 pub fn vault_error_kind(e: &VaultError) -> &'static str {
-    match e.kind() {
-        Kind::Settings => "settings",
-        Kind::Unreachable => "unreachable",
-        Kind::Tls => "tls",
-        Kind::LoginRejected => "login_rejected",
-        Kind::Denied => "denied",
-        Kind::NotFound => "not_found",
-        Kind::Deleted => "deleted",
-        Kind::MissingField => "missing_field",
-        Kind::NotRenewable => "not_renewable",
-        Kind::Server => "server",
-        Kind::Protocol => "protocol",
-    }
+    e.kind().label()
 }
 
 #[cfg(test)]

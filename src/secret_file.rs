@@ -8,6 +8,9 @@
 //! it), `O_NONBLOCK` (a FIFO planted there cannot hang carpd) — and every check is made on
 //! the open descriptor with fstat(2): a regular file, owned by root or by carpd's own user,
 //! no access for group or others unless `--allow-insecure-files`. The read is bounded.
+//!
+//! A module of its own, below every adapter: the Vault settings (vault), ovh.conf (ovh) and
+//! the password sources (secrets) all read through it, and it depends on none of them.
 
 use std::fs::File;
 use std::io::Read;
@@ -16,7 +19,12 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::SecretPolicy;
+/// How strict the file checks are.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SecretPolicy {
+    /// Accept secret files that are not root-only (tests and labs; `--allow-insecure-files`).
+    pub allow_insecure_files: bool,
+}
 
 /// Opens `path` for reading and checks it on the descriptor. `what` names the file's role in
 /// messages ("password file of group 2@vmx1").
