@@ -29,15 +29,9 @@ async fn within<T>(fault: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
-/// Polls a condition that has no event of its own (a counter). Not a fixed sleep: it returns
-/// as soon as the condition holds.
-async fn until(fault: &str, mut condition: impl FnMut() -> bool) {
-    within(fault, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
+/// Polls a condition that has no event of its own (a counter).
+async fn until(fault: &str, condition: impl FnMut() -> bool) {
+    carpd_testkit::wait_until(fault, LIMIT, condition).await
 }
 
 fn event(group: &str, state: CarpState) -> CarpEvent {

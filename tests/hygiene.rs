@@ -97,18 +97,9 @@ impl Drop for Proc {
     }
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {LIMIT:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+/// Polls `f` until it returns `Some`, for at most [`LIMIT`].
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    carpd_testkit::poll_blocking(what, LIMIT, f)
 }
 
 struct Stopper(

@@ -138,13 +138,9 @@ fn wait_child(mut child: Child, limit: Duration, what: &str) -> Output {
     }
 }
 
-/// Polls `cond` every 50 ms for up to 10 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits up to 10 s for `cond`.
+fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    carpd_testkit::wait_until_blocking(what, Duration::from_secs(10), cond)
 }
 
 #[test]

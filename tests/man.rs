@@ -770,7 +770,7 @@ fn carpd_command_lines_in_the_guide_exist() {
     let root = carpd::cli::Cli::command();
     let mut code = Vec::new();
     leaves(&root, "", &mut code);
-    let mut commands: BTreeMap<String, BTreeSet<String>> = code
+    let commands: BTreeMap<String, BTreeSet<String>> = code
         .iter()
         .map(|l| {
             let flags = visible_args(&l.cmd)

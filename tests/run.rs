@@ -135,17 +135,8 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Polls `f` until it returns `Some`, for at most [`LIMIT`].
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {LIMIT:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    carpd_testkit::poll_blocking(what, LIMIT, f)
 }
 
 fn stdout(o: &Output) -> String {

@@ -10,7 +10,8 @@
 //! - [`routers`]: two routers as real `carpd run` processes with OpenBao (end-to-end tests).
 //! - [`daemon`]: one in-process daemon whose every step a test can wait for.
 //! - [`redirect`]: a proxy that redirects or answers chosen requests (hostile servers).
-//! - [`wait_until`], [`write_private`]: the waiting and the files every test needs.
+//! - [`poll`], [`wait_until`] (and their blocking twins), [`write_private`]: the waiting and
+//!   the files every test needs.
 
 pub mod bao;
 pub mod daemon;
@@ -24,29 +25,50 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Polls `condition` every 10 ms until it holds, for at most `limit`; panics naming `what`
+/// How often the waits below look again: often enough that a test waits milliseconds past
+/// the moment its condition holds, rarely enough to cost nothing.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `f` every [`POLL`] until it gives a value, for at most `limit`; panics naming `what`
 /// otherwise. Async so that the simulators and daemons of the same runtime keep running.
-pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+/// Never a fixed sleep: it returns as soon as the condition holds.
+pub async fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
-    while !condition() {
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
         assert!(
             Instant::now() < deadline,
             "timed out after {limit:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
-/// [`wait_until`] for threads without a runtime (tests that drive processes).
-pub fn wait_until_blocking(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+/// [`poll`] for a condition.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    poll(what, limit, || condition().then_some(())).await
+}
+
+/// [`poll`] for threads without a runtime (tests that drive processes).
+pub fn poll_blocking<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
-    while !condition() {
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
         assert!(
             Instant::now() < deadline,
             "timed out after {limit:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(POLL);
     }
+}
+
+/// [`wait_until`] for threads without a runtime.
+pub fn wait_until_blocking(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    poll_blocking(what, limit, || condition().then_some(()))
 }
 
 /// The `carpd` binary of the build running this test or benchmark: cargo builds it next to

@@ -81,7 +81,7 @@ pub fn vault_error_kind(e: &VaultError) -> &'static str {
 mod tests {
     use super::*;
     use crate::ovh::error::{ApiError, ErrorBody};
-    use crate::vault::SettingsError;
+    use crate::vault::{Kind, SettingsError};
 
     fn api(status: u16, code: Option<&str>) -> OvhError {
         OvhError::Api(Box::new(ApiError {
