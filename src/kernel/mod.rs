@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use crate::carp::{CarpKey, CarpState, CarpStats, GroupId, KeyView, Sysctl, Vhid};
 
 pub mod bootid;
+pub mod carpreq;
 pub mod merge;
 pub mod probe;
 pub mod sim;
