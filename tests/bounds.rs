@@ -153,13 +153,9 @@ fn connection(conn: TcpStream, hostile: Hostile, written: &AtomicU64, answers: &
     }
 }
 
-/// Resident memory of this process (nextest runs each test in its own process).
-fn rss_bytes() -> u64 {
-    proc_status_bytes("VmRSS:")
-}
-
-/// Peak resident memory of this process: unlike [`rss_bytes`], it still shows a buffer that
-/// was read whole and freed before the measurement.
+/// Peak resident memory of this process (nextest runs each test in its own process):
+/// unlike the current size (VmRSS), it still shows a buffer that was read whole and freed
+/// before the measurement.
 fn peak_rss_bytes() -> u64 {
     proc_status_bytes("VmHWM:")
 }
@@ -202,7 +198,9 @@ async fn limit<T>(what: &str, fut: impl Future<Output = T>) -> T {
 async fn ovh_against(hostile: Hostile) -> (OvhError, u64, i64, u64) {
     let server = serve(hostile);
     let client = ovh_client(&server.url);
-    let before = rss_bytes();
+    // The peak, not the current size: a body read whole and freed before the measurement
+    // would pass a VmRSS check (as the password file's and the ledger's did).
+    let before = peak_rss_bytes();
     let started = Instant::now();
     let r = limit(
         "GET /ip against a hostile server",
@@ -218,7 +216,7 @@ async fn ovh_against(hostile: Hostile) -> (OvhError, u64, i64, u64) {
     drop(client);
     // Let the server notice the closed connection.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let grown = rss_bytes() as i64 - before as i64;
+    let grown = peak_rss_bytes() as i64 - before as i64;
     (
         err,
         server.written.load(Ordering::Relaxed),
@@ -229,14 +227,17 @@ async fn ovh_against(hostile: Hostile) -> (OvhError, u64, i64, u64) {
 
 fn assert_bounded(written: u64, grown: i64) {
     // What the client read (at most MAX_BODY plus one chunk) plus what the kernel's socket
-    // buffers took: megabytes, never the gigabyte on offer.
+    // buffers took: megabytes, never the gigabyte on offer. The peak grows by about 5 MiB
+    // here (the body and the connection's set-up); 16 MiB leaves room for that, and a
+    // client reading 20 MiB (its limit x20: the server writes 30 MiB, under the 48 MiB
+    // bound) fails it, as it did not the 32 MiB VmRSS check this replaced.
     assert!(
         written < 48 << 20,
         "the server pushed {written} bytes before the client gave up"
     );
     assert!(
-        grown < 32 << 20,
-        "the process grew by {grown} bytes reading one answer"
+        grown < 16 << 20,
+        "the process's peak grew by {grown} bytes reading one answer"
     );
 }
 

@@ -309,6 +309,93 @@ async fn a_crashed_devd_leaves_a_stale_socket_and_the_client_retries_until_it_re
     client.stop().await;
 }
 
+/// EACCES on connect (devd's socket closed to carpd's user) takes the retry path of every
+/// connect error, with its hint, and the client connects once the mode lets it. Root
+/// bypasses socket modes, so the client runs in a child process as `nobody`: this test
+/// binary again, running only the ignored helper below. Needs root (to start a process as
+/// another user): without it the test fails instead of passing having proven nothing,
+/// unless CARPD_TEST_UNPRIVILEGED=1 says the skip is known.
+#[tokio::test]
+async fn eacces_on_connect_is_retried_until_the_socket_lets_the_client_in() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CARPD_TEST_UNPRIVILEGED").is_some(),
+            "this test needs root (it runs the client as nobody): run it as root, as CI does, or set CARPD_TEST_UNPRIVILEGED=1 to skip it knowingly"
+        );
+        eprintln!("not root, CARPD_TEST_UNPRIVILEGED set: skipped, nothing proven");
+        return;
+    }
+    let s = setup();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    // The directory open to all, the socket root's alone: the EACCES comes from the socket.
+    mode(s.socket.parent().unwrap(), 0o755);
+    let _devd = FakeDevd::bind(&s.socket).expect("fake devd binds");
+    mode(&s.socket, 0o600);
+    let out_path = s.socket.with_file_name("child.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "eacces_child_connects_as_nobody",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("CARPD_TEST_DEVD_SOCKET", &s.socket)
+        .uid(65534)
+        .gid(65534)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("the test binary runs as nobody");
+    let output = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    // The child says when it has been refused twice; then the socket opens.
+    until("the child never reported its refusals", || {
+        output().contains("REFUSED") || child.try_wait().unwrap().is_some()
+    })
+    .await;
+    assert!(
+        output().contains("REFUSED"),
+        "the child ended first:\n{}",
+        output()
+    );
+    mode(&s.socket, 0o666);
+    let status = within(
+        "the child never connected after the socket opened",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "the child failed: {status}\n{}", output());
+}
+
+/// The child of the test above, run as `nobody`: refused with EACCES (counted, with its
+/// hint, the client still running), then connected once the socket's mode allows it.
+#[tokio::test]
+#[ignore = "run as nobody by eacces_on_connect_is_retried_until_the_socket_lets_the_client_in"]
+async fn eacces_child_connects_as_nobody() {
+    let socket = std::env::var_os("CARPD_TEST_DEVD_SOCKET").expect("set by the parent test");
+    let mut client = Client::start(socket.into(), 16);
+    let stats = Arc::clone(&client.stats);
+    until("the client did not retry after EACCES", || {
+        stats.snapshot().connect_failures >= 2
+    })
+    .await;
+    let last = stats.snapshot().last_error.expect("connect error recorded");
+    assert!(
+        last.contains("Permission denied") && last.contains("check its mode"),
+        "{last}"
+    );
+    println!("REFUSED {last}");
+    client.expect_connected(1).await;
+    client.stop().await;
+}
+
 #[tokio::test]
 async fn a_client_started_before_devd_retries_then_connects() {
     let s = setup();

@@ -199,7 +199,13 @@ async fn a_vault_that_accepts_and_never_answers_fails_the_login_within_the_timeo
 async fn a_vault_answering_200_with_garbage_is_a_protocol_error_naming_the_server() {
     use carpd::vault::client::VaultStore;
     use carpd::vault::{Kind, SecretStore};
-    for body in ["<html>proxy login</html>", "{\"auth\": 42}", "{}"] {
+    // Each body with a marker that must not reach the message ("{}" has none: it is there
+    // for the "no data" path).
+    for (body, marker) in [
+        ("<html>proxy login</html>", Some("proxy login")),
+        ("{\"auth\": 42}", Some("\"auth\"")),
+        ("{}", None),
+    ] {
         let url = http_server(Some(body));
         let mut store = VaultStore::new(Duration::from_secs(5));
         let e = limit(
@@ -216,6 +222,10 @@ async fn a_vault_answering_200_with_garbage_is_a_protocol_error_naming_the_serve
             msg.contains("check that the URL points at Vault/OpenBao"),
             "{body}: {msg}"
         );
+        // Never the body: a proxy's page or a hostile server's text stays out of the logs.
+        if let Some(marker) = marker {
+            assert!(!msg.contains(marker), "{body}: {msg}");
+        }
     }
 }
 

@@ -627,6 +627,53 @@ async fn server_errors_and_rate_limits_are_retried_within_the_deadline() {
     .await
 }
 
+/// The retries of one logical request are bounded twice: by the attempts (6 by default) and
+/// by `request_deadline`. A server answering 503 to everything gets exactly 6 tries, and with
+/// attempts to spare, a clear error at the 1 s deadline, not retries without end (the
+/// resource-bounds row "OVH retries"; the test above only shows that retries happen).
+#[tokio::test]
+async fn retries_end_after_the_attempts_or_at_the_request_deadline() {
+    limit("503 forever", async {
+        let fives = |sim: &OvhSim| {
+            sim.requests()
+                .iter()
+                .filter(|r| r.method == "GET" && r.status == 503)
+                .count()
+        };
+        let forever = || {
+            Fault::new(
+                Some("GET"),
+                Some("/virtualMac"),
+                FaultKind::Status(503),
+                u32::MAX,
+            )
+        };
+        // The attempts: 6, each 5..50 ms apart, well inside the 30 s deadline.
+        let sim = sim_with(true).await;
+        sim.inject(forever());
+        let c = client(&sim);
+        let e = c.list_vmacs(SN).await.unwrap_err();
+        assert!(e.to_string().contains("503"), "{e}");
+        assert_eq!(fives(&sim), 6);
+
+        // The deadline: attempts to spare, 1 s to use them.
+        let sim = sim_with(true).await;
+        sim.inject(forever());
+        let mut opts = client_opts();
+        opts.request_deadline = Duration::from_secs(1);
+        opts.retry.max_attempts = 10_000;
+        let c = client_with(&sim, Credentials::classic(TEST_AK, TEST_AS, TEST_CK), opts);
+        let start = std::time::Instant::now();
+        let e = c.list_vmacs(SN).await.unwrap_err();
+        let took = start.elapsed();
+        assert!(e.to_string().contains("503"), "{e}");
+        assert!(took < Duration::from_secs(3), "gave up after {took:?}");
+        // At most 50 ms apart: more than the 6 attempts of the default policy were made.
+        assert!(fives(&sim) > 6, "{} tries", fives(&sim));
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_retry_after_is_waited_for_before_the_retry() {
     limit("429 with Retry-After", async {

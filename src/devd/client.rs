@@ -635,5 +635,10 @@ mod tests {
         let msg = connect_error(Path::new(DEFAULT_SOCKET), &e);
         assert!(msg.contains(DEFAULT_SOCKET), "{msg}");
         assert!(msg.contains("service devd status"), "{msg}");
+        // EACCES (a socket another user's mode keeps us from) takes the same retry path as
+        // every connect error; it cannot be provoked as root, so its message is checked here.
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        let msg = connect_error(Path::new(DEFAULT_SOCKET), &e);
+        assert!(msg.contains("check its mode"), "{msg}");
     }
 }

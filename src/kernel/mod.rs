@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use crate::carp::{CarpKey, CarpState, CarpStats, GroupId, KeyView, Sysctl, Vhid};
 
 pub mod bootid;
+pub mod carpreq;
 pub mod merge;
 pub mod probe;
 pub mod sim;
@@ -319,6 +320,24 @@ fn errno_meaning(e: i32) -> (&'static str, Option<&'static str>) {
     }
 }
 
+/// Maps an errno of a `net.inet.carp.*` sysctl to an error with the fix: ENOENT is carp.ko
+/// not loaded, EPERM/EACCES names the sysctl and says "run as root". Used by the FreeBSD
+/// sysctl backend; it lives here, pure, so its test runs on every platform (the backend's
+/// own tests run only on FreeBSD).
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+pub(crate) fn sysctl_error(op: String, mib: &str, errno: i32) -> KernelError {
+    let e = KernelError::errno(op, errno);
+    match errno {
+        libc::ENOENT => e
+            .detail(format!("{mib} does not exist: CARP is not in this kernel"))
+            .hint(CARP_NOT_LOADED_HINT),
+        libc::EPERM | libc::EACCES => {
+            e.hint(format!("writing {mib} needs root: run carpd as root"))
+        }
+        _ => e,
+    }
+}
+
 /// `ENOENT`-style symbolic name of an errno, portable between Linux and FreeBSD builds.
 pub fn errno_name(e: i32) -> String {
     let name = match e {
@@ -345,6 +364,26 @@ pub fn errno_name(e: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sysctl backend's errors (FreeBSD-only code; the mapping is tested here). The
+    /// generic EPERM text already says "root", so the check is that the sysctl is named.
+    #[test]
+    fn sysctl_errors_name_the_sysctl_and_the_fix() {
+        let mib = "net.inet.carp.preempt";
+        let s = sysctl_error(format!("read {mib}"), mib, libc::ENOENT).to_string();
+        assert!(
+            s.contains("net.inet.carp.preempt does not exist") && s.contains("kldload carp"),
+            "{s}"
+        );
+        for errno in [libc::EPERM, libc::EACCES] {
+            let s = sysctl_error("write x".into(), mib, errno).to_string();
+            assert!(
+                s.contains(&errno_name(errno))
+                    && s.contains("writing net.inet.carp.preempt needs root: run carpd as root"),
+                "{s}"
+            );
+        }
+    }
 
     #[test]
     fn errors_name_operation_errno_and_fix() {

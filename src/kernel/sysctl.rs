@@ -17,7 +17,7 @@ use std::mem::size_of;
 use crate::carp::{CarpStats, Sysctl};
 
 use super::ioctl::last_errno;
-use super::{BootId, CARP_NOT_LOADED_HINT, KernelError};
+use super::{BootId, KernelError, sysctl_error};
 
 /// The sysctl that exists exactly when CARP is in the kernel (module or `device carp`).
 const CARP_PROBE: &str = "net.inet.carp.allow";
@@ -26,20 +26,6 @@ const CARP_STATS: &str = "net.inet.carp.stats";
 
 fn cname(name: &str) -> CString {
     CString::new(name).expect("sysctl names are constants without NUL")
-}
-
-/// Maps an errno of a `net.inet.carp.*` sysctl to an error with the fix.
-fn sysctl_error(op: String, mib: &str, errno: i32) -> KernelError {
-    let e = KernelError::errno(op, errno);
-    match errno {
-        libc::ENOENT => e
-            .detail(format!("{mib} does not exist: CARP is not in this kernel"))
-            .hint(CARP_NOT_LOADED_HINT),
-        libc::EPERM | libc::EACCES => {
-            e.hint(format!("writing {mib} needs root: run carpd as root"))
-        }
-        _ => e,
-    }
 }
 
 /// sysctlbyname(3) read into `buf`; the number of bytes the kernel wrote.
@@ -194,22 +180,6 @@ pub fn carp_loaded() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn errors_name_the_sysctl_and_the_fix() {
-        let e = sysctl_error(
-            "read net.inet.carp.preempt".into(),
-            "net.inet.carp.preempt",
-            libc::ENOENT,
-        );
-        let s = e.to_string();
-        assert!(
-            s.contains("net.inet.carp.preempt does not exist") && s.contains("kldload carp"),
-            "{s}"
-        );
-        let s = sysctl_error("write x".into(), "net.inet.carp.preempt", libc::EPERM).to_string();
-        assert!(s.contains("EPERM") && s.contains("root"), "{s}");
-    }
 
     #[test]
     fn demotion_has_no_absolute_setter() {

@@ -258,6 +258,30 @@ client_secret=cs1
         assert!(!format!("{conf:?}").contains("CK2"));
     }
 
+    /// A file that does not parse: the error names the file and the line, never the text
+    /// (the file holds secrets). configparser's messages carry only the line number; this
+    /// holds carpd's own wrapping to the same.
+    #[test]
+    fn a_malformed_file_is_an_error_naming_the_line_never_its_text() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ovh.conf");
+        std::fs::write(
+            &p,
+            "[default]\nendpoint=ovh-eu\n[ovh-eu-SECRETY\napplication_secret=SECRETZ\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = load_files(std::slice::from_ref(&p), SecretPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("line 3"),
+            "{e}"
+        );
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+
     #[test]
     fn errors_name_what_is_missing() {
         let conf = parse("[default]\nendpoint=ovh-eu\n[ovh-eu]\napplication_key=AK\n").unwrap();

@@ -183,6 +183,43 @@ fn key_is_compared_not_rewritten() {
     );
 }
 
+/// Without root the kernel hides keys (`KeyView::Hidden`): carpd cannot compare, so it writes
+/// the configured password every time and says why in a note; `status` shows the key as
+/// "unknown (not root)". (The fault matrix's kernel "denied" row.)
+#[test]
+fn a_hidden_key_is_written_every_time_with_a_note() {
+    let k = SimKernel::new(Flavour::FreeBsd14);
+    let mut g = want("2@vmx1", 0, &["10.0.0.1/24"]);
+    g.key = Some(CarpKey::new(b"one".to_vec()).unwrap());
+    let d = Desired {
+        sysctls: vec![],
+        groups: vec![g],
+        ..Desired::default()
+    };
+    converge(&k, &d);
+    let mut s = k.snapshot().unwrap();
+    s.root = false;
+    k.replace(s).unwrap();
+    let seen = k.group("vmx1", Vhid::new(2).unwrap()).unwrap().unwrap();
+    assert_eq!(seen.key, KeyView::Hidden);
+    assert_eq!(seen.key.describe(), "unknown (not root)");
+    for _ in 0..2 {
+        let p = diff(&d, &observe(&k, &d).unwrap());
+        assert_eq!(p.actions.len(), 1, "{:?}", p.actions);
+        assert_eq!(
+            p.actions[0].to_string(),
+            "update 2@vmx1: password unknown -> set"
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("does not show the current password")),
+            "{:?}",
+            p.notes
+        );
+    }
+}
+
 // ---- the convergence property ---------------------------------------------------------------
 
 const IFACES: [&str; 2] = ["vmx0", "vmx1"];

@@ -356,6 +356,26 @@ mod tests {
             );
         }
 
+        /// A datagram larger than the receive buffer is an error saying so, never a cut
+        /// message parsed as an answer: a 64-byte buffer cannot hold nlctrl's description
+        /// (hundreds of bytes), so the kernel sets MSG_TRUNC. Without the check this fails
+        /// as a "malformed netlink reply" instead.
+        #[test]
+        fn an_answer_larger_than_the_buffer_is_reported_as_truncated() {
+            let s = GenlSocket::open().unwrap();
+            s.inner.lock().unwrap().buf = vec![0u8; 64].into_boxed_slice();
+            let e = s.resolve_family("nlctrl").unwrap_err();
+            assert!(
+                e.detail
+                    .contains("did not fit in 64 bytes and was truncated"),
+                "{e}"
+            );
+            // With the real buffer, the dump of every family reads to its end.
+            let s = GenlSocket::open().unwrap();
+            let all = s.families().unwrap();
+            assert!(all.iter().any(|f| f.id == GENL_ID_CTRL), "{all:?}");
+        }
+
         #[test]
         fn the_kernels_extended_ack_text_reaches_the_error() {
             // Linux limits family names to 15 bytes by policy: a longer one is refused with

@@ -212,6 +212,29 @@ fn type_errors_do_not_echo_values() {
     assert!(e.starts_with("/s.yaml:4:"), "{e}");
 }
 
+/// The cut itself, on messages of the shape parsers give ("invalid type: string \"...\"").
+/// serde_saphyr's messages quote no value for any input tried (a scalar for a mapping, a
+/// list or a mapping for a string, duplicate keys, unterminated quotes, anchors), so the
+/// test above and the proptest below pass without the cut: it is defence in depth, and
+/// this is the test that fails without it.
+#[test]
+fn quoted_text_in_a_parser_message_is_cut() {
+    let m = yaml_message(
+        "error: line 3 column 16: invalid type: string \"SECRETY\", expected a map\n  3 | x",
+    );
+    assert_eq!(
+        m,
+        "not a valid secretsmith file: invalid type: string \"…\", expected a map"
+    );
+    for q in ['`', '\'', '"'] {
+        let m = yaml_message(&format!("unknown field {q}SECRETZ{q}, expected url"));
+        assert!(!m.contains("SECRETZ"), "{m}");
+    }
+    // An unterminated quote cuts to the end.
+    let m = yaml_message("unknown variant `SECRETW");
+    assert!(!m.contains("SECRETW"), "{m}");
+}
+
 #[test]
 fn environment_fallback() {
     let env = |k: &str| match k {
