@@ -590,3 +590,30 @@ fn proxy_settings_are_http_urls() {
     let e = crate::config::validate::check_proxy("http//user:hunter2@p").unwrap_err();
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+#[test]
+fn a_parse_error_never_quotes_a_password_line() {
+    let text = "node: r1\ngroups:\n  - vhid: 2\n    interface: vmx1\n    password: \"hunter2secret\"\n    advskew: [1\n";
+    let e = validate::parse_yaml(text, std::path::Path::new("/etc/carpd.yaml")).unwrap_err();
+    let shown = e.to_string();
+    assert!(!shown.contains("hunter2secret"), "{shown}");
+    assert!(
+        shown.contains("/etc/carpd.yaml:6:"),
+        "the position stays: {shown}"
+    );
+    assert!(shown.contains("holds a password"), "{shown}");
+    // Quoted or capitalised keys count too; a file without a password keeps its snippet.
+    let quoted = text.replace("password:", "\"Password\":");
+    let shown = validate::parse_yaml(&quoted, std::path::Path::new("c.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(!shown.contains("hunter2secret"), "{shown}");
+    let plain = text.replace("    password: \"hunter2secret\"\n", "");
+    let shown = validate::parse_yaml(&plain, std::path::Path::new("c.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.contains("advskew: [1"),
+        "the snippet is kept without a password: {shown}"
+    );
+}

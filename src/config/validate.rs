@@ -23,7 +23,7 @@ use super::raw::{RawConfig, RawGroup, RawPassword, RawVault};
 use super::{Config, GroupConfig, PasswordSource, VaultConfig};
 
 /// Parses YAML into the raw shape; a syntax or type error becomes one problem with the
-/// parser's position and its source snippet.
+/// parser's position and, unless the file may hold a password, its source snippet.
 pub fn parse_yaml(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
     if text.trim().is_empty() {
         let mut p = Problems::new(file);
@@ -48,10 +48,18 @@ pub fn parse_yaml(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
         // The parser's first line repeats the position ("error: line 4 column 5: ..."),
         // which Problem prints in file:line:col form already.
         let message = strip_position_prefix(first);
-        let detail = lines
-            .collect::<Vec<_>>()
-            .join("\n")
-            .replace("<input>", &file.display().to_string());
+        // The snippet quotes the lines around the error, values included: a password written
+        // in the file (or a password line next to the error) would be printed. Since the file
+        // did not parse, which value is a password cannot be known; any `password` key hides
+        // the snippet, and the position still says where to look.
+        let detail = if holds_password(text) {
+            "(source lines not shown: this file holds a password)".to_string()
+        } else {
+            lines
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replace("<input>", &file.display().to_string())
+        };
         ConfigError {
             problems: vec![Problem {
                 file: file.to_path_buf(),
@@ -61,6 +69,17 @@ pub fn parse_yaml(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
                 detail,
             }],
         }
+    })
+}
+
+/// Whether any line has a `password` key (`password:` after the indentation and list dashes,
+/// in any case or quoting): what a parse error must then not quote.
+fn holds_password(text: &str) -> bool {
+    text.lines().any(|l| {
+        let key = l.trim_start().trim_start_matches(['-', ' ']);
+        let key = key.trim_start_matches(['"', '\'']);
+        key.get(..8)
+            .is_some_and(|k| k.eq_ignore_ascii_case("password"))
     })
 }
 
