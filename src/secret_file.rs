@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
@@ -26,17 +26,88 @@ pub struct SecretPolicy {
     pub allow_insecure_files: bool,
 }
 
+/// Why a secret file was refused or could not be read. Its message names the file's role,
+/// the path and the fix; never anything read from the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {}{reason}", path.display())]
+pub struct SecretFileError {
+    /// The file's role ("password file of group 2@vmx1").
+    pub what: String,
+    pub path: PathBuf,
+    pub reason: Reason,
+}
+
+/// What was wrong with a secret file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The last component is a symbolic link (refused by `O_NOFOLLOW`).
+    Symlink,
+    /// open(2), fstat(2) or read(2) failed: the error's kind and words (an `io::Error` is
+    /// neither `Clone` nor `Eq`, which the callers' errors are).
+    Unreadable(std::io::ErrorKind, String),
+    /// Not a regular file, or owner or mode wrong ([`owner_mode_problem`]'s words).
+    Unsafe(String),
+    /// fstat says it is bigger than carpd reads for it.
+    TooLarge { size: u64, limit: usize },
+    /// It grew past the limit while being read.
+    Longer { limit: usize },
+}
+
+impl Reason {
+    fn unreadable(e: &std::io::Error) -> Reason {
+        Reason::Unreadable(e.kind(), e.to_string())
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Symlink => write!(
+                f,
+                " is a symbolic link: carpd opens files that hold secrets only directly (a link can be swapped). Fix: point the setting at the file itself"
+            ),
+            Reason::Unreadable(_, e) => write!(f, ": cannot read: {e}"),
+            Reason::Unsafe(problem) => write!(f, " {problem}"),
+            Reason::TooLarge { size, limit } => write!(
+                f,
+                " is {size} bytes long, more than the {limit} bytes carpd reads for it: check the path"
+            ),
+            Reason::Longer { limit } => write!(f, " is longer than {limit} bytes: check the path"),
+        }
+    }
+}
+
+impl SecretFileError {
+    fn new(path: &Path, what: &str, reason: Reason) -> SecretFileError {
+        SecretFileError {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        }
+    }
+}
+
 /// Opens `path` for reading and checks it on the descriptor. `what` names the file's role in
 /// messages ("password file of group 2@vmx1").
-pub fn open_private(path: &Path, what: &str, policy: SecretPolicy) -> Result<File, String> {
+pub fn open_private(
+    path: &Path,
+    what: &str,
+    policy: SecretPolicy,
+) -> Result<File, SecretFileError> {
+    let fail = |reason| SecretFileError::new(path, what, reason);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| open_error(path, what, &e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
+        .map_err(|e| {
+            // O_NOFOLLOW on a symlink: ELOOP on Linux, EMLINK on FreeBSD.
+            if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EMLINK)) {
+                fail(Reason::Symlink)
+            } else {
+                fail(Reason::unreadable(&e))
+            }
+        })?;
+    let meta = file.metadata().map_err(|e| fail(Reason::unreadable(&e)))?;
     let problem = owner_mode_problem(
         meta.is_file(),
         meta.uid(),
@@ -46,7 +117,7 @@ pub fn open_private(path: &Path, what: &str, policy: SecretPolicy) -> Result<Fil
     );
     match problem {
         None => Ok(file),
-        Some(p) => Err(format!("{what} {} {p}", path.display())),
+        Some(p) => Err(fail(Reason::Unsafe(p))),
     }
 }
 
@@ -58,26 +129,21 @@ pub fn read_private(
     what: &str,
     policy: SecretPolicy,
     limit: usize,
-) -> Result<Zeroizing<Vec<u8>>, String> {
+) -> Result<Zeroizing<Vec<u8>>, SecretFileError> {
+    let fail = |reason| SecretFileError::new(path, what, reason);
     let file = open_private(path, what, policy)?;
     // Refused on its size first, without reading; the bounded read below still holds a
     // file that grows meanwhile.
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size > limit as u64 {
-        return Err(format!(
-            "{what} {} is {size} bytes long, more than the {limit} bytes carpd reads for it: check the path",
-            path.display()
-        ));
+        return Err(fail(Reason::TooLarge { size, limit }));
     }
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("{what} {}: cannot read: {e}", path.display()))?;
+        .map_err(|e| fail(Reason::unreadable(&e)))?;
     if bytes.len() > limit {
-        return Err(format!(
-            "{what} {} is longer than {limit} bytes: check the path",
-            path.display()
-        ));
+        return Err(fail(Reason::Longer { limit }));
     }
     Ok(bytes)
 }
@@ -85,17 +151,6 @@ pub fn read_private(
 fn own_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-fn open_error(path: &Path, what: &str, e: &std::io::Error) -> String {
-    // O_NOFOLLOW on a symlink: ELOOP on Linux, EMLINK on FreeBSD.
-    if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EMLINK)) {
-        return format!(
-            "{what} {} is a symbolic link: carpd opens files that hold secrets only directly (a link can be swapped). Fix: point the setting at the file itself",
-            path.display()
-        );
-    }
-    format!("{what} {}: cannot read: {e}", path.display())
 }
 
 /// The rule, on what fstat said (pure, so every case is tested without root). `None`: fine.
@@ -165,7 +220,9 @@ mod tests {
         std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o400)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&good, &link).unwrap();
-        let e = read_private(&link, "token file", strict(), 100).unwrap_err();
+        let err = read_private(&link, "token file", strict(), 100).unwrap_err();
+        assert_eq!(err.reason, Reason::Symlink);
+        let e = err.to_string();
         assert!(e.contains("symbolic link") && !e.contains("s3cret"), "{e}");
         assert_eq!(
             &*read_private(&good, "token file", strict(), 100).unwrap(),
@@ -179,16 +236,22 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, "s3cret").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_private(&f, "token file", strict(), 100).unwrap_err();
+        let e = read_private(&f, "token file", strict(), 100)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mode 0644"), "{e}");
         // A directory and a FIFO: refused at once (no hang on the FIFO).
-        let e = read_private(dir.path(), "token file", strict(), 100).unwrap_err();
+        let e = read_private(dir.path(), "token file", strict(), 100)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a regular file"), "{e}");
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = read_private(&fifo, "token file", strict(), 100).unwrap_err();
+        let e = read_private(&fifo, "token file", strict(), 100)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }
 
@@ -203,7 +266,9 @@ mod tests {
         std::fs::write(&f, "s3cret").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o400)).unwrap();
         std::os::unix::fs::chown(&f, Some(4242), None).unwrap();
-        let e = read_private(&f, "token file", strict(), 100).unwrap_err();
+        let e = read_private(&f, "token file", strict(), 100)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("uid 4242"), "{e}");
     }
 
@@ -213,7 +278,9 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, "x".repeat(101)).unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o400)).unwrap();
-        let e = read_private(&f, "token file", strict(), 100).unwrap_err();
+        let e = read_private(&f, "token file", strict(), 100)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is 101 bytes long"), "{e}");
         assert_eq!(
             read_private(&f, "token file", strict(), 101).unwrap().len(),

@@ -31,7 +31,11 @@ pub use crate::secret_file::SecretPolicy;
 /// Checks that a file holding secrets is a regular file owned by root (or carpd's user) and
 /// not accessible to group or others, by opening it the one safe way ([`file::open_private`]).
 /// `what` names the file's role in the message.
-pub fn check_private_file(path: &Path, what: &str, policy: SecretPolicy) -> Result<(), String> {
+pub fn check_private_file(
+    path: &Path,
+    what: &str,
+    policy: SecretPolicy,
+) -> Result<(), file::SecretFileError> {
     file::open_private(path, what, policy).map(drop)
 }
 
@@ -53,6 +57,7 @@ pub fn inline_password_problem(config: &Config, policy: SecretPolicy) -> Option<
         policy,
     )
     .err()
+    .map(|e| e.to_string())
 }
 
 /// Reads the CARP password of `group` from its source.
@@ -64,7 +69,8 @@ pub fn resolve_password(
     match source {
         PasswordSource::Inline(k) => Ok(k.clone()),
         PasswordSource::File(path) => {
-            let f = file::open_private(path, &format!("password file of group {group}"), policy)?;
+            let f = file::open_private(path, &format!("password file of group {group}"), policy)
+                .map_err(|e| e.to_string())?;
             let mut bytes = Vec::new();
             // Read at most one byte more than a key (plus a newline) so a wrong file (a
             // certificate, a log) cannot make carpd read megabytes into memory.

@@ -99,8 +99,7 @@ pub fn load_files(paths: &[PathBuf], policy: SecretPolicy) -> Result<OvhConf, Cr
         if !p.exists() {
             continue;
         }
-        let bytes = read_private(p, "OVH credentials file", policy, MAX_SIZE as usize)
-            .map_err(CredentialError::Source)?;
+        let bytes = read_private(p, "OVH credentials file", policy, MAX_SIZE as usize)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| {
             CredentialError::Source(format!(
                 "{} is not UTF-8 (byte {})",

@@ -131,6 +131,9 @@ pub enum CredentialError {
     Empty { origin: String, expected: String },
     #[error("OVH credentials: {0}")]
     Source(String),
+    /// ovh.conf refused or unreadable.
+    #[error("OVH credentials: {0}")]
+    File(#[from] crate::secret_file::SecretFileError),
 }
 
 impl Credentials {

@@ -115,7 +115,7 @@ impl LocalCopies {
             )
         })?;
         let what = format!("local copy of the password of group {group}");
-        let f = open_private(&path, &what, policy)?;
+        let f = open_private(&path, &what, policy).map_err(|e| e.to_string())?;
         let written = f.metadata().and_then(|m| m.modified()).ok();
         let mut bytes = Zeroizing::new(Vec::new());
         use std::io::Read;

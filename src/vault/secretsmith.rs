@@ -242,7 +242,7 @@ pub fn load(file: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Settings, Set
         opts.policy,
         MAX_FILE_SIZE as usize,
     )
-    .map_err(fail)?;
+    .map_err(|e| fail(e.to_string()))?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| fail(format!("is not UTF-8 (byte {})", e.valid_up_to())))?;
     let read_token = |p: &Path| read_token_file(p, opts.policy);
@@ -252,7 +252,7 @@ pub fn load(file: Option<&Path>, opts: &LoadOptions<'_>) -> Result<Settings, Set
 /// Reads a token file: root-only, one line, trailing newline ignored.
 pub fn read_token_file(path: &Path, policy: SecretPolicy) -> Result<SecretString, String> {
     // A Vault token is at most a few hundred bytes.
-    let bytes = read_private(path, "token file", policy, 4096)?;
+    let bytes = read_private(path, "token file", policy, 4096).map_err(|e| e.to_string())?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| format!("token file {} is not UTF-8", path.display()))?;
     let token = text.trim();
