@@ -7,42 +7,28 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Lab {
-    dir: tempfile::TempDir,
-}
+use carpd_testkit::host::Host;
+
+/// One router's files; commands run the binary with them.
+struct Lab(Host);
 
 impl Lab {
     fn new() -> Lab {
-        Lab {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Lab(Host::new())
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
 
-    /// Writes a file with a mode; `{dir}` in the text is replaced by the tempdir.
     fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
-        let p = self.path(name);
-        fs::write(
-            &p,
-            text.replace("{dir}", &self.dir.path().display().to_string()),
-        )
-        .unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-        p
+        self.0.write(name, text, mode)
     }
 
     fn carpd(&self, kernel: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_carpd"))
-            .arg("-c")
-            .arg(self.path("carpd.yaml"))
-            .args(["--kernel", kernel, "--sim-state"])
-            .arg(self.path("kernel.json"))
+        self.0
+            .command(env!("CARGO_BIN_EXE_carpd"), kernel)
             .args(args)
-            .env_remove("CARPD_CONFIG")
-            .env_remove("CARPD_KERNEL")
             .output()
             .unwrap()
     }

@@ -4,6 +4,7 @@
 //! `--wait` against a group moved by `carpd simulate` from another process and against the
 //! OVH simulator, and the errors for a state_dir that cannot be used.
 
+use carpd_testkit::host::Host;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use carpd::carp::{CarpState, Sysctl, Vhid};
 use carpd::controller::ledger::{AddOutcome, LedgerStore, Reason};
 use carpd::kernel::Kernel;
-use carpd::kernel::sim::{Flavour, SimKernel};
+use carpd::kernel::sim::SimKernel;
 use carpd_testkit::ovh::{OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
 use serde_json::Value;
 
@@ -26,8 +27,9 @@ const SN: &str = "ns1234567.ip-51-68-252.eu";
 const OURS: &str = "02:00:00:aa:bb:cc";
 const PEER: &str = "02:00:00:11:22:33";
 
+/// One router's files (carpd_testkit::host) and this file's commands on them.
 struct Lab {
-    dir: tempfile::TempDir,
+    host: Host,
 }
 
 const CONFIG: &str = "\
@@ -46,38 +48,23 @@ maintenance:
 
 impl Lab {
     fn new(config: &str) -> Lab {
-        let lab = Lab {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let lab = Lab { host: Host::new() };
         lab.write_config(config);
         lab
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.host.path(name)
     }
 
     fn write_config(&self, text: &str) {
-        let p = self.path("carpd.yaml");
-        fs::write(
-            &p,
-            text.replace("{dir}", &self.dir.path().display().to_string()),
-        )
-        .unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        self.host.write("carpd.yaml", text, 0o644);
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("-c")
-            .arg(self.path("carpd.yaml"))
-            .args(["--kernel", "sim", "--sim-state"])
-            .arg(self.path("kernel.json"))
-            .args(["--log-target", "stderr", "--allow-insecure-files"])
+        let mut c = self.host.command(BIN, "sim");
+        c.args(["--log-target", "stderr", "--allow-insecure-files"])
             .args(args)
-            .env_remove("CARPD_CONFIG")
-            .env_remove("CARPD_KERNEL")
-            .env_remove("OVH_ENDPOINT")
             .stdin(Stdio::null());
         c
     }
@@ -87,7 +74,7 @@ impl Lab {
     }
 
     fn kernel(&self) -> SimKernel {
-        SimKernel::open(Flavour::FreeBsd14, Some(self.path("kernel.json"))).unwrap()
+        self.host.kernel()
     }
 
     fn demotion(&self) -> i64 {
@@ -439,7 +426,7 @@ fn a_non_root_user_is_told_to_run_as_root() {
     assert!(lab.carpd(&["maintenance", "enter"]).status.success());
     // Let nobody reach and use the simulated kernel (it is not what is tested), not the
     // ledger directory (0700, root's).
-    fs::set_permissions(lab.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(lab.host.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     for f in ["kernel.json", "kernel.lock"] {
         fs::set_permissions(lab.path(f), fs::Permissions::from_mode(0o666)).unwrap();
     }

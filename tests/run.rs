@@ -9,6 +9,7 @@
 //! `daemon.resync_interval: 30m`, so the periodic re-read never runs during a test and every
 //! reconcile a test sees has the cause the test gave it.
 
+use carpd_testkit::host::Host;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
@@ -32,17 +33,6 @@ const LIMIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "Zq9-secret-carpd-01";
 /// What the password is rotated to in the secrets test.
 const NEW_SECRET: &str = "Xk4-rotated-pw-0002";
-
-/// Environment variables that would change what the binary does behind the test's back.
-const CARPD_ENV: [&str; 7] = [
-    "CARPD_CONFIG",
-    "CARPD_KERNEL",
-    "CARPD_SIM_STATE",
-    "CARPD_LOG",
-    "CARPD_LOG_TARGET",
-    "CARPD_CONTROL_SOCKET",
-    "CARPD_DEVD_SOCKET",
-];
 
 /// An unprivileged uid/gid for the peer-credential test (`nobody` on Debian and FreeBSD).
 const NOBODY: u32 = 65534;
@@ -163,8 +153,10 @@ fn u64_of(v: &Value) -> u64 {
 
 /// One test's world: a tempdir with carpd.yaml (the example, its password file rewritten to
 /// the tempdir), the password file, the simulated kernel's state file and the sockets.
+/// One router's files (carpd_testkit::host), its daemons started so far, and this file's
+/// commands on them.
 struct Lab {
-    dir: tempfile::TempDir,
+    host: Host,
     spawned: std::cell::Cell<u32>,
 }
 
@@ -173,15 +165,8 @@ const EM0_GROUP: &str = "  - interface: em0\n    vhid: 3\n    addresses: [10.9.9
 
 impl Lab {
     fn new() -> Lab {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // sun_path is 104 bytes on FreeBSD, 108 on Linux.
-        assert!(
-            dir.path().join("carpd.sock").as_os_str().len() < 100,
-            "the temporary directory {} is too long for a unix socket path; set TMPDIR=/tmp",
-            dir.path().display()
-        );
         let lab = Lab {
-            dir,
+            host: Host::new(),
             spawned: std::cell::Cell::new(0),
         };
         lab.write_secret(SECRET);
@@ -190,7 +175,7 @@ impl Lab {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.host.path(name)
     }
 
     fn socket(&self) -> PathBuf {
@@ -219,34 +204,21 @@ impl Lab {
     }
 
     fn write_config(&self, text: &str) {
-        // Write and rename: a daemon reloading at that moment never reads half a file.
-        let tmp = self.path("carpd.yaml.tmp");
-        fs::write(&tmp, text).unwrap();
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
-        fs::rename(&tmp, self.path("carpd.yaml")).unwrap();
+        // Written and renamed: a daemon reloading at that moment never reads half a file.
+        self.host.write("carpd.yaml", text, 0o600);
     }
 
     fn write_secret(&self, secret: &str) {
-        let p = self.path("vhid2.key");
-        let _ = fs::remove_file(&p);
-        fs::write(&p, format!("{secret}\n")).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o400)).unwrap();
+        self.host.write("vhid2.key", &format!("{secret}\n"), 0o400);
     }
 
     /// The binary with this lab's configuration, kernel and control socket; no log target.
     fn cmd_base(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("-c")
-            .arg(self.path("carpd.yaml"))
-            .args(["--kernel", "sim", "--sim-state"])
-            .arg(self.path("kernel.json"))
-            .arg("--allow-insecure-files")
+        let mut c = self.host.command(BIN, "sim");
+        c.arg("--allow-insecure-files")
             .arg("--control-socket")
             .arg(self.socket())
             .stdin(Stdio::null());
-        for v in CARPD_ENV {
-            c.env_remove(v);
-        }
         c
     }
 
@@ -1245,7 +1217,7 @@ fn control_socket_refuses_a_non_root_peer() {
     let before = u64_of(&lab.view()["reconciles"]);
 
     // Loosen what the mode protects, so only the peer check stands in the way.
-    fs::set_permissions(lab.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(lab.host.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(lab.socket(), fs::Permissions::from_mode(0o666)).unwrap();
     let as_nobody = |args: &[&str]| -> Output {
         Command::new(BIN)

@@ -9,6 +9,7 @@
 //! - [`pair`]: two routers as in-process daemons on simulated kernels (the lab, benchmarks).
 //! - [`routers`]: two routers as real `carpd run` processes with OpenBao (end-to-end tests).
 //! - [`daemon`]: one in-process daemon whose every step a test can wait for.
+//! - [`host`]: one router's files and command line, for tests that run the `carpd` binary.
 //! - [`redirect`]: a proxy that redirects or answers chosen requests (hostile servers).
 //! - [`poll`], [`wait_until`] (and their blocking twins), [`write_private`]: the waiting and
 //!   the files every test needs.
@@ -16,6 +17,7 @@
 pub mod bao;
 pub mod daemon;
 pub mod devd;
+pub mod host;
 pub mod ovh;
 pub mod pair;
 pub mod redirect;
