@@ -5,8 +5,11 @@
 //! only function here that touches the file system; `parse` works on a string so tests and the
 //! fuzzer drive the whole pipeline without files.
 //!
-//! Later sections (ovh, failover_ips) slot in as further optional keys of `RawConfig`
-//! and fields of `Config`; unknown keys are refused until then.
+//! Sections with rules of their own live in submodules: `ovh.rs` (ovh: and failover_ips:),
+//! `daemon.rs`, `maintenance.rs`, `metrics.rs`, `readiness.rs`; `error.rs` is the problem list.
+//! Unknown keys are refused everywhere (a typo is an error, not a silently ignored setting).
+//! The module depends on nothing of carpd's but the vocabulary (`carp`) and the OVH types its
+//! settings are parsed into (`tests/architecture.rs`).
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
