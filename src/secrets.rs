@@ -60,26 +60,42 @@ pub fn inline_password_problem(config: &Config, policy: SecretPolicy) -> Option<
     .map(|e| e.to_string())
 }
 
+/// Why a group's CARP password could not be had. Every message names the group and the
+/// source, never the value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// The password file was refused (owner, mode, a link) or could not be opened.
+    #[error(transparent)]
+    File(#[from] file::SecretFileError),
+    /// The source holds something that is not a CARP password (empty, a NUL byte, too long),
+    /// or could not be read to the end.
+    #[error("{0}")]
+    Invalid(String),
+    /// Vault could not give it. `down`: Vault was unreachable or sealed, the case a local
+    /// copy may stand in for.
+    #[error("{message}")]
+    Vault { message: String, down: bool },
+}
+
 /// Reads the CARP password of `group` from its source.
 pub fn resolve_password(
     group: &GroupId,
     source: &PasswordSource,
     policy: SecretPolicy,
-) -> Result<CarpKey, String> {
+) -> Result<CarpKey, PasswordError> {
     match source {
         PasswordSource::Inline(k) => Ok(k.clone()),
         PasswordSource::File(path) => {
-            let f = file::open_private(path, &format!("password file of group {group}"), policy)
-                .map_err(|e| e.to_string())?;
+            let f = file::open_private(path, &format!("password file of group {group}"), policy)?;
             let mut bytes = Vec::new();
             // Read at most one byte more than a key (plus a newline) so a wrong file (a
             // certificate, a log) cannot make carpd read megabytes into memory.
             let limit = (KEY_LEN + 3) as u64;
             f.take(limit).read_to_end(&mut bytes).map_err(|e| {
-                format!(
+                PasswordError::Invalid(format!(
                     "password file {} of group {group}: cannot read: {e}",
                     path.display()
-                )
+                ))
             })?;
             // One trailing newline is how editors and `echo` write files; it is not part of
             // the password.
@@ -90,29 +106,29 @@ pub fn resolve_password(
                 }
             }
             if bytes.is_empty() {
-                return Err(format!(
+                return Err(PasswordError::Invalid(format!(
                     "password file {} of group {group} is empty: write the password into it, or remove password: from the group",
                     path.display()
-                ));
+                )));
             }
             if crate::carp::has_nul(&bytes) {
                 wipe(&mut bytes);
-                return Err(format!(
+                return Err(PasswordError::Invalid(format!(
                     "password file {} of group {group} contains a NUL byte, which the kernel cannot store in a key",
                     path.display()
-                ));
+                )));
             }
             CarpKey::new(bytes).map_err(|n| {
-                format!(
+                PasswordError::Invalid(format!(
                     "password file {} of group {group} holds {}{n} bytes: CARP passwords are at most {KEY_LEN} bytes",
                     path.display(),
                     if n as u64 >= limit { "at least " } else { "" },
-                )
+                ))
             })
         }
-        PasswordSource::Vault { path, field } => Err(format!(
+        PasswordSource::Vault { path, field } => Err(PasswordError::Invalid(format!(
             "password of group {group} comes from Vault ({path}, field {field}): it is read through a Vault session (a Resolver), not here"
-        )),
+        ))),
     }
 }
 
@@ -122,14 +138,17 @@ pub async fn vault_password<S: SecretStore>(
     group: &GroupId,
     path: &str,
     field: &str,
-) -> Result<CarpKey, String> {
+) -> Result<CarpKey, PasswordError> {
     let p: SecretPath = path
         .parse()
-        .map_err(|e| format!("password of group {group}: {e}"))?;
+        .map_err(|e| PasswordError::Invalid(format!("password of group {group}: {e}")))?;
     let (value, stale) = session
         .field(&p, field)
         .await
-        .map_err(|e| format!("password of group {group}: {e}"))?;
+        .map_err(|e| PasswordError::Vault {
+            message: format!("password of group {group}: {e}"),
+            down: matches!(e.kind(), Kind::Unreachable | Kind::Server),
+        })?;
     if let Some(e) = stale {
         tracing::warn!(%group, "using the cached CARP password: {e}");
     }
@@ -141,12 +160,16 @@ fn key_from_vault(
     path: &SecretPath,
     field: &str,
     bytes: &[u8],
-) -> Result<CarpKey, String> {
+) -> Result<CarpKey, PasswordError> {
     carp_key_problem(bytes).map_err(|why| {
-        format!("password of group {group}: Vault secret {path} field {field} {why}")
+        PasswordError::Invalid(format!(
+            "password of group {group}: Vault secret {path} field {field} {why}"
+        ))
     })?;
     CarpKey::new(bytes.to_vec()).map_err(|n| {
-        format!("password of group {group}: Vault secret {path} field {field} is {n} bytes long")
+        PasswordError::Invalid(format!(
+            "password of group {group}: Vault secret {path} field {field} is {n} bytes long"
+        ))
     })
 }
 
@@ -210,14 +233,14 @@ impl<S: SecretStore> Resolver<S> {
         &mut self,
         group: &GroupId,
         source: &PasswordSource,
-    ) -> Result<CarpKey, String> {
+    ) -> Result<CarpKey, PasswordError> {
         let PasswordSource::Vault { path, field } = source else {
             return resolve_password(group, source, self.policy);
         };
         let source = format!("{path}#{field}");
         let read = self.vault_read(group, path, field);
         let Some(copies) = &self.copies else {
-            return read.map_err(|(e, _)| e);
+            return read;
         };
         match read {
             Ok(key) => {
@@ -226,7 +249,10 @@ impl<S: SecretStore> Resolver<S> {
                 }
                 Ok(key)
             }
-            Err((e, true)) => match copies.load(group, &source, self.policy) {
+            Err(PasswordError::Vault {
+                message: e,
+                down: true,
+            }) => match copies.load(group, &source, self.policy) {
                 Ok(Some(c)) => {
                     let age = c
                         .written
@@ -246,13 +272,19 @@ impl<S: SecretStore> Resolver<S> {
                     self.from_copy.push((group.clone(), why));
                     Ok(c.key)
                 }
-                Ok(None) => Err(format!(
-                    "{e}; no local copy of it to fall back on ({} is written after the first successful read)",
-                    copies.path(group).display()
-                )),
-                Err(copy_err) => Err(format!("{e}; the local copy cannot be used: {copy_err}")),
+                Ok(None) => Err(PasswordError::Vault {
+                    message: format!(
+                        "{e}; no local copy of it to fall back on ({} is written after the first successful read)",
+                        copies.path(group).display()
+                    ),
+                    down: true,
+                }),
+                Err(copy_err) => Err(PasswordError::Vault {
+                    message: format!("{e}; the local copy cannot be used: {copy_err}"),
+                    down: true,
+                }),
             },
-            Err((e, false)) => Err(e),
+            Err(e) => Err(e),
         }
     }
 
@@ -263,24 +295,29 @@ impl<S: SecretStore> Resolver<S> {
         group: &GroupId,
         path: &str,
         field: &str,
-    ) -> Result<CarpKey, (String, bool)> {
+    ) -> Result<CarpKey, PasswordError> {
+        let not_down = |message: String| PasswordError::Vault {
+            message: format!("password of group {group}: {message}"),
+            down: false,
+        };
         if self.session.is_none() {
-            let s =
-                (self.open)().map_err(|e| (format!("password of group {group}: {e}"), false))?;
+            let s = (self.open)().map_err(not_down)?;
             self.session = Some(s);
         }
         let s = self.session.as_mut().expect("opened above");
-        let p: SecretPath = path
-            .parse()
-            .map_err(|e| (format!("password of group {group}: {e}"), false))?;
-        let (value, stale) = s.run(async |s| s.field(&p, field).await).map_err(|e| {
-            let down = matches!(e.kind(), Kind::Unreachable | Kind::Server);
-            (format!("password of group {group}: {e}"), down)
-        })?;
+        let p = path
+            .parse::<SecretPath>()
+            .map_err(|e| not_down(e.to_string()))?;
+        let (value, stale) =
+            s.run(async |s| s.field(&p, field).await)
+                .map_err(|e| PasswordError::Vault {
+                    message: format!("password of group {group}: {e}"),
+                    down: matches!(e.kind(), Kind::Unreachable | Kind::Server),
+                })?;
         if let Some(e) = stale {
             tracing::warn!(%group, "using the cached CARP password: {e}");
         }
-        key_from_vault(group, &p, field, value.expose_secret().as_bytes()).map_err(|e| (e, false))
+        key_from_vault(group, &p, field, value.expose_secret().as_bytes())
     }
 }
 
@@ -366,6 +403,8 @@ mod tests {
         assert_eq!(k.expose(), b"s3cret");
         fs::write(&f, "x".repeat(64)).unwrap();
         let e = resolve_password(&group(), &PasswordSource::File(f.clone()), lax).unwrap_err();
+        assert!(matches!(e, PasswordError::Invalid(_)), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("at most 20 bytes") && e.contains("2@vmx1"),
             "{e}"
@@ -419,13 +458,13 @@ mod tests {
         };
         let k = r.password(&group(), &src("password")).unwrap();
         assert_eq!(k.expose(), b"HUNTER2");
-        let e = r.password(&group(), &src("long")).unwrap_err();
+        let e = r.password(&group(), &src("long")).unwrap_err().to_string();
         assert!(
             e.contains("2@vmx1") && e.contains("at most 20 bytes"),
             "{e}"
         );
         assert!(!e.contains("LLLL"), "{e}");
-        let e = r.password(&group(), &src("nope")).unwrap_err();
+        let e = r.password(&group(), &src("nope")).unwrap_err().to_string();
         assert!(e.contains("no field nope") && !e.contains("HUNTER2"), "{e}");
         // One login, one read: the other fields came from the cache.
         assert_eq!(
@@ -458,6 +497,8 @@ mod tests {
         fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
         let strict = SecretPolicy::default();
         let e = resolve_password(&group(), &PasswordSource::File(f.clone()), strict).unwrap_err();
+        assert!(matches!(e, PasswordError::File(_)), "{e:?}");
+        let e = e.to_string();
         // As root, ownership passes and the mode fails; as another user, ownership fails.
         assert!(e.contains("chmod 0400") || e.contains("chown root"), "{e}");
         assert!(!e.contains("s3cret"));

@@ -84,7 +84,9 @@ impl CredentialSource for VaultCredentials {
                 .agent
                 .read(self.path.clone())
                 .await
-                .map_err(CredentialError::Source)?;
+                // The OVH side knows no Vault type (it sits below the vault module): the
+                // agent's typed error crosses as its message, which names server and path.
+                .map_err(|e| CredentialError::Source(e.to_string()))?;
             if let Some(e) = &cached.stale {
                 tracing::warn!(path = %self.path, "Vault read failed, using the last good OVH credentials: {e}");
             }

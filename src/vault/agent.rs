@@ -46,7 +46,7 @@ enum Request {
         reply: oneshot::Sender<Result<Cached, VaultError>>,
     },
     Reload {
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), VaultError>>,
     },
     View {
         reply: oneshot::Sender<AgentView>,
@@ -61,17 +61,17 @@ pub struct AgentHandle {
 
 impl AgentHandle {
     /// The secret's fields, from the cache when fresh.
-    pub async fn read(&self, path: SecretPath) -> Result<Cached, String> {
+    pub async fn read(&self, path: SecretPath) -> Result<Cached, AgentError> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Read { path, reply }).await?;
-        rx.await.map_err(|_| gone())?.map_err(|e| e.to_string())
+        Ok(rx.await.map_err(|_| AgentError::Stopped)??)
     }
 
     /// Re-reads the secretsmith file (SIGHUP).
-    pub async fn reload(&self) -> Result<(), String> {
+    pub async fn reload(&self) -> Result<(), AgentError> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Reload { reply }).await?;
-        rx.await.map_err(|_| gone())?
+        Ok(rx.await.map_err(|_| AgentError::Stopped)??)
     }
 
     /// The agent's state for status. Never waits on Vault: the agent answers between steps.
@@ -89,13 +89,21 @@ impl AgentHandle {
         Some(rx)
     }
 
-    async fn send(&self, r: Request) -> Result<(), String> {
-        self.tx.send(r).await.map_err(|_| gone())
+    async fn send(&self, r: Request) -> Result<(), AgentError> {
+        self.tx.send(r).await.map_err(|_| AgentError::Stopped)
     }
 }
 
-fn gone() -> String {
-    "the Vault agent has stopped".to_string()
+/// Why the agent could not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    /// Vault answered with an error, or could not be reached (the message names the server,
+    /// the path and the fix).
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The agent's task has ended (the daemon is stopping).
+    #[error("the Vault agent has stopped")]
+    Stopped,
 }
 
 /// The agent and its task, not started: the caller owns the task (the daemon keeps it in its
@@ -147,7 +155,7 @@ async fn run<S: SecretStore>(mut session: Session<S>, mut rx: mpsc::Receiver<Req
                     let _ = reply.send(r);
                 }
                 Some(Request::Reload { reply }) => {
-                    let r = session.reload().map_err(|e| e.to_string());
+                    let r = session.reload();
                     if r.is_ok() {
                         st.retry_at = None;
                         keep_alive(&mut session, &mut st).await;
