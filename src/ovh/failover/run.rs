@@ -566,11 +566,22 @@ impl<'a> Run<'a> {
                     at,
                     coalesce: Duration::ZERO,
                 };
-                let r = match seen.holds_shared(api, shared, need).await {
-                    Some(r) => r,
-                    None => seen.holds(api).await,
+                // Bounded by the claim's deadline like every request of the claim.
+                let read = async {
+                    match seen.holds_shared(api, shared, need).await {
+                        Some(r) => r,
+                        None => seen.holds(api).await,
+                    }
                 };
-                match r.map_err(ClaimError::Api) {
+                let r = within(
+                    self.deadline,
+                    &self.outcome.ip,
+                    "reading the binding",
+                    self.opts.deadline,
+                    read,
+                )
+                .await;
+                match r {
                     Ok(true) => seen_now = true,
                     Ok(false) => {
                         // The round's read may have gone out up to the slack earlier.
