@@ -18,8 +18,11 @@
 //! 7. many failover IPs on one group (issue 21): 1, 4 and 16 IPs following one vhid, tasks of
 //!    0.2 s and 2 s, the budgets lifted and checks on: MASTER event -> the last IP
 //!    bound, against twice the task time, and the OVH requests of the failover per IP
-//!    (both routers, from the event to the last IP bound and read back).
-//!    `cargo bench --bench failover -- group` runs this phase alone.
+//!    (both routers, from the event to the last IP bound and read back), with where they
+//!    went (by method and path shape) and when the writes reached the simulator.
+//!    `cargo bench --bench failover -- group` runs this phase alone;
+//!    `CARPD_BENCH_GROUP=16x200` one size and task time (ms); `CARPD_BENCH_TRACE=1` prints
+//!    the log of a run that had a refused request.
 
 mod common;
 
@@ -400,6 +403,43 @@ struct GroupRun {
     /// (event -> last IP bound, requests) per run; the first two runs are each router's first
     /// failover (nothing learned yet), the others warm.
     runs: Vec<(Option<Duration>, usize)>,
+    /// Per run, the requests by method and path shape (where they go).
+    kinds: Vec<Vec<(String, usize)>>,
+    /// Per run, when the simulator received the first and the last DELETE, and the first
+    /// and the last POST, from the event (where the time goes).
+    writes: Vec<Option<[Duration; 4]>>,
+}
+
+/// A request's method and path with its variable parts named (`{sn}`, `{mac}`, `{ip}`,
+/// `{id}`), the winner's and the loser's vMAC told apart: what the counts are grouped by.
+fn shape(method: &str, target: &str, winner: &str) -> String {
+    let path = target.trim_start_matches("/1.0");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let parts: Vec<String> = path
+        .split('/')
+        .map(|seg| {
+            let seg = seg.replace("%3A", ":").replace("%3a", ":");
+            if seg == SERVICE {
+                "{sn}".to_string()
+            } else if seg.eq_ignore_ascii_case(winner) {
+                "{ours}".to_string()
+            } else if seg.contains(':') {
+                "{peer}".to_string()
+            } else if seg.parse::<std::net::Ipv4Addr>().is_ok() {
+                "{ip}".to_string()
+            } else if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+                "{id}".to_string()
+            } else {
+                seg
+            }
+        })
+        .collect();
+    let q = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{method} {}{q}", parts.join("/"))
 }
 
 const GROUP_RUNS: usize = 4;
@@ -432,6 +472,8 @@ async fn group_failover(n: usize, task: Duration) -> GroupRun {
         n,
         task,
         runs: Vec::new(),
+        kinds: Vec::new(),
+        writes: Vec::new(),
     };
     for i in 0..GROUP_RUNS {
         let started = Instant::now();
@@ -463,13 +505,51 @@ async fn group_failover(n: usize, task: Duration) -> GroupRun {
         // The read-back follows the last bind.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let last = bound.unwrap_or_else(Instant::now) + Duration::from_millis(100);
-        let requests = pair
+        let logged: Vec<_> = pair
             .sim
             .requests()
-            .iter()
+            .into_iter()
             .filter(|r| r.at >= t0 && r.at <= last)
-            .count();
-        out.runs.push((bound.map(|b| b - t0), requests));
+            .collect();
+        let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in &logged {
+            let mut k = shape(&r.method, &r.target, mac);
+            if !(200..300).contains(&r.status) {
+                k = format!("{k} -> {}", r.status);
+            }
+            *kinds.entry(k).or_default() += 1;
+        }
+        // A refused request in a failover is worth reading in order: print the run's log.
+        if std::env::var_os("CARPD_BENCH_TRACE").is_some()
+            && logged.iter().any(|r| !(200..300).contains(&r.status))
+        {
+            for r in &logged {
+                println!(
+                    "      {:>9.1} ms {} {} -> {}",
+                    ms(r.at - t0),
+                    r.method,
+                    r.target,
+                    r.status
+                );
+            }
+        }
+        let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.kinds.push(kinds);
+        let span = |method: &str| {
+            let at: Vec<Duration> = logged
+                .iter()
+                .filter(|r| r.method == method && r.mutation)
+                .map(|r| r.at - t0)
+                .collect();
+            Some((*at.iter().min()?, *at.iter().max()?))
+        };
+        out.writes.push(
+            span("DELETE")
+                .zip(span("POST"))
+                .map(|((d0, d1), (p0, p1))| [d0, d1, p0, p1]),
+        );
+        out.runs.push((bound.map(|b| b - t0), logged.len()));
         tokio::time::sleep_until((started + gap).into()).await;
     }
     pair.stop().await;
@@ -498,13 +578,35 @@ fn report_group(g: &GroupRun) {
         ms(limit),
         runs.join(" | ")
     );
+    for (i, kinds) in g.kinds.iter().enumerate() {
+        let k: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let w = match g.writes.get(i).copied().flatten() {
+            Some([d0, d1, p0, p1]) => format!(
+                "DELETEs at {:.1}-{:.1} ms, POSTs at {:.1}-{:.1} ms; ",
+                ms(d0),
+                ms(d1),
+                ms(p0),
+                ms(p1)
+            ),
+            None => String::new(),
+        };
+        println!("    run {}: {w}{}", i + 1, k.join(", "));
+    }
 }
 
 /// Phase 7 on its own.
 async fn groups() -> Vec<GroupRun> {
     let mut out = Vec::new();
+    // `CARPD_BENCH_GROUP=16x2000` runs one size and task time (ms) alone.
+    let only = std::env::var("CARPD_BENCH_GROUP").ok();
     for task in [Duration::from_millis(200), Duration::from_secs(2)] {
         for n in [1, 4, 16] {
+            if only
+                .as_deref()
+                .is_some_and(|o| o != format!("{n}x{}", task.as_millis()))
+            {
+                continue;
+            }
             let g = group_failover(n, task).await;
             report_group(&g);
             out.push(g);

@@ -453,8 +453,10 @@ async fn failovers_close_together_are_never_throttled() {
                 out.elapsed
             );
             // Once a task duration is learned, about 8 requests: the safety read, the
-            // DELETE and its polls, the POST and its polls, the read-back.
-            let most = [16, 10, 8][i];
+            // DELETE and its polls, the POST and its polls, the read-back. The polls read
+            // the vMAC (one read a round for all the claims of a failover, issue 21) and the
+            // task once its effect shows: one request more per step for a lone claim.
+            let most = [16, 12, 10][i];
             assert!(
                 out.requests <= most,
                 "failover {i}: {} requests",

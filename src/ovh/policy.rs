@@ -11,6 +11,8 @@
 //!   for fast tasks and capped for slow ones. With a learned duration ([`smooth`]) the first
 //!   poll goes just before the expected end and the next ones follow closely, then back off:
 //!   a task of the usual length costs one or two polls and is seen done within a few percent.
+//!   Rounds whose one read serves every claim of a failover ([`PollPolicy::next_shared`])
+//!   close in tighter (2 ms floor instead of 10 ms): they cost one request for all.
 //! - [`RateLimiter`]: a token bucket. With `burst` tokens and `per_minute` refill, any window
 //!   of 60 s sees at most `burst + per_minute` requests; the default (20 + 40) keeps carpd
 //!   within OVH's suggested 60 requests per minute per key. Claims never wait for it: they
@@ -117,6 +119,26 @@ impl PollPolicy {
 
     /// The wait before the next poll when such tasks took `expect` lately.
     pub fn next_expecting(&self, waited: Duration, expect: Option<Duration>) -> Duration {
+        // Close polls near the end: a tenth of `min` is their floor (`min` itself is sized
+        // for the unknown start of a task; 10 ms keeps a short task's overshoot within a few
+        // percent, issue 21).
+        self.next_with_floor(waited, expect, self.min / 10)
+    }
+
+    /// [`PollPolicy::next_expecting`] for a round whose one read serves every claim of a
+    /// failover (the shared polls of `failover::run`): close rounds may come as often as
+    /// every 2 ms (a fiftieth of `min`), since a round costs one request however many claims
+    /// it serves; the step is still 3% of the expected time when that is longer.
+    pub fn next_shared(&self, waited: Duration, expect: Option<Duration>) -> Duration {
+        self.next_with_floor(waited, expect, self.min / 50)
+    }
+
+    fn next_with_floor(
+        &self,
+        waited: Duration,
+        expect: Option<Duration>,
+        floor: Duration,
+    ) -> Duration {
         let Some(e) = expect.filter(|e| !e.is_zero()) else {
             return self.next(waited);
         };
@@ -125,10 +147,6 @@ impl PollPolicy {
             return first - waited;
         }
         let step = self.step.clamp(0.0, 1.0);
-        // Close polls near the end: a tenth of `min` is their floor (`min` itself is sized
-        // for the unknown start of a task; 10 ms keeps a short task's overshoot within a few
-        // percent, issue 21).
-        let floor = self.min / 10;
         // Past the expectation the task is unusual (or was learned too short): back off by
         // the ratio rule, from the close floor, not from `min` (which is sized for a task's
         // unknown start: 100 ms past a 200 ms task is half the task again).
@@ -542,6 +560,29 @@ mod tests {
             smooth(Some(e), Duration::from_secs(4)),
             Duration::from_secs(4)
         );
+    }
+
+    #[test]
+    fn shared_rounds_close_in_tighter_than_one_claims_polls() {
+        let p = PollPolicy::default();
+        let e = Duration::from_millis(200);
+        // The first round at the expected end, like a claim's own first poll.
+        assert_eq!(p.next_shared(Duration::ZERO, Some(e)), e);
+        // Near the end: 3% of the task (6 ms), not the 10 ms floor of one claim's polls.
+        assert_eq!(
+            p.next_shared(Duration::from_millis(200), Some(e)),
+            Duration::from_millis(6)
+        );
+        assert_eq!(
+            p.next_expecting(Duration::from_millis(200), Some(e)),
+            Duration::from_millis(10)
+        );
+        // Never under 2 ms, however short the task; nothing expected: the same as polls.
+        assert_eq!(
+            p.next_shared(Duration::from_millis(20), Some(Duration::from_millis(20))),
+            Duration::from_millis(2)
+        );
+        assert_eq!(p.next_shared(Duration::ZERO, None), p.next(Duration::ZERO));
     }
 
     #[test]

@@ -15,6 +15,15 @@
 //! polls, then backing off. A task that answers 404 is not visible yet (region lag): that is
 //! waited out until the claim's deadline, and once it lasts, the binding is read to see
 //! whether the step took effect ([`Seen`]).
+//!
+//! The claims of one failover poll side by side, and one read of a vMAC's IP list shows the
+//! step of every IP on it, where a task GET shows one task. So a vMAC claim that shares its
+//! reads ([`Run::shared`]) polls by reading the step's effect through [`SharedReads`] (one
+//! request a round for all the claims whose rounds fall together), and reads its task only
+//! once the effect is seen: the task's status stays the authority (done, failed, pending,
+//! invisible), the shared read only replaces the polls that would have said "pending"
+//! ([`Run::watch`]). A task that fails never shows its effect; it is read anyway at doubling
+//! intervals from twice its expected time (from a second when nothing is expected).
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,6 +37,7 @@ use ipnet::IpNet;
 
 use super::super::api::{FailoverApi, TaskKind, TaskRef, TaskStatus};
 use super::super::error::{ErrorKind, OvhError};
+use super::shared::{Fresh, SharedReads};
 use super::{
     ClaimError, ClaimFailure, ClaimOptions, ClaimOutcome, ClaimResult, Fence, Phase, StepRecord,
 };
@@ -110,7 +120,43 @@ impl Seen {
             }
         }
     }
+
+    /// [`Seen::holds`] through reads shared with the other claims, as fresh as `need`;
+    /// `None` when this effect has no shared read (a move).
+    async fn holds_shared<A: FailoverApi>(
+        &self,
+        api: &A,
+        shared: &SharedReads,
+        need: Fresh,
+    ) -> Option<Result<bool, OvhError>> {
+        let Seen::OnVmac {
+            service,
+            mac,
+            ip,
+            present,
+        } = self
+        else {
+            return None;
+        };
+        Some(match shared.vmac_ips(api, service, mac, need).await {
+            Ok(ips) => Ok(ips.contains(ip) == *present),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(!*present),
+            Err(e) => Err(e),
+        })
+    }
 }
+
+/// The most a shared effect read may have been sent before a claim's round and still serve
+/// it ([`Run::watch`]): half the interval to the claim's next round, at most this. The
+/// rounds of the claims of one failover, whose writes went out within a few milliseconds of
+/// each other, then share one request, and a round served early is never staler than half
+/// its own interval.
+pub(super) const WATCH_SLACK: Duration = Duration::from_millis(25);
+
+/// The first blind read of a task whose time nothing teaches yet ([`Run::watch`]): a task
+/// that fails at once is seen failed within a second, and a task of a few seconds costs a
+/// claim one or two blind reads, not a poll per round.
+pub(super) const BLIND_COLD: Duration = Duration::from_secs(1);
 
 /// One mutating step, as [`Run::mutate`] runs it.
 pub(super) struct Step<'s> {
@@ -149,6 +195,9 @@ pub(super) struct Run<'a> {
     pub(super) ambiguous: bool,
     /// The last poll of the current task that saw it pending (time since submitted).
     pub(super) last_pending: Option<Duration>,
+    /// Reads shared with the other claims of the failover: task polls read the step's
+    /// effect through them ([`Run::watch`]).
+    pub(super) shared: Option<&'a SharedReads>,
 }
 
 impl<'a> Run<'a> {
@@ -162,6 +211,7 @@ impl<'a> Run<'a> {
             outcome: ClaimOutcome::new(ip),
             ambiguous: false,
             last_pending: None,
+            shared: None,
         }
     }
 
@@ -385,6 +435,13 @@ impl<'a> Run<'a> {
         seen: Option<&Seen>,
     ) -> Result<Duration, ClaimFailure> {
         self.last_pending = None;
+        if let (Some(seen), Some(shared)) = (seen, self.shared)
+            && matches!(seen, Seen::OnVmac { .. })
+        {
+            return self
+                .watch(api, shared, task, action, submitted, expect, seen)
+                .await;
+        }
         loop {
             let (kind, fallback) = expect;
             let expect = kind.and_then(|k| api.learned(k)).or(fallback);
@@ -449,6 +506,121 @@ impl<'a> Run<'a> {
                     }
                 }
                 // The client already retried; keep polling until the deadline.
+                Err(ClaimError::Api(e)) if e.is_transient() => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// [`Run::poll`] for a step whose effect a shared read shows (see the file's header):
+    /// each round of the schedule ([`crate::ovh::policy::PollPolicy::next_shared`]) reads
+    /// the effect (a read sent at most half a round's interval, at most [`WATCH_SLACK`],
+    /// before the round serves it, so the claims' rounds share requests); the task itself is
+    /// read when the effect is seen, and blind at doubling intervals from twice the expected
+    /// time (from [`BLIND_COLD`] when nothing is expected), for a task that fails or whose
+    /// effect does not show. Only the task's status ends the wait: done, failed, or, while it
+    /// stays invisible (404) past `poll.fresh_404`, its effect seen by the round just before.
+    #[allow(clippy::too_many_arguments)]
+    async fn watch<A: FailoverApi>(
+        &mut self,
+        api: &A,
+        shared: &SharedReads,
+        task: TaskRef,
+        action: &str,
+        submitted: Instant,
+        expect: (Option<TaskKind>, Option<Duration>),
+        seen: &Seen,
+    ) -> Result<Duration, ClaimFailure> {
+        let what = format!("OVH task {} ({action})", task.id());
+        let (kind, fallback) = expect;
+        // When the task is read without its effect seen (time since submitted).
+        let mut blind_at = kind
+            .and_then(|k| api.learned(k))
+            .or(fallback)
+            .filter(|e| !e.is_zero())
+            .map_or(BLIND_COLD, |e| 2 * e);
+        loop {
+            let e = kind.and_then(|k| api.learned(k)).or(fallback);
+            let wait = self.opts.poll.next_shared(submitted.elapsed(), e);
+            if Instant::now() + wait > self.deadline {
+                return Err(self.fail(ClaimError::Deadline {
+                    ip: self.outcome.ip.clone(),
+                    what,
+                    deadline: self.opts.deadline,
+                }));
+            }
+            tokio::time::sleep(wait).await;
+            let waited = submitted.elapsed();
+            let mut seen_now = false;
+            if waited >= blind_at {
+                // Doubling: a failed task is seen within about twice its time, and a long
+                // task costs a few blind reads per claim, not one per round.
+                blind_at = 2 * waited;
+            } else {
+                // Sent after the write in any case: only then can its effect show.
+                let slack = (self.opts.poll.next_shared(waited, e) / 2).min(WATCH_SLACK);
+                let at = Instant::now()
+                    .checked_sub(slack)
+                    .map_or(submitted, |t| t.max(submitted));
+                let need = Fresh::SentAfter {
+                    at,
+                    coalesce: Duration::ZERO,
+                };
+                // Bounded by the claim's deadline like every request of the claim.
+                let read = async {
+                    match seen.holds_shared(api, shared, need).await {
+                        Some(r) => r,
+                        None => seen.holds(api).await,
+                    }
+                };
+                let r = within(
+                    self.deadline,
+                    &self.outcome.ip,
+                    "reading the binding",
+                    self.opts.deadline,
+                    read,
+                )
+                .await;
+                match r {
+                    Ok(true) => seen_now = true,
+                    Ok(false) => {
+                        // The round's read may have gone out up to the slack earlier.
+                        self.last_pending = Some(waited.saturating_sub(slack));
+                        continue;
+                    }
+                    Err(e) if matches!(outcome(&e), Outcome::Fatal) => return Err(self.fail(e)),
+                    // Transient (the client already retried): the next round.
+                    Err(_) => continue,
+                }
+            }
+            let r = within(
+                self.deadline,
+                &self.outcome.ip,
+                &what,
+                self.opts.deadline,
+                api.task(&task),
+            )
+            .await;
+            match r {
+                Ok(t) => match t.status {
+                    TaskStatus::Done => return Ok(submitted.elapsed()),
+                    TaskStatus::Failed(status) => {
+                        return Err(self.fail(ClaimError::TaskFailed {
+                            task: task.id(),
+                            action: action.into(),
+                            status,
+                            comment: t.comment,
+                        }));
+                    }
+                    // Its effect may show before the task ends: the task decides.
+                    TaskStatus::Pending(_) => self.last_pending = Some(waited),
+                },
+                Err(ClaimError::Api(e)) if e.kind() == Some(ErrorKind::NotFound) => {
+                    if seen_now && submitted.elapsed() >= self.opts.poll.fresh_404 {
+                        tracing::info!(ip = %self.outcome.ip, task = task.id(), action, "OVH task still invisible (404), but its effect is read: done");
+                        return Ok(submitted.elapsed());
+                    }
+                }
                 Err(ClaimError::Api(e)) if e.is_transient() => {}
                 Err(e) => return Err(self.fail(e)),
             }

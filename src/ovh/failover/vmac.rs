@@ -4,9 +4,11 @@
 //!
 //! With a warm hint the claim's first request is the one safety read the last-IP rule needs
 //! (the peer vMAC's IPs, fresh), and nothing precedes it: no listing, no token refresh, no
-//! rate-limit wait ([`crate::ovh::client::claim_scope`]). A claim with tasks of the learned
-//! length costs about 8 requests: that read, the DELETE and one or two polls, the POST and
-//! one or two polls, the read-back.
+//! rate-limit wait ([`crate::ovh::client::claim_scope`]). A claim costs 4 requests of its
+//! own: the DELETE, one read of its task, the POST, one read of its task. Its polls read
+//! the vMAC the step changes, and those reads, like the safety read and the read-back, are
+//! shared with the other claims of the failover (`run.rs`, [`SharedReads`]): one request a
+//! round for all of them, so a lone claim with tasks of the learned length costs about 9.
 //!
 //! After a DELETE or POST whose outcome is refused or unknown, the claim never writes again
 //! before reading: pending tasks are waited for, then the vMAC it wrote to is read (our own
@@ -146,6 +148,8 @@ async fn claim_vmac_inner<A: FailoverApi>(
 ) -> Result<ClaimOutcome, ClaimFailure> {
     let ip_s = t.ip.to_string();
     let mut run = Run::new(ip_s.clone(), opts);
+    // Task polls read the steps' effects through the failover's shared reads.
+    run.shared = Some(shared);
     let allow_last = t.allow_last_ip_release || opts.force;
     let mut hint = hint.cloned();
     let mut next: Option<VmacStep> = None;
