@@ -57,8 +57,15 @@ fn main() {
         let client = Client::new(
             sim.endpoint(),
             Arc::new(FixedCredentials(Credentials::classic(TEST_AK, TEST_AS, TEST_CK))),
+            // Both budgets lifted: this measures carpd's own cost per claim, and hundreds of
+            // claims back to back would otherwise wait for the failover burst budget
+            // (ovh.failover_requests_per_minute, 2 requests a second once the burst is used).
             ClientOptions {
                 rate: RateLimit {
+                    burst: 1_000_000,
+                    per_minute: 60_000_000,
+                },
+                failover_rate: RateLimit {
                     burst: 1_000_000,
                     per_minute: 60_000_000,
                 },
