@@ -464,20 +464,13 @@ impl<'a> Run<'a> {
             )
             .await;
             match r {
-                Ok(t) => match t.status {
-                    TaskStatus::Done => return Ok(submitted.elapsed()),
-                    TaskStatus::Failed(status) => {
-                        return Err(self.fail(ClaimError::TaskFailed {
-                            task: task.id(),
-                            action: action.into(),
-                            status,
-                            comment: t.comment,
-                        }));
+                Ok(t) => {
+                    if let Some(end) =
+                        self.task_read(t, &task, action, submitted, submitted.elapsed())
+                    {
+                        return end;
                     }
-                    TaskStatus::Pending(_) => {
-                        self.last_pending = Some(submitted.elapsed());
-                    }
-                },
+                }
                 // A task just created may not be visible for a while (region lag): wait
                 // until the deadline, and once it lasts, read whether the step took effect.
                 Err(ClaimError::Api(e)) if e.kind() == Some(ErrorKind::NotFound) => {
@@ -508,6 +501,32 @@ impl<'a> Run<'a> {
                 // The client already retried; keep polling until the deadline.
                 Err(ClaimError::Api(e)) if e.is_transient() => {}
                 Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// What one answer of the claim's task says: `Some` ends the wait (done, with its time
+    /// since `submitted`, or failed: the claim's error), `None` keeps polling (still pending;
+    /// `pending_at` is noted as the last time it was seen so, for learning its duration).
+    fn task_read(
+        &mut self,
+        t: super::super::api::Task,
+        task: &TaskRef,
+        action: &str,
+        submitted: Instant,
+        pending_at: Duration,
+    ) -> Option<Result<Duration, ClaimFailure>> {
+        match t.status {
+            TaskStatus::Done => Some(Ok(submitted.elapsed())),
+            TaskStatus::Failed(status) => Some(Err(self.fail(ClaimError::TaskFailed {
+                task: task.id(),
+                action: action.into(),
+                status,
+                comment: t.comment,
+            }))),
+            TaskStatus::Pending(_) => {
+                self.last_pending = Some(pending_at);
+                None
             }
         }
     }
@@ -602,19 +621,12 @@ impl<'a> Run<'a> {
             )
             .await;
             match r {
-                Ok(t) => match t.status {
-                    TaskStatus::Done => return Ok(submitted.elapsed()),
-                    TaskStatus::Failed(status) => {
-                        return Err(self.fail(ClaimError::TaskFailed {
-                            task: task.id(),
-                            action: action.into(),
-                            status,
-                            comment: t.comment,
-                        }));
+                // Its effect may show before the task ends: the task decides.
+                Ok(t) => {
+                    if let Some(end) = self.task_read(t, &task, action, submitted, waited) {
+                        return end;
                     }
-                    // Its effect may show before the task ends: the task decides.
-                    TaskStatus::Pending(_) => self.last_pending = Some(waited),
-                },
+                }
                 Err(ClaimError::Api(e)) if e.kind() == Some(ErrorKind::NotFound) => {
                     if seen_now && submitted.elapsed() >= self.opts.poll.fresh_404 {
                         tracing::info!(ip = %self.outcome.ip, task = task.id(), action, "OVH task still invisible (404), but its effect is read: done");
