@@ -702,6 +702,31 @@ mod http_server {
     }
 
     #[tokio::test]
+    async fn a_client_that_never_closes_after_its_answer_is_closed_at_the_deadline() {
+        // The server ends its side after answering and drains what the client still sends
+        // (a lingering close); a client that keeps its end open must not keep the slot.
+        let opts = ServeOptions {
+            max_connections: 1,
+            deadline: Duration::from_millis(300),
+        };
+        let srv = start(Metrics::new(), opts).await;
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        s.write_all(&get("/metrics")).await.unwrap();
+        let mut out = Vec::new();
+        // The answer ends with the server's end of the stream (its half-close)...
+        tokio::time::timeout(LIMIT, s.read_to_end(&mut out))
+            .await
+            .expect("the server never ended its side after answering")
+            .unwrap();
+        assert_eq!(status(&String::from_utf8_lossy(&out)), 200);
+        // ...while ours stays open and the server drains it: the only slot must come free at
+        // the deadline, or this scrape waits forever.
+        let a = exchange(srv.addr, &get("/metrics")).await;
+        assert_eq!(status(&a), 200, "{a}");
+        drop(s);
+    }
+
+    #[tokio::test]
     async fn a_slow_sender_is_cut_off() {
         let opts = ServeOptions {
             max_connections: 8,
