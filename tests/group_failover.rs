@@ -316,6 +316,61 @@ async fn a_429_storm_during_a_16_ip_failover_loses_no_ip_and_causes_no_burst() {
     );
 }
 
+/// One IP's write refused (a 409) while the other claims' tasks run: before reading again,
+/// its claim waits for the server's pending tasks (OVH refuses a write while a task on the
+/// same IP runs), but not for the tasks of the failover's other IPs, which cannot be why it
+/// was refused: it ends about two task times after the failover began, not three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_does_not_wait_for_the_other_ips_tasks() {
+    let task = Duration::from_secs(1);
+    let ips = fips(4);
+    let sim = OvhSim::start(SimConfig::default()).await.unwrap();
+    sim.with_world(|w| *w = world(&ips, true, task));
+    let refused = ips[3];
+    sim.inject(Fault::new(
+        Some("DELETE"),
+        Some(&format!("/virtualAddress/{refused}")),
+        FaultKind::Status(409),
+        1,
+    ));
+    let api = storm_client(&sim, 240);
+    let shared = SharedReads::new();
+    let opts = ClaimOptions {
+        replan_backoff: RetryPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            max_attempts: u32::MAX,
+            ..RetryPolicy::default()
+        },
+        ..ClaimOptions::default()
+    };
+    let targets: Vec<VmacTarget> = ips.iter().map(|i| target(*i)).collect();
+    let hint = peer_hint();
+    let claims = targets.iter().map(|t| {
+        let (hint, opts, shared, api) = (&hint, &opts, &shared, &api);
+        async move {
+            let t0 = std::time::Instant::now();
+            let r = claim_vmac_shared(api, t, opts, Some(hint), &|| true, shared).await;
+            (r, t0.elapsed())
+        }
+    });
+    let out = limit("4 claims, one refused once", 30, join_all(claims.collect())).await;
+    for (ip, (r, _)) in ips.iter().zip(&out) {
+        assert!(
+            matches!(r, Ok(o) if o.result == ClaimResult::Claimed),
+            "{ip}: {r:?}"
+        );
+    }
+    let (r, took) = &out[3];
+    assert_eq!(r.as_ref().unwrap().replans, 1);
+    // Refused, read again, released and bound: two task times and the short re-plan wait.
+    // Waiting for the other IPs' DELETE tasks first would add a third.
+    assert!(
+        *took < task * 2 + task / 2,
+        "the refused IP was bound {took:?} after the failover began (tasks of {task:?})"
+    );
+}
+
 /// One IP whose claim is stuck (OVH never answers its `DELETE`) does not hold up the others:
 /// two real daemons (in process), four IPs on one group, the stuck one first in line; the
 /// three others reach the new MASTER while its claim is still waiting for OVH (the client's

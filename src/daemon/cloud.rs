@@ -559,7 +559,8 @@ async fn check<A: FailoverApi>(
                 };
                 return Ok((found, false, Some(own)));
             }
-            let (obs, _, _) = locate_shared(api, &t.service, t.ip, &t.mac, shared, need).await?;
+            let (obs, _, _) =
+                locate_shared(api, &t.service, t.ip, &t.mac, shared, need, need).await?;
             let here =
                 matches!(&obs.found, Found::Vmac { mac, .. } if mac.eq_ignore_ascii_case(&t.mac));
             let own = match (obs.ours_exists, &obs.found) {

@@ -145,7 +145,7 @@ pub trait FailoverApi {
     ) -> impl Future<Output = Result<Vec<u64>, OvhError>> + Send;
     /// How long this kind of task took lately, as learned by [`FailoverApi::learn`]; task
     /// polling starts near it. `None` before the first one.
-    fn learned(&self, _kind: TaskKind) -> Option<std::time::Duration> {
+    fn learned(&self, _kind: TaskKind) -> Option<crate::ovh::policy::Expect> {
         None
     }
     /// Records how long a task of `kind` took (from the request to being seen done).
@@ -351,7 +351,7 @@ impl FailoverApi for Client {
         Ok(ids)
     }
 
-    fn learned(&self, kind: TaskKind) -> Option<std::time::Duration> {
+    fn learned(&self, kind: TaskKind) -> Option<crate::ovh::policy::Expect> {
         self.learned_task_time(kind)
     }
 

@@ -178,7 +178,7 @@ pub struct Client {
     cooldown: Mutex<Cooldown>,
     requests: AtomicU64,
     /// Learned task durations (smoothed), per kind.
-    learned: Mutex<BTreeMap<TaskKind, Duration>>,
+    learned: Mutex<BTreeMap<TaskKind, crate::ovh::policy::Expect>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -283,8 +283,9 @@ impl Client {
             .map(|(c, _)| matches!(c.auth, super::credentials::Auth::Classic { .. }))
     }
 
-    /// How long tasks of `kind` took lately (smoothed), `None` before the first one.
-    pub fn learned_task_time(&self, kind: TaskKind) -> Option<Duration> {
+    /// How long tasks of `kind` took lately (smoothed, with how precisely it is known),
+    /// `None` before the first one.
+    pub fn learned_task_time(&self, kind: TaskKind) -> Option<crate::ovh::policy::Expect> {
         self.learned
             .lock()
             .unwrap_or_else(|p| p.into_inner())

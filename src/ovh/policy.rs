@@ -118,7 +118,7 @@ impl PollPolicy {
     }
 
     /// The wait before the next poll when such tasks took `expect` lately.
-    pub fn next_expecting(&self, waited: Duration, expect: Option<Duration>) -> Duration {
+    pub fn next_expecting(&self, waited: Duration, expect: Option<Expect>) -> Duration {
         // Close polls near the end: a tenth of `min` is their floor (`min` itself is sized
         // for the unknown start of a task; 10 ms keeps a short task's overshoot within a few
         // percent, issue 21).
@@ -129,20 +129,23 @@ impl PollPolicy {
     /// failover (the shared polls of `failover::run`): close rounds may come as often as
     /// every 2 ms (a fiftieth of `min`), since a round costs one request however many claims
     /// it serves; the step is still 3% of the expected time when that is longer.
-    pub fn next_shared(&self, waited: Duration, expect: Option<Duration>) -> Duration {
+    pub fn next_shared(&self, waited: Duration, expect: Option<Expect>) -> Duration {
         self.next_with_floor(waited, expect, self.min / 50)
     }
 
     fn next_with_floor(
         &self,
         waited: Duration,
-        expect: Option<Duration>,
+        expect: Option<Expect>,
         floor: Duration,
     ) -> Duration {
-        let Some(e) = expect.filter(|e| !e.is_zero()) else {
+        let Some(Expect { took: e, spread }) = expect.filter(|e| !e.took.is_zero()) else {
             return self.next(waited);
         };
-        let first = e.mul_f64(self.first.clamp(0.0, 1.0));
+        // A coarse expectation is polled from the start of its bracket, so the first round
+        // is never late by up to half the bracket (one round more, once: its answer is a
+        // close bracket, which replaces it, [`learn_from`]).
+        let first = e.mul_f64(self.first.clamp(0.0, 1.0)).saturating_sub(spread);
         if waited < first {
             return first - waited;
         }
@@ -150,7 +153,7 @@ impl PollPolicy {
         // Past the expectation the task is unusual (or was learned too short): back off by
         // the ratio rule, from the close floor, not from `min` (which is sized for a task's
         // unknown start: 100 ms past a 200 ms task is half the task again).
-        if waited > e.mul_f64(1.0 + 5.0 * step) {
+        if waited > e.mul_f64(1.0 + 5.0 * step) + spread {
             let by_ratio = waited.mul_f64(self.ratio.clamp(0.0, 10.0));
             return by_ratio.clamp(floor, self.max.max(floor));
         }
@@ -164,16 +167,19 @@ impl PollPolicy {
 /// "seen done" time would only ever grow, by the polling overshoot, claim after claim.
 /// A middle between two close polls (at most a tenth of the duration apart) is *precise*:
 /// it replaces what was learned ([`learn_from`]); the coarse brackets of the first tasks,
-/// polled while nothing was known, are off by up to half their width and only nudge it.
+/// polled while nothing was known, are off by up to half their width: they nudge the
+/// learned time and keep that half width as its spread.
 pub fn sample(last_pending: Option<Duration>, done: Duration) -> Sample {
     match last_pending {
         Some(p) if p <= done => Sample {
             took: p + (done - p) / 2,
             precise: (done - p) <= done / 10,
+            spread: (done - p) / 2,
         },
         _ => Sample {
             took: done.mul_f64(0.95),
             precise: false,
+            spread: Duration::ZERO,
         },
     }
 }
@@ -184,14 +190,49 @@ pub struct Sample {
     pub took: Duration,
     /// Bracketed by two close polls.
     pub precise: bool,
+    /// Half the bracket: the task ended within this of `took`.
+    pub spread: Duration,
 }
 
-/// The learned duration after `s`: a precise sample is taken as is, others are smoothed.
-pub fn learn_from(old: Option<Duration>, s: Sample) -> Duration {
+/// What carpd expects of a kind of task: about `took`, within `spread` either side. The
+/// spread is zero once two close polls have bracketed one (or for an expectation taken
+/// from a task just seen, [`Expect::exactly`]); after the first, coarsely polled tasks it
+/// is half their bracket, and polls start from its low end ([`PollPolicy::next_expecting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expect {
+    pub took: Duration,
+    pub spread: Duration,
+}
+
+impl Expect {
+    pub fn exactly(took: Duration) -> Expect {
+        Expect {
+            took,
+            spread: Duration::ZERO,
+        }
+    }
+
+    /// The latest the task is expected to end.
+    pub fn latest(&self) -> Duration {
+        self.took + self.spread
+    }
+}
+
+impl From<Duration> for Expect {
+    fn from(took: Duration) -> Expect {
+        Expect::exactly(took)
+    }
+}
+
+/// The expectation after `s`: a precise sample is taken as is; others are smoothed
+/// ([`smooth`]) and keep the narrower of the two spreads.
+pub fn learn_from(old: Option<Expect>, s: Sample) -> Expect {
     if s.precise {
-        s.took
-    } else {
-        smooth(old, s.took)
+        return Expect::exactly(s.took);
+    }
+    Expect {
+        took: smooth(old.map(|o| o.took), s.took),
+        spread: old.map_or(s.spread, |o| o.spread.min(s.spread)),
     }
 }
 
@@ -466,28 +507,28 @@ mod tests {
         let e = Duration::from_secs(10);
         // First poll at the expected end, then 3% steps up to 115%.
         assert_eq!(
-            p.next_expecting(Duration::ZERO, Some(e)),
+            p.next_expecting(Duration::ZERO, Some(e.into())),
             Duration::from_secs(10)
         );
         assert_eq!(
-            p.next_expecting(Duration::from_millis(9_800), Some(e)),
+            p.next_expecting(Duration::from_millis(9_800), Some(e.into())),
             Duration::from_millis(200)
         );
         assert_eq!(
-            p.next_expecting(Duration::from_millis(10_000), Some(e)),
+            p.next_expecting(Duration::from_millis(10_000), Some(e.into())),
             Duration::from_millis(300)
         );
         assert_eq!(
-            p.next_expecting(Duration::from_millis(10_100), Some(e)),
+            p.next_expecting(Duration::from_millis(10_100), Some(e.into())),
             Duration::from_millis(300)
         );
         assert_eq!(
-            p.next_expecting(Duration::from_millis(12_000), Some(e)),
+            p.next_expecting(Duration::from_millis(12_000), Some(e.into())),
             Duration::from_millis(1_200)
         );
         // Far past it: the ratio rule.
         assert_eq!(
-            p.next_expecting(Duration::from_secs(30), Some(e)),
+            p.next_expecting(Duration::from_secs(30), Some(e.into())),
             p.next(Duration::from_secs(30))
         );
         assert_eq!(p.next_expecting(Duration::ZERO, None), p.min);
@@ -499,7 +540,7 @@ mod tests {
                 let mut waited = Duration::ZERO;
                 let mut polls = 0;
                 while waited < task {
-                    waited += p.next_expecting(waited, Some(learned));
+                    waited += p.next_expecting(waited, Some(learned.into()));
                     polls += 1;
                 }
                 assert!(
@@ -519,21 +560,21 @@ mod tests {
         let close = sample(Some(Duration::from_millis(195)), Duration::from_millis(205));
         assert!(close.precise);
         assert_eq!(
-            learn_from(Some(Duration::from_millis(150)), close),
-            Duration::from_millis(200)
+            learn_from(Some(Duration::from_millis(150).into()), close),
+            Expect::exactly(Duration::from_millis(200))
         );
         // A coarse bracket (the first tasks' 100 ms polls) only nudges it up.
         let coarse = sample(Some(Duration::from_millis(100)), Duration::from_millis(200));
         assert!(!coarse.precise);
         assert_eq!(
-            learn_from(Some(Duration::from_millis(100)), coarse),
+            learn_from(Some(Duration::from_millis(100).into()), coarse).took,
             Duration::from_micros(112_500)
         );
         // Learning converges to a series of equal tasks from above and below, each seen
         // within 5% once learned.
         let task = Duration::from_millis(800);
         for start in [Duration::from_millis(1000), Duration::from_millis(500)] {
-            let mut learned = Some(start);
+            let mut learned = Some(Expect::exactly(start));
             for round in 0..12 {
                 let (mut waited, mut pending) = (Duration::ZERO, None);
                 loop {
@@ -562,24 +603,71 @@ mod tests {
         );
     }
 
+    /// The first tasks of a kind are polled coarsely (nothing known: rounds 100 ms apart),
+    /// so what they teach may lie half a bracket past the truth. The next task is polled
+    /// from the bracket's start and seen done within 5%; its close bracket replaces the
+    /// coarse one, and the task after that is polled from the learned time again.
+    #[test]
+    fn a_coarse_first_bracket_is_polled_from_its_start_once() {
+        let p = PollPolicy::default();
+        let task = Duration::from_millis(210);
+        let run = |learned: Option<Expect>| {
+            let (mut waited, mut pending, mut rounds) = (Duration::ZERO, None, 0u32);
+            loop {
+                waited += p.next_shared(waited, learned);
+                rounds += 1;
+                if waited >= task {
+                    return (waited, pending, rounds);
+                }
+                pending = Some(waited);
+            }
+        };
+        let (done, pending, _) = run(None);
+        let cold = learn_from(None, sample(pending, done));
+        // Rounds at 100, 200 (pending), 300 (done): 250 ms, give or take 50.
+        assert_eq!(cold.took, Duration::from_millis(250));
+        assert_eq!(cold.spread, Duration::from_millis(50));
+        // Polled from the middle, the next task would be seen 19% late.
+        let (late, _, _) = run(Some(Expect::exactly(cold.took)));
+        assert!(late > task.mul_f64(1.15), "{late:?}");
+        // From the bracket's start: within 5%, and the answer is precise.
+        let (done, pending, rounds) = run(Some(cold));
+        assert!(done <= task.mul_f64(1.05), "{done:?}");
+        assert!(rounds <= 4, "{rounds} rounds");
+        let warm = learn_from(Some(cold), sample(pending, done));
+        assert_eq!(warm.spread, Duration::ZERO);
+        // Learned precisely: the first round at the learned time, done within two.
+        let (done, _, rounds) = run(Some(warm));
+        assert!(
+            done <= task.mul_f64(1.05) && rounds <= 2,
+            "{done:?} {rounds}"
+        );
+        // A coarse sample after a precise one keeps the precision.
+        let again = learn_from(Some(warm), sample(Some(Duration::from_millis(100)), done));
+        assert_eq!(again.spread, Duration::ZERO);
+    }
+
     #[test]
     fn shared_rounds_close_in_tighter_than_one_claims_polls() {
         let p = PollPolicy::default();
         let e = Duration::from_millis(200);
         // The first round at the expected end, like a claim's own first poll.
-        assert_eq!(p.next_shared(Duration::ZERO, Some(e)), e);
+        assert_eq!(p.next_shared(Duration::ZERO, Some(e.into())), e);
         // Near the end: 3% of the task (6 ms), not the 10 ms floor of one claim's polls.
         assert_eq!(
-            p.next_shared(Duration::from_millis(200), Some(e)),
+            p.next_shared(Duration::from_millis(200), Some(e.into())),
             Duration::from_millis(6)
         );
         assert_eq!(
-            p.next_expecting(Duration::from_millis(200), Some(e)),
+            p.next_expecting(Duration::from_millis(200), Some(e.into())),
             Duration::from_millis(10)
         );
         // Never under 2 ms, however short the task; nothing expected: the same as polls.
         assert_eq!(
-            p.next_shared(Duration::from_millis(20), Some(Duration::from_millis(20))),
+            p.next_shared(
+                Duration::from_millis(20),
+                Some(Duration::from_millis(20).into())
+            ),
             Duration::from_millis(2)
         );
         assert_eq!(p.next_shared(Duration::ZERO, None), p.next(Duration::ZERO));

@@ -37,6 +37,7 @@ use ipnet::IpNet;
 
 use super::super::api::{FailoverApi, TaskKind, TaskRef, TaskStatus};
 use super::super::error::{ErrorKind, OvhError};
+use super::super::policy::Expect;
 use super::shared::{Fresh, SharedReads};
 use super::{
     ClaimError, ClaimFailure, ClaimOptions, ClaimOutcome, ClaimResult, Fence, Phase, StepRecord,
@@ -309,6 +310,11 @@ impl<'a> Run<'a> {
                 return Ok(Mutation::Replan);
             }
         };
+        // Known to the other claims of the failover while it runs ([`Run::settle`]).
+        let _own = match (self.shared, step.settle) {
+            (Some(shared), Some(service)) => Some(shared.own_task(service, task.id)),
+            _ => None,
+        };
         let task_time = self
             .poll(
                 api,
@@ -334,7 +340,8 @@ impl<'a> Run<'a> {
 
     /// After a refused or unknown write: reads the server's unfinished tasks and waits for
     /// each to end (a write that did land has its task there), so the read that follows
-    /// sees its effect. A task failing here is not ours to report: the read decides.
+    /// sees its effect; the tasks the other claims of the failover wait for are skipped
+    /// (other IPs'). A task failing here is not ours to report: the read decides.
     async fn settle<A: FailoverApi>(
         &mut self,
         api: &A,
@@ -363,6 +370,11 @@ impl<'a> Run<'a> {
             }
         };
         for id in pending {
+            // Another IP's task of this failover: it cannot be why this IP's write was
+            // refused, and waiting for it would add a task time (issue 21).
+            if self.shared.is_some_and(|s| s.is_own_task(service, id)) {
+                continue;
+            }
             let now = Instant::now();
             match self
                 .poll(
@@ -444,7 +456,9 @@ impl<'a> Run<'a> {
         }
         loop {
             let (kind, fallback) = expect;
-            let expect = kind.and_then(|k| api.learned(k)).or(fallback);
+            let expect = kind
+                .and_then(|k| api.learned(k))
+                .or(fallback.map(Expect::exactly));
             let waited = submitted.elapsed();
             let wait = self.opts.poll.next_expecting(waited, expect);
             if Instant::now() + wait > self.deadline {
@@ -555,11 +569,13 @@ impl<'a> Run<'a> {
         // When the task is read without its effect seen (time since submitted).
         let mut blind_at = kind
             .and_then(|k| api.learned(k))
-            .or(fallback)
-            .filter(|e| !e.is_zero())
-            .map_or(BLIND_COLD, |e| 2 * e);
+            .or(fallback.map(Expect::exactly))
+            .filter(|e| !e.took.is_zero())
+            .map_or(BLIND_COLD, |e| 2 * e.latest());
         loop {
-            let e = kind.and_then(|k| api.learned(k)).or(fallback);
+            let e = kind
+                .and_then(|k| api.learned(k))
+                .or(fallback.map(Expect::exactly));
             let wait = self.opts.poll.next_shared(submitted.elapsed(), e);
             if Instant::now() + wait > self.deadline {
                 return Err(self.fail(ClaimError::Deadline {

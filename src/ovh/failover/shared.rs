@@ -4,7 +4,8 @@
 //! What lives here: per (service, vMAC) the last answer and the read in flight (single
 //! flight: whoever needs a read joins the one in flight when it is fresh enough, or sends
 //! one), the service's vMAC list likewise, and the releases in flight from each vMAC (the
-//! last-IP rule for all IPs at once, [`crate::ovh::plan::may_release`]).
+//! last-IP rule for all IPs at once, [`crate::ovh::plan::may_release`]), and the tasks the
+//! claims wait for (a refused write's wait for pending tasks skips the other IPs' tasks).
 //!
 //! What "fresh enough" means is the caller's, never a default ([`Fresh`]):
 //! - the safety read before a DELETE must be *answered after* the claim needed it (a read in
@@ -112,6 +113,8 @@ pub struct SharedReads {
     vmacs: VmacSlots,
     lists: Mutex<BTreeMap<String, Slot<Vec<String>>>>,
     releasing: Mutex<BTreeMap<(String, String), BTreeSet<Ipv4Addr>>>,
+    /// (service, task id) of the tasks the claims sharing these reads are waiting for.
+    tasks: Mutex<BTreeSet<(String, u64)>>,
 }
 
 impl std::fmt::Debug for SharedReads {
@@ -237,6 +240,24 @@ impl SharedReads {
         map.entry(key(service, mac)).or_default().valid_from = Some(now);
     }
 
+    /// Task `id` on `service` was created by a claim sharing these reads, which waits for
+    /// it until the guard is dropped. Such a task concerns that claim's IP (one writer per
+    /// IP), so another claim's wait for pending tasks after a refused write skips it
+    /// ([`SharedReads::is_own_task`]): OVH refuses a write while a task on the *same* IP
+    /// runs, and the tasks of the failover's other IPs would only add a task time.
+    pub fn own_task(&self, service: &str, id: u64) -> OwnTask<'_> {
+        let key = (service.to_string(), id);
+        let mut set = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(key.clone());
+        OwnTask { shared: self, key }
+    }
+
+    /// Whether task `id` on `service` is one a claim sharing these reads waits for.
+    pub fn is_own_task(&self, service: &str, id: u64) -> bool {
+        let set = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        set.contains(&(service.to_string(), id))
+    }
+
     /// The last-IP rule for `ip` on `mac` given its fresh listing `listed`, with every
     /// release in flight from that vMAC counted; when it allows the release, the release is
     /// reserved until the guard is dropped (the claim ends). `None`: refused.
@@ -264,6 +285,19 @@ impl SharedReads {
             key: k,
             ip,
         })
+    }
+}
+
+/// A task a claim created and is waiting for ([`SharedReads::own_task`]).
+pub struct OwnTask<'a> {
+    shared: &'a SharedReads,
+    key: (String, u64),
+}
+
+impl Drop for OwnTask<'_> {
+    fn drop(&mut self) {
+        let mut set = self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.key);
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! With a warm hint the claim's first request is the one safety read the last-IP rule needs
 //! (the peer vMAC's IPs, fresh), and nothing precedes it: no listing, no token refresh, no
-//! rate-limit wait ([`crate::ovh::client::claim_scope`]). A claim costs 4 requests of its
+//! rate-limit wait ([`crate::ovh::client::claim_scope`]). A hint "unbound" is checked the
+//! same way before the POST: every vMAC of the service read side by side, fresh (their list
+//! from any earlier read), one round trip. A claim costs 4 requests of its
 //! own: the DELETE, one read of its task, the POST, one read of its task. Its polls read
 //! the vMAC the step changes, and those reads, like the safety read and the read-back, are
 //! shared with the other claims of the failover (`run.rs`, [`SharedReads`]): one request a
@@ -23,7 +25,7 @@ use tokio::time::Instant;
 
 use super::super::api::{FailoverApi, TaskKind, TaskRef, parse_mac};
 use super::super::client::claim_scope;
-use super::super::error::OvhError;
+use super::super::error::{ErrorKind, OvhError};
 use super::super::plan::{Found, VmacObservation, VmacStep, plan_vmac};
 use super::run::{Mutation, Run, Seen, Step, within};
 use super::shared::{Fresh, Release, SharedReads, VERIFY_COALESCE};
@@ -40,26 +42,34 @@ pub async fn locate<A: FailoverApi>(
     ours: &str,
 ) -> Result<(VmacObservation, Vec<String>), OvhError> {
     let shared = SharedReads::new();
-    let need = Fresh::Within(Duration::ZERO);
-    locate_shared(api, service, ip, ours, &shared, need)
+    let now = Fresh::Within(Duration::ZERO);
+    locate_shared(api, service, ip, ours, &shared, now, now)
         .await
         .map(|(o, v, _)| (o, v))
 }
 
-/// [`locate`] through reads shared with other claims and checks, as fresh as `need`; also
-/// returns the listing of the vMAC holding the IP (the last-IP rule's input).
+/// [`locate`] through reads shared with other claims and checks: the list of vMACs as fresh
+/// as `list_need` (it changes only when a vMAC is created or deleted), each vMAC's IPs as
+/// fresh as `need`. Also returns the listing of the vMAC holding the IP (the last-IP rule's
+/// input).
+///
+/// The vMACs are read side by side: one round trip however many there are (a claim's first
+/// observation is on the outage's path), and every vMAC is read, so an IP is never taken
+/// for unbound because a slower read had not answered. A vMAC that answers 404 went away
+/// since the listing (OVH deletes one with its last IP): it holds nothing.
 pub async fn locate_shared<A: FailoverApi>(
     api: &A,
     service: &str,
     ip: Ipv4Addr,
     ours: &str,
     shared: &SharedReads,
+    list_need: Fresh,
     need: Fresh,
 ) -> Result<(VmacObservation, Vec<String>, Option<Vec<Ipv4Addr>>), OvhError> {
     // Only MACs go near a path, each once (whatever the listing holds).
     let mut vmacs: Vec<String> = Vec::new();
     for m in shared
-        .list_vmacs(api, service, need)
+        .list_vmacs(api, service, list_need)
         .await?
         .iter()
         .filter_map(|m| parse_mac(m))
@@ -68,33 +78,45 @@ pub async fn locate_shared<A: FailoverApi>(
             vmacs.push(m);
         }
     }
-    let ours_exists = vmacs.iter().any(|m| m.eq_ignore_ascii_case(ours));
-    // Read our own vMAC first: when the IP is already ours (the common re-check), the other
-    // vMACs are still read to be sure it is nowhere else.
-    let mut order: Vec<&String> = vmacs.iter().collect();
-    order.sort_by_key(|m| !m.eq_ignore_ascii_case(ours));
+    let reads = vmacs.iter().map(|mac| async move {
+        match shared.vmac_ips(api, service, mac, need).await {
+            Ok(ips) => Ok(Some(distinct(ips))),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    });
+    let answers = futures_util::future::join_all(reads).await;
     let mut found = Found::Unbound;
     let mut listing = None;
-    for mac in order {
-        let ips = distinct(shared.vmac_ips(api, service, mac, need).await?);
-        if ips.contains(&ip) {
+    let mut ours_exists = false;
+    let mut present = Vec::with_capacity(vmacs.len());
+    for (mac, answer) in vmacs.into_iter().zip(answers) {
+        let Some(ips) = answer? else { continue };
+        let is_ours = mac.eq_ignore_ascii_case(ours);
+        ours_exists |= is_ours;
+        // On two vMACs at once (OVH delivers to one MAC, so only mid-change): ours wins,
+        // so a claim finds itself done rather than releasing the IP from elsewhere.
+        if ips.contains(&ip) && (listing.is_none() || is_ours) {
             found = Found::Vmac {
                 mac: mac.to_lowercase(),
                 ips: ips.len(),
             };
             listing = Some(ips);
-            break;
         }
+        present.push(mac);
     }
     Ok((
         VmacObservation {
             found,
             ours_exists: Some(ours_exists),
         },
-        vmacs,
+        present,
         listing,
     ))
 }
+
+/// How old a list of the service's vMACs may be when it only checks an "unbound" hint.
+const LISTING_AGE: Duration = Duration::from_secs(3600);
 
 /// The IPs of a listing, each once: the last-IP rule counts distinct addresses, so an IP
 /// listed twice can never make a vMAC's only IP look like one of two.
@@ -110,8 +132,9 @@ fn distinct(ips: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
 
 /// Claims `t.ip` for our vMAC. `hint` is a cached observation (the daemon keeps one fresh
 /// while BACKUP): it saves the listing, but the vMAC it names is read once before anything is
-/// deleted, so a stale hint costs a re-plan, never a wrong DELETE. Runs with claim priority;
-/// the outcome counts the HTTP requests it sent.
+/// deleted, and "unbound" is checked by reading every vMAC before the POST, so a stale hint
+/// costs a read, never a wrong DELETE or a refused POST. Runs with claim priority; the
+/// outcome counts the HTTP requests it sent.
 pub async fn claim_vmac<A: FailoverApi>(
     api: &A,
     t: &VmacTarget,
@@ -195,10 +218,36 @@ async fn claim_vmac_inner<A: FailoverApi>(
                             _ => None,
                         }
                     }
-                    Some(Found::Unbound) => Some(VmacObservation {
-                        found: Found::Unbound,
-                        ours_exists: None,
-                    }),
+                    // "Unbound" is checked before anything is written: seen while BACKUP
+                    // in the middle of the other router's failover, it is stale as soon as
+                    // that failover binds the IP, and a POST on it would only meet OVH's
+                    // refusal and a re-plan (a pending-task wait and a backoff: far more
+                    // than the one round trip of this check). The vMAC list rarely changes:
+                    // any this process read serves (a vMAC created since is found by the
+                    // re-plan after a refused POST); the vMACs' IPs are read afresh.
+                    Some(Found::Unbound) => Some(
+                        within(
+                            run.deadline,
+                            &ip_s,
+                            "locating the IP",
+                            opts.deadline,
+                            locate_shared(
+                                api,
+                                &t.service,
+                                t.ip,
+                                &t.mac,
+                                shared,
+                                Fresh::Within(LISTING_AGE),
+                                need,
+                            ),
+                        )
+                        .await
+                        .map(|(o, _, l)| {
+                            listing = l;
+                            o
+                        })
+                        .map_err(|e| run.fail(e))?,
+                    ),
                     _ => None,
                 };
                 let obs = match obs {
@@ -208,7 +257,7 @@ async fn claim_vmac_inner<A: FailoverApi>(
                         &ip_s,
                         "locating the IP",
                         opts.deadline,
-                        locate_shared(api, &t.service, t.ip, &t.mac, shared, need),
+                        locate_shared(api, &t.service, t.ip, &t.mac, shared, need, need),
                     )
                     .await
                     .map(|(o, _, l)| {
