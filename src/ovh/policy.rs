@@ -12,7 +12,10 @@
 //!   poll goes just before the expected end and the next ones follow closely, then back off:
 //!   a task of the usual length costs one or two polls and is seen done within a few percent.
 //!   Rounds whose one read serves every claim of a failover ([`PollPolicy::next_shared`])
-//!   close in tighter (2 ms floor instead of 10 ms): they cost one request for all.
+//!   close in tighter (2 ms floor instead of 10 ms; 5% growth instead of 10% while nothing
+//!   is learned): they cost one request for all. A learned time keeps how precisely it is
+//!   known ([`Expect`]): after the first, coarsely polled tasks, polls start from the low end
+//!   of their bracket, once.
 //! - [`RateLimiter`]: a token bucket. With `burst` tokens and `per_minute` refill, any window
 //!   of 60 s sees at most `burst + per_minute` requests; the default (20 + 40) keeps carpd
 //!   within OVH's suggested 60 requests per minute per key. Claims never wait for it: they
@@ -129,7 +132,16 @@ impl PollPolicy {
     /// failover (the shared polls of `failover::run`): close rounds may come as often as
     /// every 2 ms (a fiftieth of `min`), since a round costs one request however many claims
     /// it serves; the step is still 3% of the expected time when that is longer.
+    ///
+    /// With nothing expected (the first failover after a start), the rounds grow by half
+    /// the ratio (5% of the time waited): the first DELETE's task is seen within 5% of its
+    /// end, not 10%, and that delay is part of the first failover's outage. It costs more
+    /// rounds only for tasks longer than `min / (ratio / 2)` (2 s), once.
     pub fn next_shared(&self, waited: Duration, expect: Option<Expect>) -> Duration {
+        if expect.is_none_or(|e| e.took.is_zero()) {
+            let by_ratio = waited.mul_f64((self.ratio / 2.0).clamp(0.0, 10.0));
+            return by_ratio.clamp(self.min, self.max.max(self.min));
+        }
         self.next_with_floor(waited, expect, self.min / 50)
     }
 
@@ -671,6 +683,10 @@ mod tests {
             Duration::from_millis(2)
         );
         assert_eq!(p.next_shared(Duration::ZERO, None), p.next(Duration::ZERO));
+        // Nothing expected: rounds grow by 5% of the time waited (one claim's polls: 10%).
+        let waited = Duration::from_secs(4);
+        assert_eq!(p.next_shared(waited, None), Duration::from_millis(200));
+        assert_eq!(p.next(waited), Duration::from_millis(400));
     }
 
     #[test]
