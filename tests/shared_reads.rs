@@ -89,3 +89,51 @@ async fn freshness_is_the_callers_and_a_write_makes_older_answers_stale() {
         .unwrap();
     assert_eq!(reads(&api), 5);
 }
+
+/// An "unbound" hint is checked with the vMAC list this process already read (it rarely
+/// changes) and every vMAC's IPs read afresh. Our own vMAC created since that list was read
+/// is not taken for missing: the list is read again, and the IP bound there.
+#[tokio::test(start_paused = true)]
+async fn an_old_vmac_list_without_ours_is_read_again_before_a_claim_fails() {
+    use carpd::ovh::failover::{ClaimOptions, ClaimResult, VmacTarget, claim_vmac_shared};
+    use carpd::ovh::plan::Found;
+    const PEER: &str = "02:00:00:11:22:33";
+    let mut w = World::new();
+    w.add_vmac(S, PEER, &["10.0.0.2".parse().unwrap()]);
+    let api = FakeApi::new(w);
+    let shared = SharedReads::new();
+    // A check while BACKUP read the list before our vMAC existed.
+    shared
+        .list_vmacs(&api, S, Fresh::Within(Duration::ZERO))
+        .await
+        .unwrap();
+    api.world
+        .lock()
+        .unwrap()
+        .add_vmac(S, MAC, &["10.0.0.1".parse().unwrap()]);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let t = VmacTarget {
+        ip: "10.0.0.9".parse().unwrap(),
+        service: S.into(),
+        mac: MAC.into(),
+        virtual_machine_name: "router".into(),
+        allow_last_ip_release: false,
+    };
+    let out = claim_vmac_shared(
+        &api,
+        &t,
+        &ClaimOptions::default(),
+        Some(&Found::Unbound),
+        &|| true,
+        &shared,
+    )
+    .await
+    .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(out.result, ClaimResult::Claimed);
+    let lists = api
+        .calls()
+        .iter()
+        .filter(|c| c.what.starts_with("vmacs of"))
+        .count();
+    assert_eq!(lists, 2, "{:?}", api.calls());
+}

@@ -224,9 +224,11 @@ async fn claim_vmac_inner<A: FailoverApi>(
                     // refusal and a re-plan (a pending-task wait and a backoff: far more
                     // than the one round trip of this check). The vMAC list rarely changes:
                     // any this process read serves (a vMAC created since is found by the
-                    // re-plan after a refused POST); the vMACs' IPs are read afresh.
-                    Some(Found::Unbound) => Some(
-                        within(
+                    // re-plan after a refused POST); the vMACs' IPs are read afresh. Our
+                    // own vMAC missing from an old list is never taken for gone: a full
+                    // observation reads the list again.
+                    Some(Found::Unbound) => {
+                        let (o, _, l) = within(
                             run.deadline,
                             &ip_s,
                             "locating the IP",
@@ -242,12 +244,10 @@ async fn claim_vmac_inner<A: FailoverApi>(
                             ),
                         )
                         .await
-                        .map(|(o, _, l)| {
-                            listing = l;
-                            o
-                        })
-                        .map_err(|e| run.fail(e))?,
-                    ),
+                        .map_err(|e| run.fail(e))?;
+                        listing = l;
+                        (o.ours_exists != Some(false)).then_some(o)
+                    }
                     _ => None,
                 };
                 let obs = match obs {
