@@ -319,7 +319,11 @@ async fn a_429_storm_during_a_16_ip_failover_loses_no_ip_and_causes_no_burst() {
 /// One IP's write refused (a 409) while the other claims' tasks run: before reading again,
 /// its claim waits for the server's pending tasks (OVH refuses a write while a task on the
 /// same IP runs), but not for the tasks of the failover's other IPs, which cannot be why it
-/// was refused: it ends about two task times after the failover began, not three.
+/// was refused. A task nobody in the failover created (the operator adding an IP) is waited
+/// for: the refused IP's second `DELETE` goes out after that task ends and before the other
+/// IPs' tasks do. Refused again, the claim waits for every pending task (whether OVH also
+/// refuses while another IP's task on the vMAC runs is not documented): its third `DELETE`
+/// goes out after the other IPs' tasks ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_write_does_not_wait_for_the_other_ips_tasks() {
     let task = Duration::from_secs(1);
@@ -331,8 +335,17 @@ async fn a_refused_write_does_not_wait_for_the_other_ips_tasks() {
         Some("DELETE"),
         Some(&format!("/virtualAddress/{refused}")),
         FaultKind::Status(409),
-        1,
+        2,
     ));
+    // Someone else's task on the server, shorter than the failover's.
+    let foreign = Duration::from_millis(400);
+    let t0 = std::time::Instant::now();
+    sim.with_world(|w| {
+        w.task_delay = foreign;
+        w.add_ip(t0, SN, OURS, ip("178.32.70.200"), "other")
+            .unwrap();
+        w.task_delay = task;
+    });
     let api = storm_client(&sim, 240);
     let shared = SharedReads::new();
     let opts = ClaimOptions {
@@ -362,11 +375,34 @@ async fn a_refused_write_does_not_wait_for_the_other_ips_tasks() {
         );
     }
     let (r, took) = &out[3];
-    assert_eq!(r.as_ref().unwrap().replans, 1);
-    // Refused, read again, released and bound: two task times and the short re-plan wait.
-    // Waiting for the other IPs' DELETE tasks first would add a third.
+    assert_eq!(r.as_ref().unwrap().replans, 2);
+    let deletes = sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.target.ends_with(&refused.to_string()))
+        .map(|r| (r.at.saturating_duration_since(t0), r.status))
+        .collect::<Vec<_>>();
+    let statuses: Vec<u16> = deletes.iter().map(|d| d.1).collect();
+    assert_eq!(statuses, [409, 409, 200], "{deletes:?}");
+    let at = deletes[1].0;
     assert!(
-        *took < task * 2 + task / 2,
+        at >= foreign,
+        "the second DELETE went out {at:?} after the start, before the foreign task ended"
+    );
+    // Waiting for the other IPs' DELETE tasks (1 s) would have sent it after them.
+    assert!(
+        at < task,
+        "the second DELETE went out {at:?} after the start: it waited for the other IPs' tasks"
+    );
+    let third = deletes[2].0;
+    assert!(
+        third >= task,
+        "the third DELETE went out {third:?} after the start, before the other IPs' tasks ended"
+    );
+    // The second wait ends with the others' DELETE tasks; waiting for them the first time
+    // too would make the second wait end with their POST tasks, a task time later.
+    assert!(
+        *took < task * 3 + task * 3 / 4,
         "the refused IP was bound {took:?} after the failover began (tasks of {task:?})"
     );
 }

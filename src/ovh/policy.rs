@@ -92,8 +92,9 @@ pub struct PollPolicy {
     /// 404 is checked against the binding (the step's effect seen means the task is done).
     /// A 404 never ends a claim before its deadline.
     pub fresh_404: Duration,
-    /// With a learned duration `e`: the first poll at `first * e`, then every `step * e`
-    /// (at least `min / 10`) until `(1 + 5 * step) * e`, then the ratio rule.
+    /// With a learned duration `e` known within `spread` ([`Expect`]): the first poll at
+    /// `first * e - spread`, then every `step * e` (at least `min / 10`, or `min / 50` for
+    /// shared rounds) until `(1 + 5 * step) * e + spread`, then the ratio rule.
     pub first: f64,
     pub step: f64,
 }
@@ -183,11 +184,17 @@ impl PollPolicy {
 /// learned time and keep that half width as its spread.
 pub fn sample(last_pending: Option<Duration>, done: Duration) -> Sample {
     match last_pending {
-        Some(p) if p <= done => Sample {
-            took: p + (done - p) / 2,
-            precise: (done - p) <= done / 10,
-            spread: (done - p) / 2,
-        },
+        Some(p) if p <= done => {
+            let took = p + (done - p) / 2;
+            Sample {
+                took,
+                precise: (done - p) <= done / 10,
+                // At most a quarter of the time: a bracket widened by failed reads (a 5xx
+                // storm while polling) must not make the next task polled closely from
+                // nearly nothing (the close steps are a share of the time).
+                spread: ((done - p) / 2).min(took / 4),
+            }
+        }
         _ => Sample {
             took: done.mul_f64(0.95),
             precise: false,
@@ -654,6 +661,9 @@ mod tests {
             done <= task.mul_f64(1.05) && rounds <= 2,
             "{done:?} {rounds}"
         );
+        // A bracket widened by failed reads: the spread is at most a quarter of the time.
+        let wide = sample(Some(Duration::from_millis(75)), Duration::from_secs(3));
+        assert_eq!(wide.spread, wide.took / 4);
         // A coarse sample after a precise one keeps the precision.
         let again = learn_from(Some(warm), sample(Some(Duration::from_millis(100)), done));
         assert_eq!(again.spread, Duration::ZERO);

@@ -199,6 +199,8 @@ pub(super) struct Run<'a> {
     /// Reads shared with the other claims of the failover: task polls read the step's
     /// effect through them ([`Run::watch`]).
     pub(super) shared: Option<&'a SharedReads>,
+    /// Waits for pending tasks so far ([`Run::settle`]).
+    settled: u32,
 }
 
 impl<'a> Run<'a> {
@@ -213,6 +215,7 @@ impl<'a> Run<'a> {
             ambiguous: false,
             last_pending: None,
             shared: None,
+            settled: 0,
         }
     }
 
@@ -304,7 +307,7 @@ impl<'a> Run<'a> {
                     Outcome::NotApplied => {}
                 }
                 if let Some(service) = step.settle {
-                    self.settle(api, service, &task_ref, step.kind).await?;
+                    self.settle(api, service, &task_ref).await?;
                 }
                 self.replan(&e).await?;
                 return Ok(Mutation::Replan);
@@ -340,14 +343,13 @@ impl<'a> Run<'a> {
 
     /// After a refused or unknown write: reads the server's unfinished tasks and waits for
     /// each to end (a write that did land has its task there), so the read that follows
-    /// sees its effect; the tasks the other claims of the failover wait for are skipped
-    /// (other IPs'). A task failing here is not ours to report: the read decides.
+    /// sees its effect; the tasks the other claims of the failover wait for (other IPs') are
+    /// skipped the first time. A task failing here is not ours to report: the read decides.
     async fn settle<A: FailoverApi>(
         &mut self,
         api: &A,
         service: &str,
         task_ref: &impl Fn(u64) -> TaskRef,
-        kind: TaskKind,
     ) -> Result<(), ClaimFailure> {
         let ip = self.outcome.ip.clone();
         let pending = within(
@@ -369,10 +371,15 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
         };
+        // The tasks of the failover's other IPs are skipped the first time: OVH refuses a
+        // write while a task on the same IP runs (reference), so they cannot be why, and
+        // waiting for them would add a task time (issue 21). Whether OVH also refuses while
+        // another IP's task on the same vMAC runs is not documented: a second refusal in
+        // this claim waits for every pending task.
+        let skip_others = self.settled == 0;
+        self.settled += 1;
         for id in pending {
-            // Another IP's task of this failover: it cannot be why this IP's write was
-            // refused, and waiting for it would add a task time (issue 21).
-            if self.shared.is_some_and(|s| s.is_own_task(service, id)) {
+            if skip_others && self.shared.is_some_and(|s| s.is_own_task(service, id)) {
                 continue;
             }
             let now = Instant::now();
@@ -382,7 +389,9 @@ impl<'a> Run<'a> {
                     task_ref(id),
                     "a pending task",
                     now,
-                    (Some(kind), None),
+                    // Nothing expected: how long it has run is unknown, so the learned time
+                    // counted from now would put the first poll up to a task time late.
+                    (None, None),
                     None,
                 )
                 .await

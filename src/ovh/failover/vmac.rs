@@ -5,8 +5,8 @@
 //! With a warm hint the claim's first request is the one safety read the last-IP rule needs
 //! (the peer vMAC's IPs, fresh), and nothing precedes it: no listing, no token refresh, no
 //! rate-limit wait ([`crate::ovh::client::claim_scope`]). A hint "unbound" is checked the
-//! same way before the POST: every vMAC of the service read side by side, fresh (their list
-//! from any earlier read), one round trip. A claim costs 4 requests of its
+//! same way before the POST: the service's vMACs read afresh (their list from any earlier
+//! read), ours first, until the IP is found. A claim costs 4 requests of its
 //! own: the DELETE, one read of its task, the POST, one read of its task. Its polls read
 //! the vMAC the step changes, and those reads, like the safety read and the read-back, are
 //! shared with the other claims of the failover (`run.rs`, [`SharedReads`]): one request a
@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::super::api::{FailoverApi, TaskKind, TaskRef, parse_mac};
 use super::super::client::claim_scope;
-use super::super::error::{ErrorKind, OvhError};
+use super::super::error::OvhError;
 use super::super::plan::{Found, VmacObservation, VmacStep, plan_vmac};
 use super::run::{Mutation, Run, Seen, Step, within};
 use super::shared::{Fresh, Release, SharedReads, VERIFY_COALESCE};
@@ -53,10 +53,11 @@ pub async fn locate<A: FailoverApi>(
 /// fresh as `need`. Also returns the listing of the vMAC holding the IP (the last-IP rule's
 /// input).
 ///
-/// The vMACs are read side by side: one round trip however many there are (a claim's first
-/// observation is on the outage's path), and every vMAC is read, so an IP is never taken
-/// for unbound because a slower read had not answered. A vMAC that answers 404 went away
-/// since the listing (OVH deletes one with its last IP): it holds nothing.
+/// The vMACs are read one after the other, ours first, until the IP is found (an IP is on at
+/// most one vMAC): the client speaks HTTP/1.1, so reads side by side would each need a
+/// connection of their own, and a new one costs more round trips (TCP, TLS) than the next
+/// read on the warm one. Any read error is the caller's: a vMAC the list names but that
+/// answers 404 is not taken for gone here.
 pub async fn locate_shared<A: FailoverApi>(
     api: &A,
     service: &str,
@@ -78,39 +79,29 @@ pub async fn locate_shared<A: FailoverApi>(
             vmacs.push(m);
         }
     }
-    let reads = vmacs.iter().map(|mac| async move {
-        match shared.vmac_ips(api, service, mac, need).await {
-            Ok(ips) => Ok(Some(distinct(ips))),
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
-    });
-    let answers = futures_util::future::join_all(reads).await;
+    let ours_exists = vmacs.iter().any(|m| m.eq_ignore_ascii_case(ours));
+    // Ours first: when the IP is already ours (the common re-check), one read settles it.
+    let mut order: Vec<&String> = vmacs.iter().collect();
+    order.sort_by_key(|m| !m.eq_ignore_ascii_case(ours));
     let mut found = Found::Unbound;
     let mut listing = None;
-    let mut ours_exists = false;
-    let mut present = Vec::with_capacity(vmacs.len());
-    for (mac, answer) in vmacs.into_iter().zip(answers) {
-        let Some(ips) = answer? else { continue };
-        let is_ours = mac.eq_ignore_ascii_case(ours);
-        ours_exists |= is_ours;
-        // On two vMACs at once (OVH delivers to one MAC, so only mid-change): ours wins,
-        // so a claim finds itself done rather than releasing the IP from elsewhere.
-        if ips.contains(&ip) && (listing.is_none() || is_ours) {
+    for mac in order {
+        let ips = distinct(shared.vmac_ips(api, service, mac, need).await?);
+        if ips.contains(&ip) {
             found = Found::Vmac {
                 mac: mac.to_lowercase(),
                 ips: ips.len(),
             };
             listing = Some(ips);
+            break;
         }
-        present.push(mac);
     }
     Ok((
         VmacObservation {
             found,
             ours_exists: Some(ours_exists),
         },
-        present,
+        vmacs,
         listing,
     ))
 }
@@ -132,8 +123,9 @@ fn distinct(ips: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
 
 /// Claims `t.ip` for our vMAC. `hint` is a cached observation (the daemon keeps one fresh
 /// while BACKUP): it saves the listing, but the vMAC it names is read once before anything is
-/// deleted, and "unbound" is checked by reading every vMAC before the POST, so a stale hint
-/// costs a read, never a wrong DELETE or a refused POST. Runs with claim priority; the
+/// deleted, and "unbound" is checked by reading the vMACs before the POST, so a stale hint
+/// costs a read or two, never a wrong DELETE (nor a refused POST, unless a vMAC was created
+/// since the list was last read). Runs with claim priority; the
 /// outcome counts the HTTP requests it sent.
 pub async fn claim_vmac<A: FailoverApi>(
     api: &A,
@@ -225,10 +217,11 @@ async fn claim_vmac_inner<A: FailoverApi>(
                     // than the one round trip of this check). The vMAC list rarely changes:
                     // any this process read serves (a vMAC created since is found by the
                     // re-plan after a refused POST); the vMACs' IPs are read afresh. Our
-                    // own vMAC missing from an old list is never taken for gone: a full
-                    // observation reads the list again.
+                    // own vMAC missing from an old list, or a read that fails (a vMAC of
+                    // an old list gone), is never the end: a full observation reads the
+                    // list again.
                     Some(Found::Unbound) => {
-                        let (o, _, l) = within(
+                        let r = within(
                             run.deadline,
                             &ip_s,
                             "locating the IP",
@@ -243,10 +236,16 @@ async fn claim_vmac_inner<A: FailoverApi>(
                                 need,
                             ),
                         )
-                        .await
-                        .map_err(|e| run.fail(e))?;
-                        listing = l;
-                        (o.ours_exists != Some(false)).then_some(o)
+                        .await;
+                        match r {
+                            Ok((o, _, l)) if o.ours_exists != Some(false) => {
+                                listing = l;
+                                Some(o)
+                            }
+                            // The claim's deadline: no second try.
+                            Err(e @ ClaimError::Deadline { .. }) => return Err(run.fail(e)),
+                            _ => None,
+                        }
                     }
                     _ => None,
                 };
