@@ -184,17 +184,15 @@ impl PollPolicy {
 /// learned time and keep that half width as its spread.
 pub fn sample(last_pending: Option<Duration>, done: Duration) -> Sample {
     match last_pending {
-        Some(p) if p <= done => {
-            let took = p + (done - p) / 2;
-            Sample {
-                took,
-                precise: (done - p) <= done / 10,
-                // At most a quarter of the time: a bracket widened by failed reads (a 5xx
-                // storm while polling) must not make the next task polled closely from
-                // nearly nothing (the close steps are a share of the time).
-                spread: ((done - p) / 2).min(took / 4),
-            }
-        }
+        // The whole half bracket, even when failed reads widened it (a 5xx storm while
+        // polling): the next task's close rounds must reach the bracket's top, where the
+        // coarse first tasks put the end more often than not (their middle lies low: the
+        // last round that saw them pending may have been sent a little earlier).
+        Some(p) if p <= done => Sample {
+            took: p + (done - p) / 2,
+            precise: (done - p) <= done / 10,
+            spread: (done - p) / 2,
+        },
         _ => Sample {
             took: done.mul_f64(0.95),
             precise: false,
@@ -661,9 +659,15 @@ mod tests {
             done <= task.mul_f64(1.05) && rounds <= 2,
             "{done:?} {rounds}"
         );
-        // A bracket widened by failed reads: the spread is at most a quarter of the time.
-        let wide = sample(Some(Duration::from_millis(75)), Duration::from_secs(3));
-        assert_eq!(wide.spread, wide.took / 4);
+        // A middle that lies low (the bracket's start read early): the close rounds still
+        // reach the bracket's top, and see the task end within 5%.
+        let low = learn_from(
+            None,
+            sample(Some(Duration::from_millis(77)), Duration::from_millis(213)),
+        );
+        assert!(low.took < task.mul_f64(0.7), "{low:?}");
+        let (done, _, _) = run(Some(low));
+        assert!(done <= task.mul_f64(1.05), "{done:?}");
         // A coarse sample after a precise one keeps the precision.
         let again = learn_from(Some(warm), sample(Some(Duration::from_millis(100)), done));
         assert_eq!(again.spread, Duration::ZERO);
