@@ -22,6 +22,7 @@ use carpd::ovh::failover::{
 use carpd::ovh::plan::Found;
 use carpd::ovh::policy::{RateLimit, RetryPolicy};
 use carpd::ovh::{Client, ClientOptions, Credentials, FixedCredentials};
+use carpd_testkit::join_all;
 use carpd_testkit::ovh::fake::FakeApi;
 use carpd_testkit::ovh::world::World;
 use carpd_testkit::ovh::{Fault, FaultKind, OvhSim, SimConfig, TEST_AK, TEST_AS, TEST_CK};
@@ -96,30 +97,6 @@ async fn claim_all<A: carpd::ovh::FailoverApi + Sync>(
         }
     });
     join_all(claims.collect()).await
-}
-
-/// Polls every future on this task until all are done (no extra dependency for one join).
-async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().map(|o| o.expect("ready")).collect()
 }
 
 /// Sixteen claims of one failover: one read of the peer vMAC serves every safety check, one

@@ -175,6 +175,10 @@ pub enum Known {
 pub struct RightsCache {
     ttl: Duration,
     known: std::sync::Mutex<Option<(Instant, Known)>>,
+    /// One reading at a time: the checks of a group's IPs fall due together (their claims
+    /// ended together), and those that find the reading expired wait for one request
+    /// instead of each sending its own.
+    reading: tokio::sync::Mutex<()>,
 }
 
 impl RightsCache {
@@ -182,6 +186,15 @@ impl RightsCache {
         RightsCache {
             ttl,
             known: std::sync::Mutex::new(None),
+            reading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The last reading when it is younger than the TTL.
+    fn fresh(&self) -> Option<Known> {
+        match &*self.lock() {
+            Some((at, k)) if at.elapsed() < self.ttl => Some(k.clone()),
+            _ => None,
         }
     }
 
@@ -202,9 +215,13 @@ impl RightsCache {
     /// The rights, read from OVH when the last reading is older than the TTL. A transient
     /// failure keeps the last reading.
     pub async fn get(&self, api: &Client) -> Known {
-        if let Some((at, k)) = self.lock().clone()
-            && at.elapsed() < self.ttl
-        {
+        if let Some(k) = self.fresh() {
+            return k;
+        }
+        // Dropped with its task when a job is cancelled: the next in line reads.
+        let _one = self.reading.lock().await;
+        // Read by another check while this one waited.
+        if let Some(k) = self.fresh() {
             return k;
         }
         let k = match api.signs_with_time() {

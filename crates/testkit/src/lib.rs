@@ -12,7 +12,8 @@
 //! - [`host`]: one router's files and command line, for tests that run the `carpd` binary.
 //! - [`redirect`]: a proxy that redirects or answers chosen requests (hostile servers).
 //! - [`poll`], [`wait_until`] (and their blocking twins), [`write_private`]: the waiting and
-//!   the files every test needs.
+//!   the files every test needs; [`join_all`]: many futures side by side on one task (the
+//!   claims or checks of one failover, as the daemon runs them).
 
 pub mod bao;
 pub mod daemon;
@@ -71,6 +72,32 @@ pub fn poll_blocking<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Opti
 /// [`wait_until`] for threads without a runtime.
 pub fn wait_until_blocking(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     poll_blocking(what, limit, || condition().then_some(()))
+}
+
+/// Polls every future on the calling task until all are done, and returns their outputs in
+/// order: futures that borrow the test's locals (a client, shared reads) run side by side
+/// without being spawned. Written here rather than taken from `futures` for this one use.
+pub async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("ready")).collect()
 }
 
 /// The `carpd` binary of the build running this test or benchmark: cargo builds it next to
