@@ -326,12 +326,7 @@ async fn a_refused_write_does_not_wait_for_the_other_ips_tasks() {
     let api = storm_client(&sim, 240);
     let shared = SharedReads::new();
     let opts = ClaimOptions {
-        replan_backoff: RetryPolicy {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-            max_attempts: u32::MAX,
-            ..RetryPolicy::default()
-        },
+        replan_backoff: carpd_testkit::ovh::quick_replans(),
         ..ClaimOptions::default()
     };
     let targets: Vec<VmacTarget> = ips.iter().map(|i| target(*i)).collect();

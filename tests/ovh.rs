@@ -66,12 +66,7 @@ fn claim_opts() -> ClaimOptions {
             fresh_404: Duration::from_secs(2),
             ..PollPolicy::default()
         },
-        replan_backoff: RetryPolicy {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-            max_attempts: u32::MAX,
-            ..RetryPolicy::default()
-        },
+        replan_backoff: carpd_testkit::ovh::quick_replans(),
         ..ClaimOptions::default()
     }
 }

@@ -121,6 +121,17 @@ pub struct SimConfig {
 }
 
 /// The keys of [`SimConfig::default`], for tests and the lab.
+/// Re-plans for tests: 20 ms, doubling to 200 ms, as many as the claim's deadline allows
+/// (carpd's default starts at 500 ms, sized for OVH's tasks, not the simulator's).
+pub fn quick_replans() -> carpd::ovh::policy::RetryPolicy {
+    carpd::ovh::policy::RetryPolicy {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+        max_attempts: u32::MAX,
+        ..carpd::ovh::policy::RetryPolicy::default()
+    }
+}
+
 pub const TEST_AK: &str = "simApplicationKey";
 pub const TEST_AS: &str = "simApplicationSecret0123456789ab";
 pub const TEST_CK: &str = "simConsumerKey0123456789abcdefgh";
