@@ -125,8 +125,8 @@ fn distinct(ips: Vec<Ipv4Addr>) -> Vec<Ipv4Addr> {
 /// while BACKUP): it saves the listing, but the vMAC it names is read once before anything is
 /// deleted, and "unbound" is checked by reading the vMACs before the POST, so a stale hint
 /// costs a read or two, never a wrong DELETE (nor a refused POST, unless a vMAC was created
-/// since the list was last read). Runs with claim priority; the
-/// outcome counts the HTTP requests it sent.
+/// since the list was last read). Runs with claim priority; the outcome counts the HTTP
+/// requests it sent.
 pub async fn claim_vmac<A: FailoverApi>(
     api: &A,
     t: &VmacTarget,
@@ -214,7 +214,7 @@ async fn claim_vmac_inner<A: FailoverApi>(
                     // in the middle of the other router's failover, it is stale as soon as
                     // that failover binds the IP, and a POST on it would only meet OVH's
                     // refusal and a re-plan (a pending-task wait and a backoff: far more
-                    // than the one round trip of this check). The vMAC list rarely changes:
+                    // than the read or two of this check). The vMAC list rarely changes:
                     // any this process read serves (a vMAC created since is found by the
                     // re-plan after a refused POST); the vMACs' IPs are read afresh. Our
                     // own vMAC missing from an old list, or a read that fails (a vMAC of
