@@ -492,3 +492,43 @@ async fn one_failing_ip_does_not_hold_up_the_others() {
     );
     pair.stop().await;
 }
+
+/// One IP's `DELETE` applied while its answer is lost, in the middle of a four-IP failover:
+/// its task is nobody's known task (its id never came back), so the claim's wait for
+/// pending tasks waits for it, then reads the IP gone from the peer and binds it. Never a
+/// second `DELETE`, and the other IPs' tasks are not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_delete_reply_in_a_failover_is_waited_for_and_read_never_resent() {
+    let task = Duration::from_millis(500);
+    let ips = fips(4);
+    let sim = OvhSim::start(SimConfig::default()).await.unwrap();
+    sim.with_world(|w| *w = world(&ips, true, task));
+    let lost = ips[1];
+    sim.inject(Fault::new(
+        Some("DELETE"),
+        Some(&format!("/virtualAddress/{lost}")),
+        FaultKind::ApplyThenDrop,
+        1,
+    ));
+    let api = storm_client(&sim, 240);
+    let shared = SharedReads::new();
+    let results = limit(
+        "4 claims, one DELETE answer lost",
+        30,
+        claim_all(&api, &ips, &shared),
+    )
+    .await;
+    for (ip, r) in ips.iter().zip(&results) {
+        assert!(matches!(r, Ok(ClaimResult::Claimed)), "{ip}: {r:?}");
+    }
+    let deletes = sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.target.ends_with(&lost.to_string()))
+        .count();
+    assert_eq!(deletes, 1, "a DELETE whose answer was lost was sent again");
+    sim.with_world(|w| {
+        let ours = w.vmac_ips(SN, OURS).unwrap();
+        assert!(ips.iter().all(|i| ours.contains(i)), "{ours:?}");
+    });
+}

@@ -1185,6 +1185,22 @@ async fn rights_are_read_from_the_current_credential_once_per_ttl() {
             assert!(matches!(k, Known::Rules(_)), "{k:?}");
         }
         assert_eq!(reads(), 2);
+        // A reading cancelled half-way (its job superseded while OVH does not answer) does
+        // not hold the others: the next asker reads.
+        sim.inject(Fault::new(
+            Some("GET"),
+            Some("currentCredential"),
+            FaultKind::Hang,
+            1,
+        ));
+        let cache = RightsCache::new(Duration::from_secs(60));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), cache.get(&c))
+                .await
+                .is_err()
+        );
+        let next = tokio::time::timeout(Duration::from_secs(5), cache.get(&c)).await;
+        assert!(matches!(next, Ok(Known::Rules(_))), "{next:?}");
         let oauth = client_with(
             &sim,
             Credentials::oauth2(TEST_CLIENT_ID, TEST_CLIENT_SECRET),

@@ -481,3 +481,43 @@ async fn failovers_close_together_are_never_throttled() {
     })
     .await
 }
+
+#[tokio::test]
+async fn garbage_while_checking_an_unbound_hint_falls_back_to_a_full_read() {
+    limit("garbage in the unbound check", 20, async {
+        // The hint says unbound (stale: the VIP is on the peer), and the first read of the
+        // peer's vMAC answers a proxy's error page with 200. The check gives up on that
+        // answer (never a write on it), the full observation reads again, and the claim
+        // releases and binds as usual: no refused write, no second DELETE.
+        let sim = sim(Duration::from_millis(20)).await;
+        sim.inject(Fault::new(
+            Some("GET"),
+            Some(&format!("/virtualMac/{PEER}/virtualAddress")),
+            FaultKind::Garbage,
+            1,
+        ));
+        let out = claim_vmac(
+            &client(&sim),
+            &target(OURS),
+            &claim_opts(),
+            Some(&Found::Unbound),
+            &master,
+        )
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(out.result, ClaimResult::Claimed);
+        assert_eq!(out.replans, 0);
+        let writes: Vec<(String, u16)> = sim
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| (r.method.clone(), r.status))
+            .collect();
+        assert_eq!(
+            writes,
+            [("DELETE".to_string(), 200), ("POST".to_string(), 200)]
+        );
+        assert_eq!(holder(&sim).as_deref(), Some(OURS));
+    })
+    .await
+}

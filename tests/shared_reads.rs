@@ -137,3 +137,54 @@ async fn an_old_vmac_list_without_ours_is_read_again_before_a_claim_fails() {
         .count();
     assert_eq!(lists, 2, "{:?}", api.calls());
 }
+
+/// A claim dropped while it waits for its task (its job superseded, the daemon stopping)
+/// leaves no task marked as a claim's own: another claim's wait for pending tasks after a
+/// refused write would otherwise skip a task nobody waits for any more.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_claim_leaves_no_task_marked_as_its_own() {
+    use carpd::ovh::failover::{ClaimOptions, VmacTarget, claim_vmac_shared};
+    use carpd::ovh::plan::Found;
+    const PEER: &str = "02:00:00:11:22:33";
+    let ip: std::net::Ipv4Addr = "10.0.0.9".parse().unwrap();
+    let mut w = World::new();
+    w.add_vmac(S, MAC, &["10.0.0.1".parse().unwrap()]);
+    w.add_vmac(S, PEER, &["10.0.0.2".parse().unwrap(), ip]);
+    w.task_delay = Duration::from_secs(10);
+    let api = FakeApi::new(w);
+    let shared = SharedReads::new();
+    let t = VmacTarget {
+        ip,
+        service: S.into(),
+        mac: MAC.into(),
+        virtual_machine_name: "router".into(),
+        allow_last_ip_release: false,
+    };
+    let hint = Found::Vmac {
+        mac: PEER.into(),
+        ips: 2,
+    };
+    let opts = ClaimOptions::default();
+    let mut claim = Box::pin(claim_vmac_shared(
+        &api,
+        &t,
+        &opts,
+        Some(&hint),
+        &|| true,
+        &shared,
+    ));
+    // The DELETE is out and its task runs: the claim waits for it.
+    tokio::select! {
+        r = &mut claim => panic!("the claim ended before its task: {r:?}"),
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    let pending =
+        api.world
+            .lock()
+            .unwrap()
+            .server_tasks(S, None, tokio::time::Instant::now().into_std());
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(shared.is_own_task(S, pending[0]));
+    drop(claim);
+    assert!(!shared.is_own_task(S, pending[0]));
+}

@@ -64,6 +64,8 @@ pub enum FaultKind {
     ApplyThenStatus(u16),
     /// 403 `Client::Forbidden` with `details.unauthorizedActionsByIAM` naming this action.
     IamDenied(String),
+    /// 200 with a body that is not the call's JSON (a proxy's error page).
+    Garbage,
 }
 
 /// A fault for requests matching `method` (any if `None`) and containing `path` (any if
@@ -120,7 +122,6 @@ pub struct SimConfig {
     pub tls: bool,
 }
 
-/// The keys of [`SimConfig::default`], for tests and the lab.
 /// Re-plans for tests: 20 ms, doubling to 200 ms, as many as the claim's deadline allows
 /// (carpd's default starts at 500 ms, sized for OVH's tasks, not the simulator's).
 pub fn quick_replans() -> carpd::ovh::policy::RetryPolicy {
@@ -132,6 +133,7 @@ pub fn quick_replans() -> carpd::ovh::policy::RetryPolicy {
     }
 }
 
+/// The keys of [`SimConfig::default`], for tests and the lab.
 pub const TEST_AK: &str = "simApplicationKey";
 pub const TEST_AS: &str = "simApplicationSecret0123456789ab";
 pub const TEST_CK: &str = "simConsumerKey0123456789abcdefgh";
@@ -504,6 +506,11 @@ async fn handle(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Err(Dropped);
         }
+        Some(FaultKind::Garbage) => Some(json_answer(
+            200,
+            b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+            &qid,
+        )),
         Some(FaultKind::Latency(d)) => {
             tokio::time::sleep(d).await;
             None
